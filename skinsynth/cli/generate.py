@@ -1,0 +1,39 @@
+"""`skinsynth generate RECIPE --model MODEL --out DIR`."""
+
+from ..generate import generate
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate a labeled synthetic dataset from a recipe",
+        description=(
+            "Generate the images a recipe describes with a diffusers text-to-image pipeline, into Arrow shards in the "
+            "Hugging Face Hub layout (load them with datasets.load_dataset(DIR)). Every image gets its own seed from "
+            "the recipe, so the same command always gives the same dataset, and an interrupted run started again "
+            "finishes it. Several GPUs: `accelerate launch -m skinsynth generate …`."
+        ),
+        epilog="Example: skinsynth generate examples/demo.yaml --model ./tiny-sd --out ./demo-output --batch-size 8",
+    )
+    parser.add_argument("recipe", metavar="RECIPE", help="recipe YAML file (classes, attributes, prompts, splits, generation settings)")
+    parser.add_argument("--model", required=True, help="Hub id or local folder of a diffusers text-to-image pipeline (e.g. a `skinsynth finetune --method full` output)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output dataset folder; an unfinished run there is resumed")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per pipeline call (default: 8); resume with the same value for bitwise-identical images")
+    parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available; one per process under accelerate)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="weights dtype (default: float16 on CUDA, else float32)")
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --model")
+    parser.add_argument("--lora", default=None, metavar="PATH", help="LoRA weights to load (a `skinsynth finetune --method lora` output)")
+    parser.add_argument("--embeddings", action="append", default=[], metavar="PATH", help="textual-inversion embeddings (.safetensors file or folder); repeatable")
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images of each split (a quick preview; a separate run)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow a custom pipeline's own code to run")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> None:
+    manifest = generate(
+        args.recipe, args.model, args.out, batch_size=args.batch_size, device=args.device, dtype=args.dtype, revision=args.revision,
+        lora=args.lora, embeddings=args.embeddings, limit=args.limit, trust_remote_code=args.trust_remote_code, progress=not args.quiet,
+    )
+    counts = ", ".join(f"{split}: {info['num_rows']}" for split, info in manifest["splits"].items())
+    print(f"wrote {args.out} ({counts})")
+    print(f"load it with:  from datasets import load_dataset; ds = load_dataset({str(args.out)!r})")

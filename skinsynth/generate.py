@@ -1,0 +1,358 @@
+"""Run a recipe through a text-to-image pipeline into a resumable dataset of Arrow shards.
+
+The plan fixes every image (prompt, seed, guidance); shards fix which images go together; batches are formed inside
+a shard only. So a shard is a pure function of (recipe, model, batch size): an interrupted run regenerates exactly
+its unfinished shards, several processes can share the shards, and the result is the same row for row.
+
+A shard is complete when its record (`.skinsynth/shards/*.json`: rows, sha256, rejections, timing) exists; the
+record is written after the shard file has been renamed into place. `generation.json` states the run's identity
+(recipe hash, model, LoRA, embeddings) from the first moment, and its shard list once everything is done.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import platform
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import OutputError, SkinsynthError
+from .plan import ImageJob, SplitPlan, attempt_seed, plan
+from .recipe import Recipe, load_recipe
+from .shards import ShardInfo, ShardWriter, atomic_write_json, shard_file, shard_ranges
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "generation.json"
+STATE_DIR = ".skinsynth"
+IMAGE_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
+
+
+def dataset_features(recipe: Recipe):
+    """The columns of a synthetic dataset: the image, its label, and everything needed to make it again."""
+    import datasets
+
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=recipe.label_names),
+            "prompt": datasets.Value("string"),
+            "negative_prompt": datasets.Value("string"),
+            "seed": datasets.Value("int64"),
+            "guidance_scale": datasets.Value("float32"),
+            "num_inference_steps": datasets.Value("int32"),
+            **{name: datasets.Value("string") for name in recipe.attributes},
+        }
+    )
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    split: str
+    index: int
+    num_shards: int
+    start: int
+    stop: int
+
+    @property
+    def file(self) -> str:
+        return shard_file(self.split, self.index, self.num_shards)
+
+    @property
+    def record_name(self) -> str:
+        return f"{self.split}-{self.index:05d}-of-{self.num_shards:05d}.json"
+
+
+def shard_tasks(plans: dict[str, SplitPlan], shard_size: int) -> list[ShardTask]:
+    tasks = []
+    for split, split_plan in plans.items():
+        ranges = shard_ranges(len(split_plan), shard_size)
+        tasks += [ShardTask(split, i, len(ranges), start, stop) for i, (start, stop) in enumerate(ranges)]
+    return tasks
+
+
+def batches(jobs: list[ImageJob], batch_size: int) -> list[list[ImageJob]]:
+    """Group a shard's jobs into pipeline calls: one guidance scale per call, at most `batch_size` images each,
+    ordered by their first row.
+
+    Depends only on the shard's jobs and the batch size, so a regenerated shard sees the same batches and
+    produces the same pixels. Ordering by first row lets rows be written in order while holding at most about
+    one batch per guidance scale.
+    """
+    by_guidance: dict[float, list[ImageJob]] = {}
+    for job in jobs:
+        by_guidance.setdefault(job.guidance_scale, []).append(job)
+    chunks = [group[i : i + batch_size] for group in by_guidance.values() for i in range(0, len(group), batch_size)]
+    return sorted(chunks, key=lambda chunk: chunk[0].index)
+
+
+def rejection_reason(image: np.ndarray, nsfw_flag: bool | None) -> str | None:
+    """Why a decoded image must not be kept: the safety checker blanked it, or it is not a real image."""
+    if nsfw_flag:
+        return "safety_checker"
+    if not np.isfinite(image).all():
+        return "non_finite"
+    if float(image.max()) - float(image.min()) < 1e-3:
+        return "constant"
+    return None
+
+
+def encode_image(pixels: np.ndarray, image_format: str, quality: int) -> bytes:
+    """uint8 HxWx3 pixels -> file bytes in the recipe's format (kept as-is in the Arrow shard)."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    options = {} if image_format == "png" else {"quality": quality}
+    Image.fromarray(pixels).save(buffer, format=image_format.upper(), **options)
+    return buffer.getvalue()
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """diffusers' own float [0, 1] -> uint8 conversion (as in `numpy_to_pil`)."""
+    return (np.nan_to_num(images) * 255).round().clip(0, 255).astype("uint8")
+
+
+class ImageMaker:
+    """Turns batches of jobs into accepted uint8 images, retrying rejected images with their next seed."""
+
+    def __init__(self, pipe, recipe: Recipe, device: str):
+        self.pipe = pipe
+        self.recipe = recipe
+        self.device = device
+
+    def __call__(self, jobs: list[ImageJob], rejections: Counter) -> list[tuple[ImageJob, int, np.ndarray]]:
+        """(job, seed used, pixels) for every job that got an acceptable image within `max_attempts`."""
+        import torch
+
+        accepted: dict[int, tuple[ImageJob, int, np.ndarray]] = {}
+        pending = [(job, 0) for job in jobs]
+        while pending:
+            seeds = [attempt_seed(job.seed, attempt) for job, attempt in pending]
+            output = self.pipe(
+                prompt=[job.prompt for job, _ in pending],
+                negative_prompt=[job.negative_prompt for job, _ in pending],
+                num_inference_steps=pending[0][0].num_inference_steps,
+                guidance_scale=pending[0][0].guidance_scale,
+                height=self.recipe.generation.height,
+                width=self.recipe.generation.width,
+                generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
+                output_type="np",
+            )
+            flags = getattr(output, "nsfw_content_detected", None) or [None] * len(pending)
+            retry = []
+            for (job, attempt), seed, image, flag in zip(pending, seeds, output.images, flags):
+                reason = rejection_reason(image, flag)
+                if reason is None:
+                    accepted[job.index] = (job, seed, to_uint8(image))
+                    continue
+                rejections[reason] += 1
+                if attempt + 1 < self.recipe.generation.max_attempts:
+                    retry.append((job, attempt + 1))
+                else:
+                    rejections["dropped"] += 1
+                    logger.warning("image %s/%d rejected %d times (%s); it is left out", job.split, job.index, attempt + 1, reason)
+            pending = retry
+        return [accepted[job.index] for job in jobs if job.index in accepted]
+
+
+def write_shard(out: Path, task: ShardTask, split_plan: SplitPlan, make_images: ImageMaker, batch_size: int, encoder: ThreadPoolExecutor, progress=None) -> dict:
+    """Generate, encode and write one shard, rows in plan order.
+
+    Images are encoded in threads while the next batch denoises: a row is written one batch after its image was
+    made, once every earlier row is written too, so at most about one batch per guidance scale waits in memory.
+    """
+    recipe = split_plan.recipe
+    generation = recipe.generation
+    extension = IMAGE_EXTENSIONS[generation.image_format]
+    started = time.perf_counter()
+    rejections: Counter = Counter()
+    waiting: dict[int, tuple[int, dict, Future]] = {}  # row index -> (batch number, row, encoded image)
+
+    def flush(writer: ShardWriter, below: float, made_before: float) -> None:
+        for index in sorted(i for i, (number, _, _) in waiting.items() if i < below):
+            if waiting[index][0] >= made_before:
+                break  # keep row order: later rows wait for this one
+            _, row, future = waiting.pop(index)
+            row["image"] = {"bytes": future.result(), "path": f"{task.split}-{index:08d}.{extension}"}
+            writer.write(row)
+
+    shard_batches = batches(split_plan.jobs(task.start, task.stop), batch_size)
+    with ShardWriter(out, task.file, dataset_features(recipe)) as writer:
+        for number, batch in enumerate(shard_batches):
+            for job, seed, pixels in make_images(batch, rejections):
+                row = {"label": job.label, "prompt": job.prompt, "negative_prompt": job.negative_prompt, "seed": seed,
+                       "guidance_scale": job.guidance_scale, "num_inference_steps": job.num_inference_steps, **job.attributes}
+                waiting[job.index] = (number, row, encoder.submit(encode_image, pixels, generation.image_format, generation.quality))
+            next_row = shard_batches[number + 1][0].index if number + 1 < len(shard_batches) else math.inf
+            flush(writer, below=next_row, made_before=number)
+            if progress is not None:
+                progress.update(len(batch))
+        flush(writer, below=math.inf, made_before=math.inf)
+    info: ShardInfo = writer.info
+    seconds = time.perf_counter() - started
+    record = {**info.to_dict(), "split": task.split, "rejections": dict(rejections), "batch_size": batch_size, "seconds": round(seconds, 3)}
+    atomic_write_json(out / STATE_DIR / "shards" / task.record_name, record)
+    logger.info("wrote %s: %d images in %.1f s", task.file, info.num_rows, seconds)
+    return record
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": platform.python_version(), "skinsynth": __version__}
+    for package in ("torch", "diffusers", "transformers", "datasets", "accelerate", "huggingface_hub", "peft", "safetensors"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
+def _prepare_output(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / STATE_DIR / "shards").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create output directory `{out}`: {err.strerror or err}") from None
+    if not os.access(out, os.W_OK):
+        raise OutputError(f"output directory `{out}` is not writable")
+
+
+def _check_same_run(out: Path, identity: dict) -> dict | None:
+    """The manifest already in `out`, after checking it describes the same run; None if `out` holds no run."""
+    path = out / MANIFEST
+    if not path.is_file():
+        if any((out / "data").glob("*.arrow")):
+            raise OutputError(f"`{out}` already holds a dataset that `skinsynth generate` did not start; choose another --out")
+        return None
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    previous = manifest.get("identity", {})
+    for key, value in identity.items():
+        if previous.get(key) != value:
+            raise OutputError(
+                f"`{out}` holds a run with another {key.replace('_', ' ')} ({previous.get(key)!r}, now {value!r}); "
+                "resume it with the same recipe, model and options, or choose another --out"
+            )
+    return manifest
+
+
+def _acquire_lock(out: Path):
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(out / STATE_DIR / "lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise OutputError(f"another `skinsynth generate` is writing to `{out}` (lock {lock.lock_file}); wait for it or choose another --out") from None
+    return lock
+
+
+def generate(
+    recipe: Recipe | str | Path,
+    model: str,
+    out: str | Path,
+    *,
+    batch_size: int = 8,
+    device: str | None = None,
+    dtype: str = "auto",
+    revision: str | None = None,
+    lora: str | None = None,
+    embeddings: list[str] | tuple[str, ...] = (),
+    limit: int | None = None,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+    pipeline=None,
+) -> dict:
+    """Generate the dataset described by `recipe` with `model` into `out`, resuming an interrupted run.
+
+    Mirrors `skinsynth generate`. Under `accelerate launch` each process takes a share of the shards.
+    `pipeline` (a loaded pipeline, with its `ModelInfo`) skips loading, for callers that hold one already.
+    Returns the manifest (`out/generation.json`).
+    """
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    from .pipeline import default_device, load_pipeline
+
+    recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if batch_size < 1:
+        raise SkinsynthError(f"`--batch-size` must be at least 1, got {batch_size}")
+    if limit is not None and limit < 0:
+        raise SkinsynthError(f"`--limit` must be zero or more, got {limit}")
+    out = Path(out)
+    use_cpu = (device or default_device()) == "cpu"
+    state = PartialState(cpu=use_cpu)
+    device = device if state.num_processes == 1 and device else str(state.device)
+
+    _prepare_output(out)
+    _check_same_run(out, {"recipe_sha256": recipe.fingerprint(), "limit": limit})  # fail fast, before loading the model
+    lock = _acquire_lock(out) if state.is_main_process else None
+    try:
+        pipe, model_info = pipeline or load_pipeline(
+            model, revision=revision, device=device, dtype=dtype, lora=lora, embeddings=embeddings,
+            scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code,
+        )
+        identity = {"recipe_sha256": recipe.fingerprint(), "limit": limit, "model": model_info.identity()}
+        manifest = _check_same_run(out, identity)
+        plans = plan(recipe, limit)
+        tasks = shard_tasks(plans, recipe.generation.shard_size)
+        if state.is_main_process:
+            for stale in (out / "data").glob(".*.tmp"):
+                stale.unlink()
+            if manifest is None:
+                manifest = {"identity": identity, "status": "incomplete", "recipe": recipe.to_dict(), "model": model_info.to_dict(),
+                            "library_versions": library_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                atomic_write_json(out / MANIFEST, manifest)
+        state.wait_for_everyone()
+
+        records_dir = out / STATE_DIR / "shards"
+        remaining = [t for t in tasks if not (records_dir / t.record_name).is_file() or not (out / t.file).is_file()]
+        started = time.perf_counter()
+        with state.split_between_processes(remaining) as mine, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as encoder:
+            total = sum(t.stop - t.start for t in mine)
+            with tqdm(total=total, unit="img", desc=f"generating {recipe.name}", disable=not (progress and state.is_main_process)) as bar:
+                for task in mine:
+                    write_shard(out, task, plans[task.split], ImageMaker(pipe, recipe, device), batch_size, encoder, bar)
+        state.wait_for_everyone()
+        if state.is_main_process:
+            manifest = finalize_manifest(out, manifest, tasks, time.perf_counter() - started)
+        state.wait_for_everyone()
+        return json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def finalize_manifest(out: Path, manifest: dict, tasks: list[ShardTask], seconds: float) -> dict:
+    """Collect the shard records into `generation.json` and mark the run complete."""
+    records = [json.loads((out / STATE_DIR / "shards" / t.record_name).read_text()) for t in tasks]
+    splits: dict[str, dict] = {}
+    rejections: Counter = Counter()
+    for record in records:
+        split = splits.setdefault(record["split"], {"num_rows": 0, "num_bytes": 0, "shards": []})
+        split["num_rows"] += record["num_rows"]
+        split["num_bytes"] += record["num_bytes"]
+        split["shards"].append({k: record[k] for k in ("file", "num_rows", "num_bytes", "sha256")})
+        rejections.update(record["rejections"])
+    generated = sum(r["num_rows"] for r in records)
+    busy = sum(r["seconds"] for r in records)
+    manifest = {
+        **manifest,
+        "status": "complete",
+        "splits": splits,
+        "rejections": dict(rejections),
+        "timing": {"last_run_seconds": round(seconds, 3), "shard_seconds": round(busy, 3), "images_per_second": round(generated / busy, 3) if busy else None},
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest

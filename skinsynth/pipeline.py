@@ -1,0 +1,298 @@
+"""Load a diffusers text-to-image pipeline (Hub id or local folder), with LoRA weights, textual-inversion embeddings
+and a scheduler override, and describe exactly which weights were used so every image is traceable.
+
+Also builds the tiny random-weight Stable Diffusion pipeline that tests and the offline demo use, the way diffusers
+and transformers test themselves: no download, a few MB, same code path as a real model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import PipelineError
+
+MODEL_METADATA_FILE = "skinsynth_model.json"  # written by `skinsynth finetune`: base model, method, training data
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+@dataclass
+class ModelInfo:
+    """What a manifest records about the model that made the images."""
+
+    model: str
+    revision: str | None
+    commit: str | None  # the Hub commit that was downloaded; None for a local folder
+    fingerprint: str | None  # sha256 over a local folder's files; None for a Hub snapshot (the commit says it all)
+    pipeline_class: str
+    scheduler: str
+    dtype: str
+    lora: dict | None = None
+    embeddings: list[dict] = field(default_factory=list)
+    finetune: dict | None = None  # the fine-tuned model's own metadata (base model, method, training data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def identity(self) -> dict:
+        """The parts that decide which images come out: a resumed run must match them."""
+        return {k: v for k, v in self.to_dict().items() if k in ("model", "revision", "commit", "fingerprint", "pipeline_class", "scheduler", "dtype", "lora", "embeddings")}
+
+
+def folder_fingerprint(path: str | Path) -> str:
+    """sha256 over every file's relative path and content (hidden files skipped): two folders with the same
+    weights and configs have the same fingerprint, wherever they live."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_metadata(folder: Path) -> dict | None:
+    path = folder / MODEL_METADATA_FILE if folder.is_dir() else None
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
+def resolve_model(model: str, revision: str | None = None) -> tuple[Path, str | None]:
+    """A local pipeline folder for `model` and the Hub commit it came from (None when `model` is a local folder)."""
+    local = Path(model).expanduser()
+    if local.exists():
+        if not (local / "model_index.json").is_file():
+            raise PipelineError(f"`{model}` is not a diffusers pipeline folder: it has no model_index.json. Pass a folder written by `save_pretrained` (or `skinsynth tiny-pipeline DIR`), or a Hub id.")
+        return local, None
+    if model.startswith((".", "/", "~")) or not _REPO_ID.match(model):
+        raise PipelineError(f"model path `{model}` does not exist")
+    from diffusers import DiffusionPipeline
+
+    try:
+        folder = Path(DiffusionPipeline.download(model, revision=revision, use_safetensors=True))
+    except Exception as err:  # the Hub client raises many types (offline, 404, gated, no safetensors…)
+        raise PipelineError(f"model `{model}` is neither a local folder nor loadable from the Hub: {err}") from err
+    return folder, folder.name if folder.parent.name == "snapshots" else None
+
+
+def check_text_to_image(folder: Path) -> type:
+    """The pipeline class named by `model_index.json`, if it makes images from text alone; else a `PipelineError`."""
+    import diffusers
+    from diffusers.pipelines.auto_pipeline import AUTO_TEXT2IMAGE_PIPELINES_MAPPING
+
+    try:
+        class_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
+    except (OSError, KeyError, json.JSONDecodeError) as err:
+        raise PipelineError(f"{folder / 'model_index.json'} is not a valid diffusers model index: {err}") from None
+    pipeline_class = getattr(diffusers, class_name, None)
+    if pipeline_class is None:
+        raise PipelineError(f"`{class_name}` (from {folder}/model_index.json) is not a diffusers pipeline class; custom pipelines need --trust-remote-code")
+    parameters = inspect.signature(pipeline_class.__call__).parameters
+    needs_image = any(name in parameters and parameters[name].default is inspect.Parameter.empty for name in ("image", "mask_image", "control_image"))
+    if pipeline_class not in AUTO_TEXT2IMAGE_PIPELINES_MAPPING.values() and ("prompt" not in parameters or "image" in parameters or needs_image):
+        raise PipelineError(f"`{class_name}` is not a text-to-image pipeline (it needs an input image); use a text-to-image model such as a StableDiffusionPipeline")
+    return pipeline_class
+
+
+def default_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def torch_dtype(dtype: str, device: str):
+    import torch
+
+    if dtype not in DTYPES:
+        raise PipelineError(f"`--dtype {dtype}` is not supported; choose one of {', '.join(DTYPES)}")
+    if dtype == "auto":
+        return torch.float16 if str(device).startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+def load_pipeline(
+    model: str,
+    *,
+    revision: str | None = None,
+    device: str | None = None,
+    dtype: str = "auto",
+    lora: str | None = None,
+    embeddings: list[str] | tuple[str, ...] = (),
+    scheduler: str | None = None,
+    trust_remote_code: bool = False,
+):
+    """Load a text-to-image pipeline ready to generate, and the `ModelInfo` that a manifest records.
+
+    Weights are read from safetensors only; remote code runs only with `trust_remote_code=True`.
+    """
+    from diffusers import DiffusionPipeline
+
+    from .recipe import scheduler_class_name
+
+    device = device or default_device()
+    folder, commit = resolve_model(model, revision)
+    if not trust_remote_code:
+        check_text_to_image(folder)
+    try:
+        pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=torch_dtype(dtype, device), use_safetensors=True, trust_remote_code=trust_remote_code)
+    except Exception as err:
+        raise PipelineError(f"could not load the pipeline in {folder}: {err}") from err
+
+    lora_info = None
+    if lora is not None:
+        lora_path = Path(lora).expanduser()
+        if not lora_path.exists():
+            raise PipelineError(f"`--lora {lora}` does not exist; pass the folder written by `skinsynth finetune --method lora`")
+        try:
+            pipe.load_lora_weights(str(lora_path))
+        except Exception as err:
+            raise PipelineError(f"could not load LoRA weights from {lora}: {err}") from err
+        lora_info = {"path": str(lora), "fingerprint": folder_fingerprint(lora_path), "finetune": _read_metadata(lora_path)}
+
+    embedding_info = []
+    for path in embeddings:
+        embedding_path = Path(path).expanduser()
+        files = sorted(embedding_path.glob("*.safetensors")) if embedding_path.is_dir() else [embedding_path]
+        if not files or not all(f.is_file() for f in files):
+            raise PipelineError(f"textual-inversion embeddings `{path}` not found; pass a .safetensors file or a folder of them")
+        tokens = []
+        for file in files:
+            try:
+                before = len(pipe.tokenizer)
+                pipe.load_textual_inversion(str(file))
+                tokens += pipe.tokenizer.convert_ids_to_tokens(list(range(before, len(pipe.tokenizer))))
+            except Exception as err:
+                raise PipelineError(f"could not load textual-inversion embeddings from {file}: {err}") from err
+        embedding_info.append({"path": str(path), "fingerprint": folder_fingerprint(embedding_path), "tokens": tokens, "finetune": _read_metadata(embedding_path)})
+
+    if scheduler is not None:
+        import diffusers
+
+        try:
+            name = scheduler_class_name(scheduler)
+        except ValueError as err:
+            raise PipelineError(str(err)) from None
+        pipe.scheduler = getattr(diffusers, name).from_config(pipe.scheduler.config)
+
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    info = ModelInfo(
+        model=model,
+        revision=revision,
+        commit=commit,
+        fingerprint=None if commit else folder_fingerprint(folder),
+        pipeline_class=type(pipe).__name__,
+        scheduler=type(pipe.scheduler).__name__,
+        dtype=str(pipe.dtype).removeprefix("torch."),
+        lora=lora_info,
+        embeddings=embedding_info,
+        finetune=_read_metadata(folder),
+    )
+    return pipe, info
+
+
+# --- the tiny offline pipeline -------------------------------------------------------------------------------
+
+_TINY_WORDS = """a an the of on in with and photo photograph clinical dermoscopic dermoscopy image close-up close up skin
+type fitzpatrick lesion melanoma nevus melanocytic basal cell carcinoma squamous actinic keratosis benign
+seborrheic vascular dermatofibroma back face lower upper extremity trunk abdomen chest scalp neck hand foot arm
+leg ear genital acral unknown male female age years old patient text watermark drawing i ii iii iv v vi""".split()
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable-character table."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = printable[:], 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+def _write_tiny_tokenizer(folder: Path) -> None:
+    """A CLIP BPE tokenizer whose merges spell out a small dermatology vocabulary, built without any download."""
+    from transformers import CLIPTokenizer
+
+    byte_chars = list(_bytes_to_unicode().values())
+    vocab = byte_chars + [c + "</w>" for c in byte_chars]
+    merges: list[str] = []
+    for word in _TINY_WORDS:
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        token = symbols[0]
+        for symbol in symbols[1:]:
+            merge = f"{token} {symbol}"
+            token += symbol
+            if merge not in merges:
+                merges.append(merge)
+                vocab.append(token)
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(dict.fromkeys(vocab))}))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    tokenizer.save_pretrained(folder)
+
+
+def tiny_pipeline(out: str | Path, seed: int = 0):
+    """Write a random-weight Stable Diffusion pipeline of a few MB to `out` (64 px images) and return it.
+
+    It loads with `DiffusionPipeline.from_pretrained(out)` like any real checkpoint; its images are noise-like.
+    """
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise PipelineError(f"`{out}` exists and is not empty; choose a new folder for the tiny pipeline")
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(32, 64),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        sample_size=64,
+    )
+    _write_tiny_tokenizer(out / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    return pipe
