@@ -29,7 +29,7 @@ from . import __version__
 from .errors import OutputError, SkinsynthError
 from .plan import ImageJob, SplitPlan, attempt_seed, plan
 from .recipe import Recipe, load_recipe
-from .shards import ShardInfo, ShardWriter, atomic_write_json, shard_file, shard_ranges
+from .shards import ShardInfo, ShardWriter, atomic_write_json, shard_file, shard_ranges, splits_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -336,20 +336,17 @@ def generate(
 def finalize_manifest(out: Path, manifest: dict, tasks: list[ShardTask], seconds: float) -> dict:
     """Collect the shard records into `generation.json` and mark the run complete."""
     records = [json.loads((out / STATE_DIR / "shards" / t.record_name).read_text()) for t in tasks]
-    splits: dict[str, dict] = {}
+    infos: dict[str, list[ShardInfo]] = {}
     rejections: Counter = Counter()
     for record in records:
-        split = splits.setdefault(record["split"], {"num_rows": 0, "num_bytes": 0, "shards": []})
-        split["num_rows"] += record["num_rows"]
-        split["num_bytes"] += record["num_bytes"]
-        split["shards"].append({k: record[k] for k in ("file", "num_rows", "num_bytes", "sha256")})
+        infos.setdefault(record["split"], []).append(ShardInfo(**{k: record[k] for k in ("file", "num_rows", "num_bytes", "sha256")}))
         rejections.update(record["rejections"])
     generated = sum(r["num_rows"] for r in records)
     busy = sum(r["seconds"] for r in records)
     manifest = {
         **manifest,
         "status": "complete",
-        "splits": splits,
+        "splits": splits_manifest(infos),
         "rejections": dict(rejections),
         "timing": {"last_run_seconds": round(seconds, 3), "shard_seconds": round(busy, 3), "images_per_second": round(generated / busy, 3) if busy else None},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -128,3 +128,26 @@ def read_manifest(root: str | Path) -> tuple[str, dict]:
             except (OSError, json.JSONDecodeError) as err:
                 raise DatasetError(f"{path} cannot be read: {err}") from None
     raise DatasetError(f"{root} holds no skinsynth manifest ({' or '.join(MANIFEST_FILES)}): is it the output of `skinsynth generate` or `skinsynth prepare`?")
+
+
+def write_split(root: str | Path, split: str, rows, features: datasets.Features, shard_size: int) -> list[ShardInfo]:
+    """Write a sized sequence of rows as the split's shards (`data/{split}-…-of-…arrow`) and return their infos.
+
+    For readers of whole datasets (`prepare`, `filter`): `generate` writes shard by shard itself, to resume.
+    """
+    ranges = shard_ranges(len(rows), shard_size)
+    infos = []
+    for index, (start, stop) in enumerate(ranges):
+        with ShardWriter(root, shard_file(split, index, len(ranges)), features) as writer:
+            for i in range(start, stop):
+                writer.write(rows[i])
+        infos.append(writer.info)
+    return infos
+
+
+def splits_manifest(infos: dict[str, list[ShardInfo]]) -> dict:
+    """The `splits` section of a manifest: per split, its row and byte counts and each shard's info."""
+    return {
+        split: {"num_rows": sum(i.num_rows for i in shards), "num_bytes": sum(i.num_bytes for i in shards), "shards": [i.to_dict() for i in shards]}
+        for split, shards in infos.items()
+    }
