@@ -1,0 +1,79 @@
+import collections
+import itertools
+
+import yaml
+
+from skinsynth.generate import batches
+from skinsynth.plan import attempt_seed, plan, plan_split
+from skinsynth.recipe import load_recipe, parse_recipe
+
+from .conftest import DEMO_RECIPE
+
+
+def _jobs(split_plan):
+    return split_plan.jobs(0, len(split_plan))
+
+
+def test_same_recipe_same_plan():
+    recipe = load_recipe(DEMO_RECIPE)
+    assert _jobs(plan(recipe)["train"]) == _jobs(plan(load_recipe(DEMO_RECIPE))["train"])
+
+
+def test_a_seed_depends_only_on_base_seed_split_and_index():
+    data = yaml.safe_load(DEMO_RECIPE.read_text())
+    recipe = parse_recipe(data)
+    full = plan_split(recipe, "train")
+    assert list(plan_split(recipe, "train", limit=5).seeds) == list(full.seeds[:5])
+    data["splits"]["train"] = {"per_class": 100}
+    data["generation"]["shard_size"] = 3
+    data["generation"]["guidance_scale"] = 9.0
+    assert list(plan_split(parse_recipe(data), "train").seeds[: len(full)]) == list(full.seeds)
+    assert len(set(full.seeds) | set(plan_split(recipe, "validation").seeds)) == len(full) + 6
+    data["generation"]["seed"] = 99
+    assert set(plan_split(parse_recipe(data), "train").seeds).isdisjoint(full.seeds)
+
+
+def test_attempt_seeds_form_a_fixed_sequence():
+    assert attempt_seed(42, 0) == 42
+    retries = [attempt_seed(42, a) for a in range(1, 6)]
+    assert retries == [attempt_seed(42, a) for a in range(1, 6)]
+    assert len(set(retries)) == 5 and 42 not in retries
+
+
+def test_classes_are_interleaved_and_prompts_filled():
+    jobs = _jobs(plan(load_recipe(DEMO_RECIPE))["train"])
+    assert [j.label for j in jobs[:6]] == [0, 1, 2, 0, 1, 2]
+    assert collections.Counter(j.label for j in jobs) == {0: 8, 1: 8, 2: 8}
+    for job in jobs:
+        assert job.attributes["body_site"] in job.prompt and job.attributes["fitzpatrick"] in job.prompt
+        assert ("melanoma", "melanocytic nevus", "basal cell carcinoma")[job.label] in job.prompt
+        assert job.guidance_scale in (2.0, 4.0) and job.negative_prompt == "text, watermark, drawing"
+    assert {j.guidance_scale for j in jobs} == {2.0, 4.0}
+
+
+def test_balanced_attributes_cover_every_combination_equally():
+    data = yaml.safe_load(DEMO_RECIPE.read_text())
+    data["splits"] = {"train": {"per_class": 36}}
+    jobs = _jobs(plan(parse_recipe(data))["train"])
+    for label in range(3):
+        combos = collections.Counter((j.attributes["fitzpatrick"], j.attributes["body_site"]) for j in jobs if j.label == label)
+        assert set(combos) == set(itertools.product(["I", "II", "III", "IV", "V", "VI"], ["back", "face", "lower extremity"]))
+        assert set(combos.values()) == {2}
+
+
+def test_weighted_attributes_follow_their_weights():
+    data = yaml.safe_load(DEMO_RECIPE.read_text())
+    data["attributes"]["fitzpatrick"] = {"I": 0.0, "II": 1.0, "III": 3.0}
+    data["splits"] = {"train": {"total": 4000, "attributes": "weighted"}}
+    counts = collections.Counter(j.attributes["fitzpatrick"] for j in _jobs(plan(parse_recipe(data))["train"]))
+    assert counts["I"] == 0
+    assert abs(counts["III"] / 4000 - 0.75) < 0.03
+
+
+def test_batches_cover_each_job_once_with_one_guidance_each():
+    jobs = _jobs(plan(load_recipe(DEMO_RECIPE))["train"])
+    for batch_size in (1, 3, 8, 100):
+        grouped = batches(jobs, batch_size)
+        assert sorted(j.index for b in grouped for j in b) == list(range(len(jobs)))
+        assert all(len(b) <= batch_size and len({j.guidance_scale for j in b}) == 1 for b in grouped)
+        assert [b[0].index for b in grouped] == sorted(b[0].index for b in grouped)
