@@ -324,7 +324,7 @@ def generate(
                 for task in mine:
                     write_shard(out, task, plans[task.split], ImageMaker(pipe, recipe, device), batch_size, encoder, bar)
         state.wait_for_everyone()
-        if state.is_main_process:
+        if state.is_main_process and (remaining or manifest["status"] != "complete"):
             manifest = finalize_manifest(out, manifest, tasks, time.perf_counter() - started)
         state.wait_for_everyone()
         return json.loads((out / MANIFEST).read_text(encoding="utf-8"))
