@@ -125,10 +125,9 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 class ImageMaker:
     """Turns batches of jobs into accepted uint8 images, retrying rejected images with their next seed."""
 
-    def __init__(self, pipe, recipe: Recipe, device: str):
+    def __init__(self, pipe, recipe: Recipe):
         self.pipe = pipe
         self.recipe = recipe
-        self.device = device
 
     def __call__(self, jobs: list[ImageJob], rejections: Counter) -> list[tuple[ImageJob, int, np.ndarray]]:
         """(job, seed used, pixels) for every job that got an acceptable image within `max_attempts`."""
@@ -322,7 +321,7 @@ def generate(
             total = sum(t.stop - t.start for t in mine)
             with tqdm(total=total, unit="img", desc=f"generating {recipe.name}", disable=not (progress and state.is_main_process)) as bar:
                 for task in mine:
-                    write_shard(out, task, plans[task.split], ImageMaker(pipe, recipe, device), batch_size, encoder, bar)
+                    write_shard(out, task, plans[task.split], ImageMaker(pipe, recipe), batch_size, encoder, bar)
         state.wait_for_everyone()
         if state.is_main_process and (remaining or manifest["status"] != "complete"):
             manifest = finalize_manifest(out, manifest, tasks, time.perf_counter() - started)
