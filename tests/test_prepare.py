@@ -172,6 +172,16 @@ def test_ham10000_keeps_original_bytes(ham_subset, ham_prepared):
     assert sum(s["num_bytes"] for s in manifest["splits"].values()) <= 1.1 * source_bytes
 
 
+def test_bytes_are_kept_when_run_from_the_image_folder(ham_subset, tmp_path, monkeypatch):
+    """`datasets` would store only the file name of an image whose name exists in the working directory."""
+    from datasets import Image as ImageFeature, load_dataset
+
+    monkeypatch.chdir(ham_subset / "images")
+    prepare(ham_subset, "ham10000", tmp_path / "out", progress=False, per_class_cap=2)
+    part = load_dataset(str(tmp_path / "out"), split="train").cast_column("image", ImageFeature(decode=False))
+    assert all(row["image"]["bytes"] == Path(row["image"]["path"]).read_bytes() for row in part)
+
+
 def test_ham10000_is_deterministic(ham_subset, ham_prepared, tmp_path):
     _, manifest = ham_prepared
     again = prepare(ham_subset, "ham10000", tmp_path / "again", progress=False, shard_size=50, workers=1)

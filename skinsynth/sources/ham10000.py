@@ -8,6 +8,7 @@ the original code stays in `dx`; `lesion_id` is the group, so images of one lesi
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -66,9 +67,21 @@ def find_metadata(root: Path) -> Path:
     raise DatasetError(f"`{root}` holds no {' or '.join(METADATA_FILES)}: is it the HAM10000 download folder?")
 
 
+def find_images(folder: Path) -> dict[str, Path]:
+    """{image_id: path} of the JPEGs in `folder` and its direct subfolders (`images/`, `HAM10000_images_part_1/`…);
+    listed with `os.scandir`, without a `stat` per file (10,015 of them)."""
+    images = {}
+    for directory in [folder, *sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))]:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.name.lower().endswith(".jpg"):
+                    images.setdefault(entry.name[:-4], directory / entry.name)
+    return images
+
+
 def read(root: Path) -> Source:
     metadata = find_metadata(root)
-    images = {path.stem: path for path in sorted(metadata.parent.rglob("*.jpg"))}
+    images = find_images(metadata.parent)
     with open(metadata, newline="", encoding="utf-8") as f:
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
