@@ -109,6 +109,11 @@ def parse_size(text: str) -> tuple[int, int]:
 # Images: check cheaply, convert only what must change.
 
 
+def _rotated(image) -> bool:
+    """Whether the EXIF orientation turns the image by 90 degrees (phone photos): its upright size is swapped."""
+    return image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+
+
 @dataclass(frozen=True)
 class Check:
     """What pass one learnt about an image: why to skip it, or why (if at all) it must be re-encoded."""
@@ -129,7 +134,7 @@ def check_image(path: Path, config: PrepareConfig) -> Check:
         return Check(skip="unreadable_file")
     try:
         with Image.open(io.BytesIO(data)) as image:
-            mode, fmt, size = image.mode, image.format, image.size
+            mode, fmt, size = image.mode, image.format, image.size[::-1] if _rotated(image) else image.size
             image.draft(None, (max(1, size[0] // 8), max(1, size[1] // 8)))
             image.load()
     except UnidentifiedImageError:
@@ -165,18 +170,19 @@ def to_rgb(image):
 
 def image_bytes(path: Path, check: Check, config: PrepareConfig) -> tuple[bytes, str]:
     """The bytes to store and the file name to record: the original file when nothing must change, else an RGB
-    (and, if asked, resized) re-encoding, JPEG for JPEG sources and PNG for the rest."""
-    from PIL import Image
+    (and, if asked, resized) re-encoding, JPEG for JPEG sources and PNG for the rest. A re-encoded image is turned
+    upright first (the EXIF orientation is not carried over; `datasets` applies it when decoding kept bytes)."""
+    from PIL import Image, ImageOps
 
     data = path.read_bytes()
     if check.convert is None:
         return data, path.name
     with Image.open(io.BytesIO(data)) as image:
-        source_format = image.format
-        size = config.target_size(image.size)
+        source_format, rotated = image.format, _rotated(image)
+        size = config.target_size(image.size[::-1] if rotated else image.size)
         if size is not None and source_format == "JPEG":
-            image.draft("RGB", size)  # decode at the smallest DCT scale still at least `size`: same result, much faster
-        image = to_rgb(image)
+            image.draft("RGB", size[::-1] if rotated else size)  # decode at the smallest DCT scale still >= `size`: much faster
+        image = to_rgb(ImageOps.exif_transpose(image))
         if size is not None:
             image = image.resize(size, Image.Resampling.LANCZOS)
         out = io.BytesIO()
@@ -238,7 +244,12 @@ def dataset_features(source: Source):
 # Output folder: refuse to clobber, write beside, rename into place.
 
 
-def check_output(out: Path, overwrite: bool) -> None:
+def check_output(out: Path, overwrite: bool, source: Path, format: str) -> None:
+    source, resolved = source.expanduser().resolve(), out.resolve()
+    if source == resolved or source.is_relative_to(resolved):
+        raise OutputError(f"`--out {out}` holds the source `{source}`; write the dataset somewhere else")
+    if format == "imagefolder" and resolved.is_relative_to(source):
+        raise OutputError(f"`--out {out}` is inside the ImageFolder `{source}`, where it would be read as a class; write it elsewhere")
     if out.exists() and not out.is_dir():
         raise OutputError(f"`--out {out}` is a file; give a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
@@ -304,7 +315,7 @@ def prepare(
 
     config = replace(config or PrepareConfig(), **options) if options else (config or PrepareConfig())
     out = Path(out).expanduser()
-    check_output(out, overwrite)
+    check_output(out, overwrite, Path(source), format)
     started = time.perf_counter()
     data = read_source(source, format, mapping)
     skipped = Counter(data.skipped)
@@ -350,7 +361,7 @@ def prepare(
             manifest = {
                 "kind": "real",
                 "status": "complete",
-                "source": {**data.info.to_dict(), "format": format, "path": str(Path(source).expanduser().resolve()), "num_examples": len(data.examples) + sum(data.skipped.values())},
+                "source": {**data.info.to_dict(), "format": format, "path": str(source), "num_examples": len(data.examples) + sum(data.skipped.values())},
                 "license": data.info.license,
                 "citation": data.info.citation,
                 "label_names": data.label_names,

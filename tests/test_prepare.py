@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 import random
@@ -368,7 +369,7 @@ def test_bad_input_is_a_clear_error(tmp_path, image_tree, capsys):
 
 
 def test_out_is_refused_when_not_empty_and_replaced_only_when_complete(image_tree, tmp_path, monkeypatch):
-    import skinsynth.prepare as module
+    module = importlib.import_module("skinsynth.prepare")  # the module: `skinsynth.prepare` is the function
 
     out = tmp_path / "out"
     out.mkdir()
@@ -394,3 +395,77 @@ def test_out_is_refused_when_not_empty_and_replaced_only_when_complete(image_tre
     monkeypatch.setattr(module, "image_bytes", original)
     prepare(image_tree, "imagefolder", out, progress=False, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["data", "prepare.json"]
+
+    for bad_out in (image_tree, tmp_path, image_tree / "prepared"):
+        with pytest.raises(OutputError, match="source|inside"):
+            prepare(image_tree, "imagefolder", bad_out, progress=False, overwrite=True)
+    assert (image_tree / "Test" / "melanoma" / "t0.jpg").is_file()
+
+
+def test_phone_photos_are_turned_upright_when_re_encoded(tmp_path):
+    from datasets import load_dataset
+
+    image = Image.new("RGB", (40, 20), (200, 10, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, shown portrait
+    (tmp_path / "src" / "nevus").mkdir(parents=True)
+    image.save(tmp_path / "src" / "nevus" / "a.jpg", exif=exif)
+    kept = prepare(tmp_path / "src", "imagefolder", tmp_path / "o1", progress=False, validation=0, test=0)
+    resized = prepare(tmp_path / "src", "imagefolder", tmp_path / "o2", progress=False, validation=0, test=0, max_size=10)
+    assert kept["converted"] == {} and resized["converted"] == {"resize": 1}
+    assert load_dataset(str(tmp_path / "o1"), split="train")[0]["image"].size == (20, 40)  # kept bytes: `datasets` applies the EXIF orientation
+    assert load_dataset(str(tmp_path / "o2"), split="train")[0]["image"].size == (5, 10)
+
+
+# --- documented mappings ------------------------------------------------------------------------------------------
+
+MAPPINGS = sorted((Path(__file__).resolve().parents[1] / "dataset_scripts" / "mappings").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", MAPPINGS, ids=[p.stem for p in MAPPINGS])
+def test_documented_mappings_are_valid(path):
+    from skinsynth.sources.csv import load_mapping
+
+    mapping = load_mapping(path)
+    assert mapping.name and mapping.license and mapping.citation and mapping.table
+    assert set(mapping.attributes) <= {"body_site", "sex", "age", "fitzpatrick"}
+
+
+def test_scin_tables_become_one_row_per_image(tmp_path):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "dataset_scripts" / "scin_table.py"
+    spec = importlib.util.spec_from_file_location("scin_table", script)
+    scin_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scin_table)
+
+    cases = [
+        {"case_id": "1", "image_1_path": "dataset/images/a.png", "image_2_path": "dataset/images/b.png", "image_3_path": "", "image_1_shot_type": "CLOSE_UP",
+         "image_2_shot_type": "AT_DISTANCE", "image_3_shot_type": "", "sex_at_birth": "FEMALE", "age_group": "AGE_18_TO_29", "body_parts_arm": "YES", "body_parts_leg": ""},
+        {"case_id": "2", "image_1_path": "dataset/images/c.png", "image_2_path": "", "image_3_path": "", "image_1_shot_type": "CLOSE_UP",
+         "image_2_shot_type": "", "image_3_shot_type": "", "sex_at_birth": "MALE", "age_group": "AGE_80_OR_ABOVE", "body_parts_arm": "YES", "body_parts_leg": "YES"},
+        {"case_id": "3", "image_1_path": "dataset/images/d.png", "image_2_path": "", "image_3_path": "", "image_1_shot_type": "",
+         "image_2_shot_type": "", "image_3_shot_type": "", "sex_at_birth": "OTHER_OR_UNSPECIFIED", "age_group": "", "body_parts_arm": "", "body_parts_leg": ""},
+    ]
+    labels = [
+        {"case_id": "1", "weighted_skin_condition_label": "{'Eczema': 0.67, 'Psoriasis': 0.33}", "dermatologist_fitzpatrick_skin_type_label_1": "FST2"},
+        {"case_id": "2", "weighted_skin_condition_label": "{'Tinea': 1.0}", "dermatologist_fitzpatrick_skin_type_label_1": "NONE_IDENTIFIED"},
+        {"case_id": "3", "weighted_skin_condition_label": "", "dermatologist_fitzpatrick_skin_type_label_1": ""},
+    ]
+    for name, rows in (("scin_cases.csv", cases), ("scin_labels.csv", labels)):
+        with open(tmp_path / name, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    for name in "abcd":
+        image_file(tmp_path / "images" / f"{name}.png", "rgb")
+    scin_table.build(tmp_path)
+    manifest = prepare(tmp_path, "csv", tmp_path / "out", mapping=MAPPINGS[[p.stem for p in MAPPINGS].index("scin")], progress=False, validation=0, test=0)
+    assert manifest["skipped"] == {"missing_label": 1}
+    assert manifest["label_names"] == ["eczema", "tinea"] and manifest["class_counts"]["train"] == {"eczema": 2, "tinea": 1}
+    from datasets import load_dataset
+
+    rows = sorted(load_dataset(str(tmp_path / "out"), split="train").remove_columns("image"), key=lambda r: r["image_shot_type"])
+    assert [(r["group_id"], r["fitzpatrick"], r["body_site"], r["sex"], r["age"]) for r in rows] == [
+        ("1", "II", "arm", "female", "18-29"), ("1", "II", "arm", "female", "18-29"), ("2", None, "multiple", "male", "80+")
+    ]
