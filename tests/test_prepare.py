@@ -406,6 +406,7 @@ def test_phone_photos_are_turned_upright_when_re_encoded(tmp_path):
     from datasets import load_dataset
 
     image = Image.new("RGB", (40, 20), (200, 10, 10))
+    image.paste((10, 10, 200), (20, 0, 40, 20))  # left half red, right half blue as stored
     exif = Image.Exif()
     exif[0x0112] = 6  # stored landscape, shown portrait
     (tmp_path / "src" / "nevus").mkdir(parents=True)
@@ -413,8 +414,12 @@ def test_phone_photos_are_turned_upright_when_re_encoded(tmp_path):
     kept = prepare(tmp_path / "src", "imagefolder", tmp_path / "o1", progress=False, validation=0, test=0)
     resized = prepare(tmp_path / "src", "imagefolder", tmp_path / "o2", progress=False, validation=0, test=0, max_size=10)
     assert kept["converted"] == {} and resized["converted"] == {"resize": 1}
-    assert load_dataset(str(tmp_path / "o1"), split="train")[0]["image"].size == (20, 40)  # kept bytes: `datasets` applies the EXIF orientation
-    assert load_dataset(str(tmp_path / "o2"), split="train")[0]["image"].size == (5, 10)
+    upright = load_dataset(str(tmp_path / "o1"), split="train")[0]["image"]
+    assert upright.size == (20, 40)  # kept bytes: `datasets` applies the EXIF orientation
+    small = load_dataset(str(tmp_path / "o2"), split="train")[0]["image"]
+    assert small.size == (5, 10)
+    expected = np.asarray(upright.resize((5, 10)), dtype=float)
+    assert np.abs(np.asarray(small, dtype=float) - expected).mean() < 20  # same picture, not a squashed sideways one
 
 
 # --- documented mappings ------------------------------------------------------------------------------------------
