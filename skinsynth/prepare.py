@@ -283,10 +283,38 @@ def _write_split(root: Path, split: str, rows: Iterable[dict], num_rows: int, fe
     return infos
 
 
-def _counted(rows: Iterable[dict], bar) -> Iterator[dict]:
-    for row in rows:
-        bar.update()
-        yield row
+def write_splits(root: Path, data: Source, usable: list[tuple[Example, Check]], splits: list[str], config: PrepareConfig, pool, progress: bool):
+    """Write every split's shards under `root`, converting images in `pool` while earlier rows are written.
+    Returns the shard infos and the images per class of each split."""
+    from tqdm.auto import tqdm
+
+    features = dataset_features(data)
+    label_index = {name: i for i, name in enumerate(data.label_names)}
+
+    def row(item: tuple[Example, Check]) -> dict:
+        example, check = item
+        try:
+            content, name = image_bytes(example.path, check, config)
+        except OSError as err:
+            raise DatasetError(f"`{example.path}` passed the check but could not be converted (did it change meanwhile?): {err}") from err
+        return {"image": {"bytes": content, "path": name}, "label": label_index[example.label], "group_id": example.group_id,
+                **example.attributes, **example.columns}
+
+    def counted(rows: Iterable[dict], bar) -> Iterator[dict]:
+        for one in rows:
+            bar.update()
+            yield one
+
+    infos: dict[str, list[ShardInfo]] = {}
+    class_counts: dict[str, dict[str, int]] = {}
+    with tqdm(total=len(usable), unit="img", desc="writing", disable=not progress) as bar:
+        for split in SPLITS:
+            items = [item for item, s in zip(usable, splits) if s == split]
+            rows = counted(ordered_map(pool, row, items, ahead=4 * config.workers), bar)
+            infos[split] = _write_split(root, split, rows, len(items), features, config.shard_size)
+            counts = Counter(e.label for e, _ in items)
+            class_counts[split] = {name: counts[name] for name in data.label_names}
+    return infos, class_counts
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -324,8 +352,8 @@ def prepare(
         kept = cap_per_class([e.label for e in examples], [e.group_id for e in examples], config.per_class_cap, config.seed)
         examples = [examples[i] for i in kept]
 
-    workers = config.workers or os.cpu_count() or 1
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    config = replace(config, workers=config.workers or os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=config.workers) as pool:
         checks = list(tqdm(pool.map(lambda e: check_image(e.path, config), examples), total=len(examples), unit="img", desc="checking", disable=not progress))
         skipped.update(c.skip for c in checks if c.skip)
         converted = Counter(c.convert for c in checks if c.convert)
@@ -334,53 +362,29 @@ def prepare(
             raise SkinsynthError(f"no usable image in `{source}` (skipped: {dict(skipped) or 'none found'})")
         splits = split_examples([e for e, _ in usable], config)
 
-        features = dataset_features(data)
-        label_index = {name: i for i, name in enumerate(data.label_names)}
-
-        def row(item: tuple[Example, Check]) -> dict:
-            example, check = item
-            try:
-                content, name = image_bytes(example.path, check, config)
-            except OSError as err:
-                raise DatasetError(f"`{example.path}` passed the check but could not be converted (did it change meanwhile?): {err}") from err
-            return {"image": {"bytes": content, "path": name}, "label": label_index[example.label], "group_id": example.group_id,
-                    **example.attributes, **example.columns}
-
         tmp = out.with_name(f".{out.name}.prepare-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            infos: dict[str, list[ShardInfo]] = {}
-            class_counts: dict[str, dict[str, int]] = {}
-            with tqdm(total=len(usable), unit="img", desc="writing", disable=not progress) as bar:
-                for split in SPLITS:
-                    items = [item for item, s in zip(usable, splits) if s == split]
-                    rows = _counted(ordered_map(pool, row, items, ahead=4 * workers), bar)
-                    infos[split] = _write_split(tmp, split, rows, len(items), features, config.shard_size)
-                    counts = Counter(e.label for e, _ in items)
-                    class_counts[split] = {name: counts[name] for name in data.label_names}
+            infos, class_counts = write_splits(tmp, data, usable, splits, config, pool, progress)
             manifest = {
                 "kind": "real",
                 "status": "complete",
-                "source": {**data.info.to_dict(), "format": format, "path": str(source), "num_examples": len(data.examples) + sum(data.skipped.values())},
+                "source": {**data.info.to_dict(), "format": format, "path": str(source), "num_examples": len(data.examples) + sum(data.skipped.values()), **data.reader_options},
                 "license": data.info.license,
                 "citation": data.info.citation,
                 "label_names": data.label_names,
                 "attributes": list(data.attributes),
                 "source_columns": list(data.columns),
-                "config": {**asdict(config), "workers": workers},
+                "config": asdict(config),
                 "splits": splits_manifest(infos),
                 "class_counts": class_counts,
                 "skipped": dict(sorted(skipped.items())),
                 "converted": dict(sorted(converted.items())),
-                "features": features.to_dict(),
+                "features": dataset_features(data).to_dict(),
                 "library_versions": library_versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "seconds": round(time.perf_counter() - started, 3),
             }
-            if format == "csv":
-                from .sources.csv import load_mapping
-
-                manifest["source"]["mapping"] = load_mapping(mapping).model_dump(mode="json")
             atomic_write_json(tmp / MANIFEST, manifest)
             _move_into_place(tmp, out)
         except BaseException:

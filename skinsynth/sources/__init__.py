@@ -48,7 +48,8 @@ class SourceInfo:
 
 @dataclass(frozen=True)
 class Source:
-    """A read source. `label_names` fixes the ClassLabel order; `attributes` and `columns` fix the extra columns."""
+    """A read source. `label_names` fixes the ClassLabel order; `attributes` and `columns` fix the extra columns;
+    `reader_options` (e.g. the CSV mapping) go into the manifest so the conversion can be repeated."""
 
     info: SourceInfo
     examples: list[Example]
@@ -56,6 +57,7 @@ class Source:
     attributes: tuple[str, ...] = ()
     columns: tuple[str, ...] = ()
     skipped: Counter = field(default_factory=Counter)
+    reader_options: dict = field(default_factory=dict)
 
 
 def label_name(text: str) -> str:

@@ -168,4 +168,4 @@ def read(source: Path, mapping) -> Source:
         )
     names = sorted(known_labels) if known_labels is not None else sorted(labels)
     info = SourceInfo(name=mapping.name or table.stem, license=mapping.license, citation=mapping.citation, homepage=mapping.homepage)
-    return Source(info, examples, names, tuple(mapping.attributes), tuple(mapping.columns), skipped)
+    return Source(info, examples, names, tuple(mapping.attributes), tuple(mapping.columns), skipped, {"mapping": mapping.model_dump(mode="json")})
