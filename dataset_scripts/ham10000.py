@@ -13,4 +13,5 @@ import sys
 from skinsynth.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["prepare", *sys.argv[1:], "--format", "ham10000"]))
+    quiet = [a for a in sys.argv[1:] if a in ("-q", "--quiet")]  # a flag of `skinsynth` itself, before the command
+    sys.exit(main([*quiet, "prepare", *(a for a in sys.argv[1:] if a not in quiet), "--format", "ham10000"]))

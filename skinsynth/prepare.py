@@ -333,7 +333,7 @@ def prepare(
 ) -> dict:
     """Convert the dataset at `source` (`format`: ham10000, imagefolder or csv) into `out`; return the manifest.
 
-    Mirrors `skinsynth prepare`. `mapping` is the CSV column mapping (YAML file, dict or `sources.csv.Mapping`).
+    Mirrors `skinsynth prepare`. `mapping` is the CSV column mapping (YAML file, dict or `sources.csv.ColumnMapping`).
     Options are `PrepareConfig` fields (`validation=0.1, test=0.1, seed=0, resize=(w, h), max_size,
     per_class_cap, shard_size, quality, workers`), or pass a `config`.
     """

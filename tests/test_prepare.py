@@ -362,6 +362,8 @@ def test_bad_input_is_a_clear_error(tmp_path, image_tree, capsys):
         prepare(write_table(tmp_path), "csv", tmp_path / "out")
     with pytest.raises(DatasetError, match="no column"):
         prepare(tmp_path / "table.csv", "csv", tmp_path / "out", mapping={"image": {"column": "path"}, "label": {"column": "dx"}})
+    with pytest.raises(DatasetError, match="reserved"):
+        prepare(tmp_path / "table.csv", "csv", tmp_path / "out", mapping={"image": {"column": "file"}, "label": {"column": "dx"}, "columns": ["group_id"]})
     with pytest.raises(DatasetError, match="HAM10000_metadata.csv"):
         prepare(image_tree, "ham10000", tmp_path / "out")
     assert main(["prepare", str(image_tree), "--format", "csv", "--mapping", "m.yaml", "--label-column", "x", "--out", str(tmp_path / "o")]) == 2

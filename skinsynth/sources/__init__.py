@@ -69,7 +69,7 @@ def label_name(text: str) -> str:
 
 
 def read_source(source: str | Path, format: str, mapping=None) -> Source:
-    """Read `source` with the reader of `format` (`mapping`: the CSV column mapping, a file or a `Mapping`)."""
+    """Read `source` with the reader of `format` (`mapping`: the CSV column mapping, a file or a `ColumnMapping`)."""
     from . import csv, ham10000, imagefolder
 
     source = Path(source).expanduser()

@@ -51,7 +51,7 @@ class Column(BaseModel):
     missing: tuple[str, ...] = DEFAULT_MISSING
 
 
-class Mapping(BaseModel):
+class ColumnMapping(BaseModel):
     """How a table describes a dataset; validated before any image is read."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -70,9 +70,9 @@ class Mapping(BaseModel):
     columns: tuple[str, ...] = ()
 
 
-def load_mapping(mapping) -> Mapping:
-    """A `Mapping` from a YAML file path, a dict, or a `Mapping`; errors name the field."""
-    if isinstance(mapping, Mapping):
+def load_mapping(mapping) -> ColumnMapping:
+    """A `ColumnMapping` from a YAML file path, a dict, or a `ColumnMapping`; errors name the field."""
+    if isinstance(mapping, ColumnMapping):
         return mapping
     source = "column mapping"
     if isinstance(mapping, (str, Path)):
@@ -84,13 +84,14 @@ def load_mapping(mapping) -> Mapping:
     if mapping is None:
         raise DatasetError("`--format csv` needs a column mapping: `--mapping FILE`, or at least `--image-column` and `--label-column`")
     try:
-        parsed = Mapping.model_validate(mapping)
+        parsed = ColumnMapping.model_validate(mapping)
     except ValidationError as err:
         first = err.errors()[0]
         raise DatasetError(f"{source}: `{'.'.join(map(str, first['loc']))}`: {first['msg']}") from None
-    clashes = (set(parsed.attributes) | set(parsed.columns)) & (RESERVED_COLUMNS | {"label"})
-    if clashes or set(parsed.attributes) & set(parsed.columns):
-        raise DatasetError(f"{source}: column names {sorted(clashes or set(parsed.attributes) & set(parsed.columns))} are reserved or given twice")
+    names = [*parsed.attributes, *parsed.columns]
+    bad = sorted({n for n in names if n in RESERVED_COLUMNS | {"label"} or names.count(n) > 1})
+    if bad:
+        raise DatasetError(f"{source}: dataset column name(s) {bad} are reserved (image, label, group_id…) or given twice in `attributes`/`columns`")
     return parsed
 
 
@@ -108,7 +109,7 @@ def _value(row: dict, spec: Column) -> str | None:
     return raw
 
 
-def _find_table(source: Path, mapping: Mapping) -> Path:
+def _find_table(source: Path, mapping: ColumnMapping) -> Path:
     if source.is_file():
         return source
     if mapping.table is None:
