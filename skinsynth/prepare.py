@@ -369,7 +369,8 @@ def prepare(
             manifest = {
                 "kind": "real",
                 "status": "complete",
-                "source": {**data.info.to_dict(), "format": format, "path": str(source), "num_examples": len(data.examples) + sum(data.skipped.values()), **data.reader_options},
+                "source": {"name": data.info.name, "homepage": data.info.homepage, "format": format, "path": str(source),
+                           "num_examples": len(data.examples) + sum(data.skipped.values()), **data.reader_options},
                 "license": data.info.license,
                 "citation": data.info.citation,
                 "label_names": data.label_names,

@@ -42,9 +42,6 @@ class SourceInfo:
     citation: str | None = None
     homepage: str | None = None
 
-    def to_dict(self) -> dict:
-        return {"name": self.name, "license": self.license, "citation": self.citation, "homepage": self.homepage}
-
 
 @dataclass(frozen=True)
 class Source:
