@@ -202,8 +202,20 @@ def test_ham10000_shared_layout_missing_file_and_unknown_label(ham_subset, tmp_p
     (source / "images" / f"{rows[2]['image_id']}.jpg").write_bytes((source / "images" / f"{rows[2]['image_id']}.jpg").read_bytes()[:600])
     manifest = prepare(source, "ham10000", tmp_path / "out", progress=False, max_size=64)
     assert manifest["skipped"] == {"missing_file": 1, "unknown_label": 1, "corrupt_image": 1}
+    assert manifest["source"]["num_examples"] == len(rows) + 1
     assert sum(s["num_rows"] for s in manifest["splits"].values()) == len(rows) - 2
     assert manifest["converted"] == {"resize": len(rows) - 2}
+
+
+def test_ham10000_download_layout_with_two_image_folders(ham_subset, tmp_path):
+    source = tmp_path / "HAM10000"
+    shutil.copytree(ham_subset, source)
+    (source / "images").rename(source / "HAM10000_images_part_1")
+    (source / "HAM10000_images_part_2").mkdir()
+    for path in sorted((source / "HAM10000_images_part_1").glob("*.jpg"))[::2]:
+        path.rename(source / "HAM10000_images_part_2" / path.name)
+    manifest = prepare(source, "ham10000", tmp_path / "out", progress=False)
+    assert manifest["skipped"] == {} and sum(s["num_rows"] for s in manifest["splits"].values()) == len(metadata_rows(source))
 
 
 def test_ham10000_per_class_cap(ham_subset, tmp_path):
