@@ -12,12 +12,15 @@ from .errors import DatasetError, OutputError, PipelineError, RecipeError, Skins
 from .generate import generate
 from .pipeline import load_pipeline, tiny_pipeline
 from .plan import plan
+from .prepare import PrepareConfig, prepare
 from .recipe import Recipe, load_recipe, parse_recipe
+from .recipe_from import recipe_from
 
 __all__ = [
     "DatasetError",
     "OutputError",
     "PipelineError",
+    "PrepareConfig",
     "Recipe",
     "RecipeError",
     "SkinsynthError",
@@ -26,5 +29,7 @@ __all__ = [
     "load_recipe",
     "parse_recipe",
     "plan",
+    "prepare",
+    "recipe_from",
     "tiny_pipeline",
 ]

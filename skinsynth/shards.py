@@ -95,6 +95,7 @@ class ShardWriter:
         self.writer_batch_size = writer_batch_size
         self.info: ShardInfo | None = None
         self._writer: ArrowWriter | None = None
+        self._image_columns = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
 
     def __enter__(self) -> ShardWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,12 @@ class ShardWriter:
         return self
 
     def write(self, row: dict) -> None:
-        self._writer.write(self.features.encode_example(row))
+        # `datasets.Image.encode_example` drops the bytes of {"bytes", "path"} when `path` happens to name a file in
+        # the working directory (one stat per row, too): images given with their bytes are stored exactly as given.
+        given = {k: row[k] for k in self._image_columns if isinstance(row.get(k), dict) and row[k].get("bytes") is not None}
+        encoded = self.features.encode_example({**row, **dict.fromkeys(given)})
+        encoded.update({k: {"bytes": v["bytes"], "path": v.get("path")} for k, v in given.items()})
+        self._writer.write(encoded)
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:

@@ -1,0 +1,395 @@
+"""Convert a real dataset (HAM10000, an ImageFolder, a CSV table) into the layout `generate` writes, with leak-free splits.
+
+    read (skinsynth.sources)  ->  cap per class  ->  check images  ->  split by group  ->  write shards + prepare.json
+
+Images keep their original bytes unless something has to change: a mode other than RGB (greyscale, CMYK, alpha,
+palette, 16-bit), a format other than JPEG/PNG/WebP, or a resize that was asked for. Only those are decoded in full
+and re-encoded (JPEG sources as JPEG, others as PNG); the rest are checked with a reduced-size decode, which still
+reads the whole compressed stream and so catches truncated files. Converting all 10,015 HAM10000 JPEGs this way takes
+seconds, and the output is the size of the source (decoding into PIL images and letting `datasets` store them
+as PNG takes over a minute and writes 8x the bytes).
+
+Unusable images are skipped and counted by reason (`corrupt_image`, `missing_file`, `unknown_label`…) in the manifest.
+Everything is written into a hidden folder beside `out` and renamed into place at the end, so `out` either holds
+a complete dataset or nothing new.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import shutil
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from .errors import DatasetError, OutputError, SkinsynthError
+from .shards import ShardInfo, ShardWriter, atomic_write_json, shard_file, shard_ranges, splits_manifest
+from .sources import Example, Source, read_source
+from .splits import SPLITS, assign_splits, cap_per_class
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "prepare.json"
+KEPT_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
+# Why an image in this mode is re-encoded (the reason is counted under "converted" in the manifest).
+CONVERSIONS = {"L": "greyscale", "LA": "greyscale", "1": "greyscale", "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "16-bit",
+               "F": "16-bit", "CMYK": "cmyk", "RGBA": "alpha", "RGBa": "alpha", "PA": "alpha", "P": "palette", "YCbCr": "colour_space",
+               "LAB": "colour_space", "HSV": "colour_space"}
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """How to convert: split fractions and seed, an optional resize and per-class cap, and the shard size.
+
+    `validation` and `test` are fractions of the whole dataset (train gets the rest). When the source fixes some
+    splits itself (ImageFolder train/test folders), those are kept and the missing ones are carved out of train.
+    `resize` is an exact (width, height); `max_size` bounds the longer side and keeps the aspect ratio.
+    """
+
+    validation: float = 0.1
+    test: float = 0.1
+    seed: int = 0
+    resize: tuple[int, int] | None = None
+    max_size: int | None = None
+    per_class_cap: int | None = None
+    shard_size: int = 1000
+    quality: int = 95
+    workers: int | None = None
+
+    def __post_init__(self):
+        for name in ("validation", "test"):
+            if not 0 <= getattr(self, name) < 1:
+                raise SkinsynthError(f"`--{name}` must be a fraction in [0, 1), got {getattr(self, name)}")
+        if self.validation + self.test >= 1:
+            raise SkinsynthError(f"`--validation` + `--test` must leave something for train, got {self.validation} + {self.test}")
+        if self.resize is not None and self.max_size is not None:
+            raise SkinsynthError("give `--resize` or `--max-size`, not both")
+        if self.resize is not None and (len(self.resize) != 2 or min(self.resize) < 1):
+            raise SkinsynthError(f"`--resize` must be WIDTHxHEIGHT with positive sides, got {self.resize}")
+        for name, low in (("max_size", 1), ("per_class_cap", 1), ("shard_size", 1), ("quality", 1), ("workers", 1)):
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise SkinsynthError(f"`--{name.replace('_', '-')}` must be at least {low}, got {value}")
+        if self.quality > 100:
+            raise SkinsynthError(f"`--quality` must be at most 100, got {self.quality}")
+
+    @property
+    def fractions(self) -> dict[str, float]:
+        return {"train": 1 - self.validation - self.test, "validation": self.validation, "test": self.test}
+
+    def target_size(self, size: tuple[int, int]) -> tuple[int, int] | None:
+        """The output size of an image of `size`, or None when it stays as it is."""
+        if self.resize is not None:
+            return None if tuple(self.resize) == size else tuple(self.resize)
+        if self.max_size is not None and max(size) > self.max_size:
+            scale = self.max_size / max(size)
+            return max(1, round(size[0] * scale)), max(1, round(size[1] * scale))
+        return None
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """`512x384` -> (512, 384); `512` -> (512, 512)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise SkinsynthError(f"`--resize` must look like 512x384 (width x height) or 512, got {text!r}")
+    return parts[0], parts[1]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Images: check cheaply, convert only what must change.
+
+
+def _rotated(image) -> bool:
+    """Whether the EXIF orientation turns the image by 90 degrees (phone photos): its upright size is swapped."""
+    return image.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+
+
+@dataclass(frozen=True)
+class Check:
+    """What pass one learnt about an image: why to skip it, or why (if at all) it must be re-encoded."""
+
+    skip: str | None = None
+    convert: str | None = None
+
+
+def check_image(path: Path, config: PrepareConfig) -> Check:
+    """Open `path`, read its header and decode it at reduced size (JPEG: 1/8 scale) to prove it is whole."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Check(skip="missing_file")
+    except OSError:
+        return Check(skip="unreadable_file")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            mode, fmt, size = image.mode, image.format, image.size[::-1] if _rotated(image) else image.size
+            image.draft(None, (max(1, size[0] // 8), max(1, size[1] // 8)))
+            image.load()
+    except UnidentifiedImageError:
+        return Check(skip="not_an_image")
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return Check(skip="corrupt_image")
+    if fmt == "PNG" and len(data) > 24 and data[24] > 8:  # IHDR bit depth; Pillow opens 16-bit RGB PNGs as 8-bit RGB
+        return Check(convert="16-bit")
+    if mode != "RGB":
+        return Check(convert=CONVERSIONS.get(mode, "colour_space"))
+    if fmt not in KEPT_FORMATS:
+        return Check(convert="format")
+    if config.target_size(size) is not None:
+        return Check(convert="resize")
+    return Check()
+
+
+def to_rgb(image):
+    """An RGB copy of `image`: alpha composited on white, 16-bit and float scaled down (not clipped) to 8 bits."""
+    import numpy as np
+    from PIL import Image
+
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode != "F" or pixels.max() > 1 else 1.0
+        return Image.fromarray(np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+    if image.mode in ("RGBA", "RGBa", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def image_bytes(path: Path, check: Check, config: PrepareConfig) -> tuple[bytes, str]:
+    """The bytes to store and the file name to record: the original file when nothing must change, else an RGB
+    (and, if asked, resized) re-encoding, JPEG for JPEG sources and PNG for the rest. A re-encoded image is turned
+    upright first (the EXIF orientation is not carried over; `datasets` applies it when decoding kept bytes)."""
+    from PIL import Image, ImageOps
+
+    data = path.read_bytes()
+    if check.convert is None:
+        return data, path.name
+    with Image.open(io.BytesIO(data)) as image:
+        source_format, rotated = image.format, _rotated(image)
+        size = config.target_size(image.size[::-1] if rotated else image.size)
+        if size is not None and source_format == "JPEG":
+            image.draft("RGB", size[::-1] if rotated else size)  # decode at the smallest DCT scale still >= `size`: much faster
+        image = to_rgb(ImageOps.exif_transpose(image))
+        if size is not None:
+            image = image.resize(size, Image.Resampling.LANCZOS)
+        out = io.BytesIO()
+        if source_format == "JPEG":
+            image.save(out, format="JPEG", quality=config.quality)
+            return out.getvalue(), f"{path.stem}.jpg"
+        image.save(out, format="PNG")
+        return out.getvalue(), f"{path.stem}.png"
+
+
+def ordered_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, ahead: int) -> Iterator:
+    """`pool.map(fn, items)` in order, with at most `ahead` results in flight (bounded memory for image bytes)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Splits and features.
+
+
+def split_examples(examples: list[Example], config: PrepareConfig) -> list[str]:
+    """The split of each example: grouped and stratified; splits the source fixed (folders) are kept, the missing
+    ones are carved out of its train part with their configured fractions."""
+    labels = [e.label for e in examples]
+    groups = [e.group_id for e in examples]
+    preset = {e.split for e in examples if e.split is not None}
+    if not preset:
+        return assign_splits(labels, groups, config.fractions, config.seed)
+    carve = {s: f for s, f in config.fractions.items() if s != "train" and s not in preset}
+    fractions = {"train": 1 - sum(carve.values()), **carve}
+    train = [i for i, e in enumerate(examples) if e.split in (None, "train")]
+    carved = assign_splits([labels[i] for i in train], [groups[i] for i in train], fractions, config.seed)
+    splits = [e.split for e in examples]
+    for index, split in zip(train, carved):
+        splits[index] = split
+    return splits
+
+
+def dataset_features(source: Source):
+    """The columns of a real dataset: image, label, group, attributes (like recipe attributes) and source columns."""
+    import datasets
+
+    return datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=source.label_names),
+            "group_id": datasets.Value("string"),
+            **{name: datasets.Value("string") for name in (*source.attributes, *source.columns)},
+        }
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Output folder: refuse to clobber, write beside, rename into place.
+
+
+def check_output(out: Path, overwrite: bool, source: Path, format: str) -> None:
+    source, resolved = source.expanduser().resolve(), out.resolve()
+    if source == resolved or source.is_relative_to(resolved):
+        raise OutputError(f"`--out {out}` holds the source `{source}`; write the dataset somewhere else")
+    if format == "imagefolder" and resolved.is_relative_to(source):
+        raise OutputError(f"`--out {out}` is inside the ImageFolder `{source}`, where it would be read as a class; write it elsewhere")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"`--out {out}` is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise OutputError(f"`{out}` exists and is not empty; choose another --out or pass --overwrite to replace it")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create `{out.parent}`: {err.strerror or err}") from None
+    if not os.access(out.parent, os.W_OK):
+        raise OutputError(f"`{out.parent}` is not writable")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    old = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_split(root: Path, split: str, rows: Iterable[dict], num_rows: int, features, shard_size: int) -> list[ShardInfo]:
+    """`shards.write_split` for a stream: rows are produced (read, converted) while earlier ones are written."""
+    rows = iter(rows)
+    ranges = shard_ranges(num_rows, shard_size)
+    infos = []
+    for index, (start, stop) in enumerate(ranges):
+        with ShardWriter(root, shard_file(split, index, len(ranges)), features) as writer:
+            for _ in range(start, stop):
+                writer.write(next(rows))
+        infos.append(writer.info)
+    return infos
+
+
+def write_splits(root: Path, data: Source, usable: list[tuple[Example, Check]], splits: list[str], config: PrepareConfig, pool, progress: bool):
+    """Write every split's shards under `root`, converting images in `pool` while earlier rows are written.
+    Returns the shard infos and the images per class of each split."""
+    from tqdm.auto import tqdm
+
+    features = dataset_features(data)
+    label_index = {name: i for i, name in enumerate(data.label_names)}
+
+    def row(item: tuple[Example, Check]) -> dict:
+        example, check = item
+        try:
+            content, name = image_bytes(example.path, check, config)
+        except OSError as err:
+            raise DatasetError(f"`{example.path}` passed the check but could not be converted (did it change meanwhile?): {err}") from err
+        return {"image": {"bytes": content, "path": name}, "label": label_index[example.label], "group_id": example.group_id,
+                **example.attributes, **example.columns}
+
+    def counted(rows: Iterable[dict], bar) -> Iterator[dict]:
+        for one in rows:
+            bar.update()
+            yield one
+
+    infos: dict[str, list[ShardInfo]] = {}
+    class_counts: dict[str, dict[str, int]] = {}
+    with tqdm(total=len(usable), unit="img", desc="writing", disable=not progress) as bar:
+        for split in SPLITS:
+            items = [item for item, s in zip(usable, splits) if s == split]
+            rows = counted(ordered_map(pool, row, items, ahead=4 * config.workers), bar)
+            infos[split] = _write_split(root, split, rows, len(items), features, config.shard_size)
+            counts = Counter(e.label for e, _ in items)
+            class_counts[split] = {name: counts[name] for name in data.label_names}
+    return infos, class_counts
+
+
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def prepare(
+    source: str | Path,
+    format: str,
+    out: str | Path,
+    *,
+    mapping=None,
+    config: PrepareConfig | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    **options,
+) -> dict:
+    """Convert the dataset at `source` (`format`: ham10000, imagefolder or csv) into `out`; return the manifest.
+
+    Mirrors `skinsynth prepare`. `mapping` is the CSV column mapping (YAML file, dict or `sources.csv.ColumnMapping`).
+    Options are `PrepareConfig` fields (`validation=0.1, test=0.1, seed=0, resize=(w, h), max_size,
+    per_class_cap, shard_size, quality, workers`), or pass a `config`.
+    """
+    from tqdm.auto import tqdm
+
+    from .generate import library_versions
+
+    config = replace(config or PrepareConfig(), **options) if options else (config or PrepareConfig())
+    out = Path(out).expanduser()
+    check_output(out, overwrite, Path(source), format)
+    started = time.perf_counter()
+    data = read_source(source, format, mapping)
+    skipped = Counter(data.skipped)
+    examples = data.examples
+    if config.per_class_cap is not None:
+        kept = cap_per_class([e.label for e in examples], [e.group_id for e in examples], config.per_class_cap, config.seed)
+        examples = [examples[i] for i in kept]
+
+    config = replace(config, workers=config.workers or os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=config.workers) as pool:
+        checks = list(tqdm(pool.map(lambda e: check_image(e.path, config), examples), total=len(examples), unit="img", desc="checking", disable=not progress))
+        skipped.update(c.skip for c in checks if c.skip)
+        converted = Counter(c.convert for c in checks if c.convert)
+        usable = [(e, c) for e, c in zip(examples, checks) if c.skip is None]
+        if not usable:
+            raise SkinsynthError(f"no usable image in `{source}` (skipped: {dict(skipped) or 'none found'})")
+        splits = split_examples([e for e, _ in usable], config)
+
+        tmp = out.with_name(f".{out.name}.prepare-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            infos, class_counts = write_splits(tmp, data, usable, splits, config, pool, progress)
+            manifest = {
+                "kind": "real",
+                "status": "complete",
+                "source": {"name": data.info.name, "homepage": data.info.homepage, "format": format, "path": str(source),
+                           "num_examples": len(data.examples) + sum(data.skipped.values()), **data.reader_options},
+                "license": data.info.license,
+                "citation": data.info.citation,
+                "label_names": data.label_names,
+                "attributes": list(data.attributes),
+                "source_columns": list(data.columns),
+                "config": asdict(config),
+                "splits": splits_manifest(infos),
+                "class_counts": class_counts,
+                "skipped": dict(sorted(skipped.items())),
+                "converted": dict(sorted(converted.items())),
+                "features": dataset_features(data).to_dict(),
+                "library_versions": library_versions(),
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "seconds": round(time.perf_counter() - started, 3),
+            }
+            atomic_write_json(tmp / MANIFEST, manifest)
+            _move_into_place(tmp, out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    logger.info("prepared %s in %.1f s", out, manifest["seconds"])
+    return manifest
