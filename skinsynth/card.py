@@ -124,15 +124,15 @@ def _open_stream(path: Path):
     return pa.ipc.open_stream(pa.memory_map(str(path)))
 
 
-def read_summary(root: Path, manifest: dict, attributes: list[str]) -> DataSummary:
-    """Features and the label/attribute columns of every split, from the shards the manifest lists (memory-mapped;
+def read_summary(root: Path, manifest: dict, columns: list[str]) -> DataSummary:
+    """Features and the label and given columns of every split, from the shards the manifest lists (memory-mapped;
     no image is decoded)."""
     import datasets
 
     features = None
-    columns: dict[str, dict[str, list]] = {}
+    read: dict[str, dict[str, list]] = {}
     for split, info in manifest["splits"].items():
-        values: dict[str, list] = {name: [] for name in ["label", *attributes]}
+        values: dict[str, list] = {name: [] for name in ["label", *columns]}
         for shard in info["shards"]:
             path = root / shard["file"]
             if not path.is_file():
@@ -143,10 +143,10 @@ def read_summary(root: Path, manifest: dict, attributes: list[str]) -> DataSumma
                 if name not in table.column_names:
                     raise DatasetError(f"shard `{shard['file']}` has no `{name}` column; its columns are {table.column_names}")
                 values[name] += table.column(name).to_pylist()
-        columns[split] = values
+        read[split] = values
     if features is None or not isinstance(features.get("label"), datasets.ClassLabel):
         raise DatasetError(f"{root} has no shard with a ClassLabel `label` column to describe")
-    return DataSummary(features, columns)
+    return DataSummary(features, read)
 
 
 def count_tables(summary: DataSummary, attributes: list[str], attribute_values: dict[str, list[str]]) -> list[dict]:
@@ -173,10 +173,26 @@ def count_tables(summary: DataSummary, attributes: list[str], attribute_values: 
         counts = {split: Counter(columns[name]) for split, columns in summary.columns.items()}
         seen = set().union(*counts.values())
         listed = list(attribute_values.get(name, []))
-        extra = sorted((v for v in seen if v is not None and v not in listed), key=str)
+        extra = sorted((v for v in seen if v is not None and v not in listed), key=_natural)
         keys = listed + extra + ([None] if None in seen else [])
         tables.append(table(f"Images per {name}", keys, counts, {None: "unknown"}))
     return tables
+
+
+def _natural(value: str) -> tuple:
+    """Sort key putting numbers (ages) in numeric order, before words."""
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def shared_groups(summary: DataSummary) -> int:
+    """How many `group_id`s (lesions, patients) have images in more than one split: each one leaks between splits."""
+    seen: Counter = Counter()
+    for columns in summary.columns.values():
+        seen.update(set(columns["group_id"]) - {None})
+    return sum(count > 1 for count in seen.values())
 
 
 def missing_values(summary: DataSummary, attribute_values: dict[str, list[str]]) -> list[str]:
@@ -423,9 +439,11 @@ def _synthetic_card(root: Path, manifest: dict, repo_id: str | None):
 def _real_card(root: Path, manifest: dict, repo_id: str | None):
     from huggingface_hub import DatasetCard
 
-    features = manifest.get("features") or {}
-    attributes = list(manifest.get("attributes") or [name for name in REAL_ATTRIBUTES if name in features])
-    summary = read_summary(root, manifest, attributes)
+    first_shard = next(shard for info in manifest["splits"].values() for shard in info["shards"])
+    names = _open_stream(root / first_shard["file"]).schema.names if (root / first_shard["file"]).is_file() else []
+    attributes = list(manifest.get("attributes") or [name for name in REAL_ATTRIBUTES if name in names])
+    has_groups = "group_id" in names
+    summary = read_summary(root, manifest, attributes + (["group_id"] if has_groups else []))
     source = manifest.get("source") or {}
     source_name = source.get("name") or source.get("format") or root.name
     known = known_dataset(source_name)
@@ -447,7 +465,8 @@ def _real_card(root: Path, manifest: dict, repo_id: str | None):
         source=source,
         extra_columns=[name for name in summary.features if name not in ("image", "label", *attributes)],
         skipped=manifest.get("skipped") or {},
-        has_groups="group_id" in summary.features,
+        has_groups=has_groups,
+        shared_groups=shared_groups(summary) if has_groups else None,
         citations={"source": citation, "akrout": AKROUT_2023, "skinsynth": skinsynth_citation(manifest.get("library_versions", {}).get("skinsynth", _version()))},
     )
     return DatasetCard.from_template(card_data, template_path=str(templates_dir() / "real_dataset.md"), **variables)
@@ -503,7 +522,7 @@ def write_model_card(model_dir: str | Path, repo_id: str | None = None) -> Path:
     trained_on = training_data(metadata)
     method = metadata.get("method")
     card_data = ModelCardData(
-        license=(trained_on.license if trained_on and trained_on.license else "other"),
+        license=trained_on.license if trained_on else None,  # unknown: the base model's own license applies
         base_model=metadata.get("base_model"),
         library_name="diffusers",
         pipeline_tag="text-to-image",

@@ -109,6 +109,8 @@ def push_to_hub(
     from huggingface_hub.hf_api import RepoFile
 
     check_repo_id(repo_id)
+    if create_pr and revision is not None and revision.startswith("refs/pr/"):
+        raise HubError(f"`--create-pr` opens a new pull request, `--revision {revision}` pushes into an open one: pass only one of them")
     if shards_per_commit < 1:
         raise HubError(f"`shards_per_commit` must be at least 1, got {shards_per_commit}")
     root = Path(root)

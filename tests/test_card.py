@@ -17,7 +17,7 @@ import pytest
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard
 from PIL import Image
 
-from skinsynth.card import AKROUT_2023, size_category, templates_dir, write_dataset_card, write_model_card
+from skinsynth.card import AKROUT_2023, DataSummary, _natural, shared_groups, size_category, templates_dir, write_dataset_card, write_model_card
 from skinsynth.cli import main
 from skinsynth.errors import DatasetError, PipelineError
 from skinsynth.generate import generate
@@ -238,12 +238,20 @@ def test_real_dataset_card(tmp_path):
     assert tables["Images per class"]["nv"] == [2, 1, 5, 8]
     assert tables["Images per fitzpatrick"] == {"unknown": [10, 4, 5, 19], "total": [10, 4, 5, 19]}
     assert tables["Images per body_site"]["unknown"] == [3, 1, 1, 5]
-    for expected in ["@article{tschandl2018ham10000", "missing_image 2", "`group_id`", "real patient images", "Not for diagnosis", "`dx_type`"]:
+    assert list(tables["Images per age"]) == ["30", "35", "40", "45", "total"]
+    for expected in ["@article{tschandl2018ham10000", "missing_image 2", "No `group_id` (lesion or patient) has images in two splits", "real patient images",
+                     "Not for diagnosis", "`dx_type`"]:
         assert expected in card.text, expected
     assert Image.open(root / "sample_grid.png").height == 28 + 4 * (128 + 6) + 6
     first = (root / "README.md").read_bytes()
     write_dataset_card(root)
     assert (root / "README.md").read_bytes() == first
+
+
+def test_shared_groups_and_natural_order():
+    summary = DataSummary(features=None, columns={"train": {"group_id": ["a", "a", "b", None]}, "test": {"group_id": ["b", "c", None]}})
+    assert shared_groups(summary) == 1
+    assert sorted(["5", "45", "100", "abc", "7.5"], key=_natural) == ["5", "7.5", "45", "100", "abc"]
 
 
 def test_card_refuses_an_unfinished_run(synthetic_copy):

@@ -253,6 +253,12 @@ def test_create_pr_puts_every_commit_in_one_pull_request(dataset, monkeypatch):
     assert result.pr_url == "https://huggingface.co/datasets/me/demo/discussions/1" and result.revision == "refs/pr/1"
     assert "README.md" not in hub.refs["main"] and "README.md" in hub.refs["refs/pr/1"]
 
+    commits = len(hub.commits)
+    push_to_hub(dataset, "me/demo", revision="refs/pr/1", progress=False)  # resuming into the open pull request
+    assert len(hub.commits) == commits + 1 and hub.commits[-1]["revision"] == "refs/pr/1" and hub.commits[-1]["create_pr"] is None
+    with pytest.raises(HubError, match="pass only one of them"):
+        push_to_hub(dataset, "me/demo", revision="refs/pr/1", create_pr=True)
+
 
 def test_push_to_a_branch_creates_it(dataset, monkeypatch):
     hub = FakeHub().install(monkeypatch)
