@@ -115,6 +115,7 @@ def push_to_hub(
         raise HubError(f"`shards_per_commit` must be at least 1, got {shards_per_commit}")
     root = Path(root)
     verified = verify_dataset(root, progress=progress)
+    write_dataset_card(root, repo_id)  # before any request: a card that cannot be built stops the push here
     api = HfApi(token=token)
     committer = _Committer(api, repo_id, revision, create_pr)
     try:
@@ -140,7 +141,6 @@ def push_to_hub(
 
         # Last commit: what describes the shards, and the removal of shards an earlier push left that the card's
         # `data/{split}-*` patterns would otherwise pick up.
-        write_dataset_card(root, repo_id)
         files = [verified.manifest_name, GRID_FILE, *(f"{REPORTS_DIR}/{name}.json" for name in REPORTS), CARD_FILE]
         operations = [CommitOperationAdd(path_in_repo=file, path_or_fileobj=str(root / file)) for file in files if (root / file).is_file()]
         listed = {shard["file"] for shard in verified.shards}

@@ -246,6 +246,15 @@ def test_push_refuses_a_damaged_dataset_before_any_request(dataset, monkeypatch,
         push_to_hub(dataset, "not a repo id!")
 
 
+def test_push_stops_before_any_request_when_the_card_cannot_be_built(dataset, monkeypatch):
+    hub = FakeHub().install(monkeypatch)
+    (dataset / "reports").mkdir()
+    (dataset / "reports" / "benchmark.json").write_text("{truncated")
+    with pytest.raises(DatasetError, match="benchmark.json"):
+        push_to_hub(dataset, "me/demo", progress=False)
+    assert hub.calls == []
+
+
 def test_create_pr_puts_every_commit_in_one_pull_request(dataset, monkeypatch):
     hub = FakeHub().install(monkeypatch)
     result = push_to_hub(dataset, "me/demo", create_pr=True, shards_per_commit=2, progress=False)
