@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from .errors import DatasetError, PipelineError
 from .shards import DATA_DIR, atomic_write_text, read_manifest
+
+logger = logging.getLogger(__name__)
 
 CARD_FILE = "README.md"
 GRID_FILE = "sample_grid.png"
@@ -361,7 +364,8 @@ def _card_data(*, license: str, tags: list[str], annotations_creators: list[str]
     return card_data
 
 
-def _common_variables(root: Path, manifest: dict, summary: DataSummary, attributes: list[str], attribute_values: dict, repo_id: str | None, reports: dict) -> dict:
+def _common_variables(root: Path, summary: DataSummary, attributes: list[str], attribute_values: dict, repo_id: str | None, reports: dict, grid: dict) -> dict:
+    """Template variables both dataset cards use."""
     return {
         "repo_id": repo_id,
         "load_id": repo_id or f"path/to/{root.name}",
@@ -371,7 +375,7 @@ def _common_variables(root: Path, manifest: dict, summary: DataSummary, attribut
         "label_names": summary.label_names,
         "attribute_names": attributes,
         "count_tables": count_tables(summary, attributes, attribute_values),
-        "grid": write_sample_grid(root, manifest, summary),
+        "grid": grid,
         "report_sections": report_sections(reports, summary.label_names),
         "memorization": reports.get("memorization"),
     }
@@ -392,12 +396,6 @@ def _synthetic_card(root: Path, manifest: dict, repo_id: str | None):
     reports = read_reports(root)
     attribute_values = {name: list(spec.values) for name, spec in recipe.attributes.items()}
 
-    model_licenses = [{"what": f"Generating model `{model['model']}`", "text": "the license on its own model card applies to its use; check whether it restricts what its outputs may be used for."}]
-    model_licenses += [{"what": f"Training data of the fine-tuned {part['part']} ({data.name})", "text": f"`{data.license or 'not recorded'}`: a model fine-tuned on it, and arguably its images, inherit its terms."}
-                       for part, data in tuned]
-    restrictive = _unique(t.license for t in trained_on if t.license and t.license != recipe.license)
-    license_note = (f"The recipe declares `{recipe.license}`, but the model was fine-tuned on data under {', '.join(f'`{x}`' for x in restrictive)}; "
-                    "make sure the dataset's license respects those terms (e.g. non-commercial, share-alike).") if restrictive else None
 
     card_data = _card_data(
         license=recipe.license,
@@ -409,7 +407,11 @@ def _synthetic_card(root: Path, manifest: dict, repo_id: str | None):
         summary=summary,
         manifest=manifest,
     )
-    variables = _common_variables(root, manifest, summary, attributes, attribute_values, repo_id, reports)
+    other_licenses = _unique(t.license for t in trained_on if t.license and t.license != recipe.license)
+    if other_licenses:
+        logger.warning("the recipe declares license %s, but the model was fine-tuned on data under %s: check that the dataset may use it", recipe.license, ", ".join(other_licenses))
+    grid = write_sample_grid(root, manifest, summary)
+    variables = _common_variables(root, summary, attributes, attribute_values, repo_id, reports, grid)
     versions = manifest.get("library_versions", {})
     variables.update(
         description=recipe.description,
@@ -429,8 +431,8 @@ def _synthetic_card(root: Path, manifest: dict, repo_id: str | None):
         filter=manifest.get("filter"),
         missing_attribute_values=missing_values(summary, attribute_values),
         training_data_names=_unique(t.name for t in trained_on),
-        model_licenses=model_licenses,
-        license_note=license_note,
+        tuned=[{"part": part["part"], "data": data} for part, data in tuned],
+        other_licenses=other_licenses,
         citations={"akrout": AKROUT_2023, "training": _unique(t.citation for t in trained_on), "skinsynth": skinsynth_citation(versions.get("skinsynth", _version()))},
     )
     return DatasetCard.from_template(card_data, template_path=str(templates_dir() / "synthetic_dataset.md"), **variables)
@@ -459,7 +461,8 @@ def _real_card(root: Path, manifest: dict, repo_id: str | None):
         summary=summary,
         manifest=manifest,
     )
-    variables = _common_variables(root, manifest, summary, attributes, {}, repo_id, reports)
+    grid = write_sample_grid(root, manifest, summary)
+    variables = _common_variables(root, summary, attributes, {}, repo_id, reports, grid)
     variables.update(
         source_name=source_name,
         source=source,
