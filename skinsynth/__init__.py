@@ -8,7 +8,7 @@ The Python API mirrors the CLI: `skinsynth generate` is `skinsynth.generate(...)
 
 __version__ = "0.1.0"
 
-from .errors import DatasetError, OutputError, PipelineError, RecipeError, SkinsynthError
+from .errors import DatasetError, HubError, OutputError, PipelineError, RecipeError, SkinsynthError
 from .generate import generate
 from .pipeline import load_pipeline, tiny_pipeline
 from .plan import plan

@@ -19,3 +19,7 @@ class OutputError(SkinsynthError):
 
 class DatasetError(SkinsynthError):
     """A dataset is missing, incomplete, damaged, or does not match what was asked."""
+
+
+class HubError(SkinsynthError):
+    """The Hugging Face Hub refused or could not complete a request (login, permissions, network)."""

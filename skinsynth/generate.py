@@ -271,16 +271,22 @@ def generate(
     trust_remote_code: bool = False,
     progress: bool = True,
     pipeline=None,
+    push_to_hub: str | None = None,
+    private: bool = False,
 ) -> dict:
     """Generate the dataset described by `recipe` with `model` into `out`, resuming an interrupted run.
 
     Mirrors `skinsynth generate`. Under `accelerate launch` each process takes a share of the shards.
     `pipeline` (a loaded pipeline, with its `ModelInfo`) skips loading, for callers that hold one already.
+    Writes the dataset card (`out/README.md`) and, with `push_to_hub`, publishes the dataset under that Hub id.
     Returns the manifest (`out/generation.json`).
     """
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
+    from .card import write_dataset_card
+    from .hub import check_repo_id
+    from .hub import push_to_hub as push
     from .pipeline import default_device, load_pipeline
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
@@ -288,6 +294,8 @@ def generate(
         raise SkinsynthError(f"`--batch-size` must be at least 1, got {batch_size}")
     if limit is not None and limit < 0:
         raise SkinsynthError(f"`--limit` must be zero or more, got {limit}")
+    if push_to_hub is not None:
+        check_repo_id(push_to_hub)
     out = Path(out)
     use_cpu = (device or default_device()) == "cpu"
     state = PartialState(cpu=use_cpu)
@@ -325,7 +333,10 @@ def generate(
         state.wait_for_everyone()
         if state.is_main_process and (remaining or manifest["status"] != "complete"):
             manifest = finalize_manifest(out, manifest, tasks, time.perf_counter() - started)
+            write_dataset_card(out)
         state.wait_for_everyone()
+        if push_to_hub is not None and state.is_main_process:  # after the barrier: the other processes may exit meanwhile
+            push(out, push_to_hub, private=private, progress=progress)
         return json.loads((out / MANIFEST).read_text(encoding="utf-8"))
     finally:
         if lock is not None:

@@ -339,6 +339,7 @@ def prepare(
     """
     from tqdm.auto import tqdm
 
+    from .card import write_dataset_card
     from .generate import library_versions
 
     config = replace(config or PrepareConfig(), **options) if options else (config or PrepareConfig())
@@ -391,5 +392,6 @@ def prepare(
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+    write_dataset_card(out)
     logger.info("prepared %s in %.1f s", out, manifest["seconds"])
     return manifest

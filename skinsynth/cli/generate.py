@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     parser.add_argument("--embeddings", action="append", default=[], metavar="PATH", help="textual-inversion embeddings (.safetensors file or folder); repeatable")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images of each split (a quick preview; a separate run)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a custom pipeline's own code to run")
+    parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="when done, publish the dataset on the Hub under REPO_ID (as `skinsynth push`; token from HF_TOKEN or `hf auth login`)")
+    parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo as private")
     parser.set_defaults(run=run)
 
 
@@ -33,7 +35,11 @@ def run(args) -> None:
     manifest = generate(
         args.recipe, args.model, args.out, batch_size=args.batch_size, device=args.device, dtype=args.dtype, revision=args.revision,
         lora=args.lora, embeddings=args.embeddings, limit=args.limit, trust_remote_code=args.trust_remote_code, progress=not args.quiet,
+        push_to_hub=args.push_to_hub, private=args.private,
     )
     counts = ", ".join(f"{split}: {info['num_rows']}" for split, info in manifest["splits"].items())
     print(f"wrote {args.out} ({counts})")
-    print(f"load it with:  from datasets import load_dataset; ds = load_dataset({str(args.out)!r})")
+    source = args.push_to_hub or str(args.out)
+    if args.push_to_hub:
+        print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")
+    print(f"load it with:  from datasets import load_dataset; ds = load_dataset({source!r})")
