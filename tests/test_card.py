@@ -24,7 +24,7 @@ from skinsynth.generate import generate
 from skinsynth.pipeline import MODEL_METADATA_FILE
 from skinsynth.shards import atomic_write_json, splits_manifest, write_split
 
-from conftest import DEMO_RECIPE, REPO
+from .conftest import DEMO_RECIPE, REPO
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from skinsynth.hub import push_to_hub
 from skinsynth.shards import atomic_write_json
 from skinsynth.verify import verify_dataset
 
-from conftest import DEMO_RECIPE
+from .conftest import DEMO_RECIPE
 
 SECRET = "hf_skinsynthTestTokenThatMustNeverBeWritten"
 

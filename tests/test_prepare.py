@@ -408,7 +408,7 @@ def test_out_is_refused_when_not_empty_and_replaced_only_when_complete(image_tre
 
     monkeypatch.setattr(module, "image_bytes", original)
     prepare(image_tree, "imagefolder", out, progress=False, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["data", "prepare.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "prepare.json", "sample_grid.png"]
 
     for bad_out in (image_tree, tmp_path, image_tree / "prepared"):
         with pytest.raises(OutputError, match="source|inside"):
