@@ -164,7 +164,7 @@ class ContrastiveConfig:
     image_size: int = 64
     width: int = 32
     embed_dim: int = 128
-    steps: int = 300
+    steps: int = 500
     batch_size: int = 64
     learning_rate: float = 1e-3
     temperature: float = 0.2
@@ -277,7 +277,8 @@ def train_contrastive(train_split, config: ContrastiveConfig, progress: bool = T
 
 
 class ContrastiveFeatures(FeatureExtractor):
-    """Backbone output of the contrastive encoder, averaged over the image's 8 flips/rotations."""
+    """The contrastive embedding (the space NT-Xent trained for "same photo" under cosine), averaged over the image's
+    8 flips/rotations."""
 
     name = "contrastive"
 
@@ -313,11 +314,12 @@ class ContrastiveFeatures(FeatureExtractor):
 
     def embed(self, images: list) -> np.ndarray:
         import torch
+        import torch.nn.functional as F
 
         batch = _to_tensor([_resize(image, self.config.image_size) for image in images])
         with torch.no_grad():
             views = [torch.rot90(flipped, k, dims=(2, 3)) for flipped in (batch, batch.flip(3)) for k in range(4)]
-            features = torch.stack([self.model["backbone"](v) for v in views]).mean(0)
+            features = torch.stack([F.normalize(self.model["head"](self.model["backbone"](v)), dim=1) for v in views]).mean(0)
         return features.numpy()
 
 
