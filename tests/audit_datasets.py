@@ -31,12 +31,12 @@ def ham_rows(ham_dir: Path, per_class: int, skip: int = 0) -> list[dict]:
     return rows
 
 
-def features(extra: dict | None = None) -> datasets.Features:
-    return datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES), "image_id": datasets.Value("string"), **(extra or {})})
+def features(names: list[str] = CLASSES) -> datasets.Features:
+    return datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names), "image_id": datasets.Value("string")})
 
 
-def write_dataset(root: Path, splits: dict[str, list[dict]], manifest: dict | None = None, extra: dict | None = None) -> Path:
-    infos = {split: write_split(root, split, rows, features(extra), shard_size=50) for split, rows in splits.items()}
+def write_dataset(root: Path, splits: dict[str, list[dict]], manifest: dict | None = None, names: list[str] = CLASSES) -> Path:
+    infos = {split: write_split(root, split, rows, features(names), shard_size=50) for split, rows in splits.items()}
     atomic_write_json(root / "prepare.json", {"kind": "real", **(manifest or {}), "splits": splits_manifest(infos)})
     return root
 
