@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 import datasets
+import pytest
 from PIL import Image, ImageOps
 
 from skinsynth.shards import atomic_write_json, splits_manifest, write_split
@@ -71,3 +72,14 @@ def tiny_classifier(path: Path, names: list[str], bias: list[float] | None = Non
     model.save_pretrained(path)
     ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The test machine's 2 cores are shared: one torch thread is several times faster than two contending ones."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

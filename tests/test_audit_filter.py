@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import yaml
-from audit_datasets import CLASSES, ham_rows, tiny_classifier, write_dataset
+from audit_datasets import CLASSES, ham_rows, tiny_classifier, write_dataset, one_thread  # noqa: F401
 from conftest import DEMO_RECIPE
 from PIL import Image
 
@@ -109,7 +109,8 @@ def pixel_hash(images, labels):
 def patient_recipe(tmp_path_factory):
     recipe = yaml.safe_load(DEMO_RECIPE.read_text())
     recipe["generation"]["max_attempts"] = 30
-    recipe["splits"] = {"train": {"per_class": 4}}
+    recipe["splits"] = {"train": {"per_class": 2}}
+    recipe["generation"]["guidance_scale"] = 2.0
     path = tmp_path_factory.mktemp("recipe") / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path
@@ -120,14 +121,14 @@ def test_filtered_generation_reaches_every_count_and_is_deterministic(tiny_pipel
     runs = []
     for out in (tmp_path / "a", tmp_path / "b"):
         image_filter = ImageFilter(pixel_hash, np.full(3, 0.5), names)
-        runs.append(generate(patient_recipe, str(tiny_pipeline_dir), out, batch_size=4, device="cpu", progress=False, image_filter=image_filter))
+        runs.append(generate(patient_recipe, str(tiny_pipeline_dir), out, batch_size=6, device="cpu", progress=False, image_filter=image_filter))
     manifest = runs[0]
-    assert manifest["splits"]["train"]["num_rows"] == 12
+    assert manifest["splits"]["train"]["num_rows"] == 6
     assert manifest["filter"]["rejections"][LOW] > 0 and "dropped" not in manifest["filter"]["rejections"]
     assert manifest["filter"]["thresholds"] == {name: 0.5 for name in names}
     ds = open_dataset(tmp_path / "a")["train"]
     assert all(score >= 0.5 for score in ds[SCORE_COLUMN])
-    assert np.bincount(ds["label"]).tolist() == [4, 4, 4]
+    assert np.bincount(ds["label"]).tolist() == [2, 2, 2]
     planned = plan(__import__("skinsynth.recipe", fromlist=["load_recipe"]).load_recipe(patient_recipe))["train"]
     assert any(seed != int(s) for seed, s in zip(ds["seed"], planned.seeds))  # retried rows carry their new seed
     assert [s["sha256"] for s in runs[0]["splits"]["train"]["shards"]] == [s["sha256"] for s in runs[1]["splits"]["train"]["shards"]]

@@ -5,8 +5,7 @@ import json
 
 import numpy as np
 import pytest
-import torch
-from audit_datasets import CLASSES, ham_rows, planted_copy, tiny_classifier, write_dataset
+from audit_datasets import CLASSES, ham_rows, one_thread, planted_copy, tiny_classifier, write_dataset  # noqa: F401
 
 from skinsynth.audit.features import ContrastiveConfig, ContrastiveFeatures
 from skinsynth.audit.memorization import audit_memorization
@@ -15,15 +14,6 @@ from skinsynth.errors import SkinsynthError
 
 FAST = ContrastiveConfig(steps=60, batch_size=32)
 PLANTS = ["flip", "rotate", "jpeg"] * 3
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machine's 2 cores are shared: one torch thread is several times faster than two contending ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from audit_datasets import CLASSES, ham_rows, tiny_classifier, write_dataset
+from audit_datasets import CLASSES, ham_rows, tiny_classifier, write_dataset, one_thread  # noqa: F401
 
 from skinsynth.audit.quality import audit_quality, real_halves
 from skinsynth.cli import main
