@@ -78,6 +78,7 @@ def knn(queries: np.ndarray, references: np.ndarray, k: int = 1, *, exclude_self
                 rows = np.arange(max(q0, r0), min(q0 + len(q), r0 + sims.shape[1]))
                 sims[rows - q0, rows - r0] = -np.inf
             best_s, best_i = _merge_topk(best_s, best_i, sims, r0, k)
+            del sims  # free the tile before the next product allocates one
         order = np.argsort(-best_s, axis=1, kind="stable")
         out_s[q0 : q0 + len(q)] = np.take_along_axis(best_s, order, axis=1)
         out_i[q0 : q0 + len(q)] = np.take_along_axis(best_i, order, axis=1)
@@ -112,4 +113,5 @@ def count_within(queries: np.ndarray, references: np.ndarray, thresholds: np.nda
         for r0 in range(0, len(references), block_references):
             sims = q @ references[r0 : r0 + block_references].T
             counts[q0 : q0 + len(q)] += (sims >= thresholds[None, r0 : r0 + sims.shape[1]]).sum(axis=1)
+            del sims
     return counts
