@@ -1,5 +1,6 @@
 """`skinsynth audit memorization SYN --train REAL …` and `skinsynth audit quality SYN --real REAL …`."""
 
+from ..audit.features import ContrastiveConfig
 from ..audit.memorization import audit_memorization
 from ..audit.quality import audit_quality
 
@@ -63,6 +64,7 @@ def register(subparsers) -> None:
 
 
 def _common(parser) -> None:
+    parser.add_argument("--contrastive-steps", type=int, default=ContrastiveConfig.steps, metavar="N", help=f"training steps of the `contrastive` encoder (default: {ContrastiveConfig.steps}; cached in --out)")
     parser.add_argument("--device", default=None, help="cuda, mps or cpu for the feature model (default: the best available)")
     parser.add_argument("--update-card", action="store_true", help="also write the report into SYN/reports/ and rebuild SYN's dataset card")
 
@@ -70,7 +72,8 @@ def _common(parser) -> None:
 def run_memorization(args) -> None:
     report = audit_memorization(
         args.synthetic, args.train, args.out, features=args.features, threshold=args.threshold, percentile=args.percentile,
-        backend=args.backend, update_card=args.update_card, device=args.device, progress=not args.quiet,
+        backend=args.backend, update_card=args.update_card, device=args.device, contrastive=ContrastiveConfig(steps=args.contrastive_steps),
+        progress=not args.quiet,
     )
     print(f"{report['num_flagged']} of {report['num_synthetic']} synthetic images ({report['rate']:.1%}) are closer to a training image "
           f"than the threshold {report['threshold']:.3f} ({report['features']} features)")
@@ -80,7 +83,7 @@ def run_memorization(args) -> None:
 def run_quality(args) -> None:
     report = audit_quality(
         args.synthetic, args.real, args.out, features=args.features, real_split=args.real_split, seed=args.seed,
-        update_card=args.update_card, device=args.device, progress=not args.quiet,
+        update_card=args.update_card, device=args.device, contrastive=ContrastiveConfig(steps=args.contrastive_steps), progress=not args.quiet,
     )
     print(f"{'metric':<10} {'synthetic':>10} {'real-vs-real':>13}   ({report['features']} features, {report['num_compared']} images each)")
     for metric, value in report["overall"].items():
