@@ -19,6 +19,9 @@ from skinsynth.generate import generate
 from skinsynth.plan import plan
 
 
+TEXTS = ["actinic keratosis", "basal cell carcinoma", "benign seborrheic keratosis", "dermatofibroma", "melanoma", "melanocytic nevus", "vascular lesion"]
+
+
 def brightness(images, labels):
     """A scorer the test can predict: the mean pixel value in [0, 1]."""
     return np.array([np.asarray(image, dtype=np.float32).mean() / 255 for image in images], dtype=np.float32)
@@ -34,7 +37,8 @@ def blank(value: int) -> dict:
 def filter_dir(ham10000_dir, tmp_path_factory):
     """Synthetic: 3 images per class plus an all-black and a constant grey image; real: 3 others per class."""
     root = tmp_path_factory.mktemp("filter")
-    write_dataset(root / "syn", {"train": ham_rows(ham10000_dir, 3) + [blank(0), blank(128)]}, manifest={"recipe": {"generation": {"shard_size": 8}}})
+    recipe = {"classes": [{"name": name, "prompt": text} for name, text in zip(CLASSES, TEXTS)], "generation": {"shard_size": 8}}
+    write_dataset(root / "syn", {"train": ham_rows(ham10000_dir, 3) + [blank(0), blank(128)]}, manifest={"recipe": recipe})
     write_dataset(root / "real", {"validation": ham_rows(ham10000_dir, 3, skip=3)})
     bias = lambda k: [5.0 if i == k else 0.0 for i in range(len(CLASSES))]  # noqa: E731
     tiny_classifier(root / "sure-mel", CLASSES, bias(CLASSES.index("mel")))
@@ -150,3 +154,52 @@ def test_generate_cli_filter_flags(tiny_pipeline_dir, patient_recipe, tmp_path, 
     assert manifest["filter"]["rejections"] == {LOW: 4, "dropped": 2}
     assert manifest["identity"]["filter"]["classifiers"][0]["fingerprint"]
     assert HIGH not in manifest["filter"]["rejections"]
+
+
+def tiny_clip(path, tokenizer_dir):
+    """A random-weight CLIP model and processor (tokenizer from the tiny pipeline), saved like a Hub checkpoint."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    torch.manual_seed(0)
+    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
+    text = {"vocab_size": len(tokenizer), "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "max_position_embeddings": 77, "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 32, "patch_size": 16}
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(path)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
+    return path
+
+
+def test_clip_margin_is_the_class_prompt_over_the_best_decoy(filter_dir, tiny_pipeline_dir, tmp_path):
+    import torch
+
+    from skinsynth.audit.filter import CLIP, DECOYS, ClipCheck
+
+    clip = tiny_clip(tmp_path / "clip", tiny_pipeline_dir / "tokenizer")
+    syn = open_dataset(filter_dir / "syn")["train"]
+    images = [image.convert("RGB") for image in syn["image"]]
+    labels = np.asarray(syn["label"])
+    check = ClipCheck(str(clip), TEXTS)
+    margins = check(images, labels)
+    prompts = [f"a photo of {t}" for t in TEXTS] + list(DECOYS)
+    inputs = check.processor(text=prompts, images=images, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = check.model(**inputs).logits_per_image.numpy()
+    np.testing.assert_allclose(margins, logits[np.arange(len(images)), labels] - logits[:, len(TEXTS):].max(axis=1), rtol=1e-5, atol=1e-5)
+    # end to end: this random CLIP prefers a decoy for every image, so every non-blank image is rejected by CLIP
+    assert (margins <= 0).all()
+    with pytest.raises(SkinsynthError, match=f"no image of the `train` split passed the filter .*'{CLIP}': {len(syn) - 2}"):
+        filter_dataset(filter_dir / "syn", tmp_path / "out", FilterConfig(threshold=0.0, clip=str(clip)), scorer=brightness, progress=False)
+    assert not (tmp_path / "out").exists() and not (tmp_path / ".out.tmp").exists()
+
+
+def test_clip_rejections_come_after_the_classifier():
+    from skinsynth.audit.filter import CLIP, CLIP_COLUMN
+
+    image_filter = ImageFilter(lambda images, labels: np.array([0.9, 0.9, 0.1, 0.9]), np.full(2, 0.5), ["a", "b"],
+                               clip=lambda images, labels: np.array([1.0, -1.0, 2.0, 0.0]))
+    reasons, scores = image_filter.review([None] * 5, [0, 1, 0, 1, 0], [None, None, None, None, "constant"])
+    assert reasons == [None, CLIP, LOW, CLIP, "constant"]
+    assert [s[CLIP_COLUMN] for s in scores[:4]] == [1.0, -1.0, 2.0, 0.0] and np.isnan(scores[4][SCORE_COLUMN])

@@ -75,7 +75,7 @@ class FeatureExtractor(ABC):
         return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
-def _torch_device(device: str | None) -> str:
+def torch_device(device: str | None) -> str:
     from ..pipeline import default_device
 
     return device or default_device()
@@ -90,7 +90,7 @@ def load_image_model(path: str, auto_class: str = "AutoModel", device: str | Non
         processor = transformers.AutoImageProcessor.from_pretrained(path)
     except (OSError, ValueError, KeyError) as err:
         raise PipelineError(f"could not load a transformers vision model from `{path}` ({auto_class}): {err}") from err
-    return model.to(_torch_device(device)).eval(), processor
+    return model.to(torch_device(device)).eval(), processor
 
 
 class HubFeatures(FeatureExtractor):

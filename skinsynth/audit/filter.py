@@ -32,7 +32,7 @@ import numpy as np
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, OutputError, SkinsynthError
 from ..shards import atomic_write_json, read_manifest, splits_manifest, write_split
-from .features import image_batches, load_image_model
+from .features import image_batches, load_image_model, torch_device
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +116,8 @@ class ClipCheck:
     def __init__(self, model: str, class_texts: list[str], device: str | None = None):
         from transformers import AutoProcessor, CLIPModel
 
-        from .features import _torch_device
-
         try:
-            self.model = CLIPModel.from_pretrained(model).to(_torch_device(device)).eval()
+            self.model = CLIPModel.from_pretrained(model).to(torch_device(device)).eval()
             self.processor = AutoProcessor.from_pretrained(model)
         except (OSError, ValueError) as err:
             raise SkinsynthError(f"could not load a CLIP model from `{model}`: {err}") from err
@@ -300,6 +298,8 @@ def filter_dataset(
                         else:
                             counts[reason] += 1
                     bar.update(len(images))
+            if len(part) and not kept:
+                raise DatasetError(f"no image of the `{split}` split passed the filter (rejected: {dict(counts)}); lower the threshold or check the classifier")
             raw = part.cast_column("image", datasets.Image(decode=False))
             infos[split] = write_split(tmp, split, _KeptRows(raw, kept, kept_scores), features, shard_size)
         result = {
