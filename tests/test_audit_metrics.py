@@ -59,13 +59,14 @@ def test_small_sets_give_none_not_a_crash():
     assert result["fd"] is not None and result["precision"] is None
 
 
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
 @pytest.mark.parametrize("k", [1, 3])
 @pytest.mark.parametrize("exclude_self", [False, True])
-def test_blocked_knn_equals_brute_force(k, exclude_self):
+def test_blocked_knn_equals_brute_force(k, exclude_self, backend):
     rng = np.random.default_rng(k)
     refs = unit(rng.normal(size=(53, 8)))
     queries = refs if exclude_self else unit(rng.normal(size=(29, 8)))
-    sims, idx = knn(queries, refs, k, exclude_self=exclude_self, block_queries=7, block_references=5)
+    sims, idx = knn(queries, refs, k, exclude_self=exclude_self, block_queries=7, block_references=5, backend=backend)
     full = queries @ refs.T
     if exclude_self:
         np.fill_diagonal(full, -np.inf)

@@ -247,7 +247,7 @@ def split_digest(split) -> str:
     return digest.hexdigest()
 
 
-def train_contrastive(train_split, config: ContrastiveConfig, progress: bool = True):
+def train_contrastive(train_split, config: ContrastiveConfig, device: str = "cpu", progress: bool = True):
     """Fit the encoder on (at most `max_images` of) the real training images; seeded, so a rerun gives the same weights."""
     import torch
     from tqdm.auto import tqdm
@@ -259,14 +259,14 @@ def train_contrastive(train_split, config: ContrastiveConfig, progress: bool = T
     subset = train_split.select(indices.tolist())
     pixels = np.stack([_resize(image, config.image_size) for batch in image_batches(subset, 256) for image in batch])
     torch.manual_seed(config.seed)
-    model = _encoder(config)
+    model = _encoder(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     batch_size = min(config.batch_size, len(pixels))
     model.train()
     with tqdm(range(config.steps), desc="training contrastive encoder", unit="step", disable=not progress) as bar:
         for _ in bar:
             chosen = rng.choice(len(pixels), size=batch_size, replace=False)
-            views = [_to_tensor([_augment(pixels[i], rng) for i in chosen]) for _ in range(2)]
+            views = [_to_tensor([_augment(pixels[i], rng) for i in chosen]).to(device) for _ in range(2)]
             z1, z2 = (model["head"](model["backbone"](v)) for v in views)
             loss = nt_xent(z1, z2, config.temperature)
             optimizer.zero_grad()
@@ -282,15 +282,17 @@ class ContrastiveFeatures(FeatureExtractor):
 
     name = "contrastive"
 
-    def __init__(self, model, config: ContrastiveConfig, batch_size: int = 64):
-        self.model = model
+    def __init__(self, model, config: ContrastiveConfig, device: str = "cpu", batch_size: int = 64):
+        self.model = model.to(device)
         self.config = config
+        self.device = device
         self.batch_size = batch_size
 
     @classmethod
-    def fit_or_load(cls, train_split, cache_dir: str | Path, config: ContrastiveConfig = ContrastiveConfig(), progress: bool = True) -> ContrastiveFeatures:
+    def fit_or_load(cls, train_split, cache_dir: str | Path, config: ContrastiveConfig = ContrastiveConfig(), device: str | None = None,
+                    progress: bool = True) -> ContrastiveFeatures:
         """The encoder cached in `cache_dir/contrastive-encoder/` if it was fitted on the same images with the same
-        config; otherwise train one and cache it."""
+        config; otherwise train one (on `device`) and cache it."""
         import torch
         from safetensors.torch import load_file, save_file
 
@@ -303,24 +305,24 @@ class ContrastiveFeatures(FeatureExtractor):
         if meta_path.is_file() and json.loads(meta_path.read_text()).get("identity") == identity:
             model.load_state_dict(load_file(folder / "model.safetensors"))
             logger.info("using the contrastive encoder cached in %s", folder)
-            return cls(model.eval(), config)
-        model, final_loss = train_contrastive(train_split, config, progress)
+            return cls(model.eval(), config, torch_device(device))
+        model, final_loss = train_contrastive(train_split, config, torch_device(device), progress)
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / ".model.safetensors.tmp"
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, tmp)
         os.replace(tmp, folder / "model.safetensors")
         atomic_write_json(meta_path, {"identity": identity, "final_loss": round(final_loss, 4), "torch": torch.__version__})
-        return cls(model, config)
+        return cls(model, config, torch_device(device))
 
     def embed(self, images: list) -> np.ndarray:
         import torch
         import torch.nn.functional as F
 
-        batch = _to_tensor([_resize(image, self.config.image_size) for image in images])
+        batch = _to_tensor([_resize(image, self.config.image_size) for image in images]).to(self.device)
         with torch.no_grad():
             views = [torch.rot90(flipped, k, dims=(2, 3)) for flipped in (batch, batch.flip(3)) for k in range(4)]
             features = torch.stack([F.normalize(self.model["head"](self.model["backbone"](v)), dim=1) for v in views]).mean(0)
-        return features.numpy()
+        return features.cpu().numpy()
 
 
 def default_features() -> str:
@@ -348,7 +350,7 @@ def load_extractor(spec: str, *, train_split=None, cache_dir: str | Path | None 
     if spec == "contrastive":
         if train_split is None or cache_dir is None:
             raise SkinsynthError("the `contrastive` features need the real training split and a folder to cache the encoder in")
-        return ContrastiveFeatures.fit_or_load(train_split, cache_dir, contrastive, progress)
+        return ContrastiveFeatures.fit_or_load(train_split, cache_dir, contrastive, device, progress)
     if spec.startswith("classifier:"):
         path = spec.removeprefix("classifier:")
         if not path:

@@ -19,7 +19,6 @@ fixed sequence, so every class and attribute cell still reaches its count, deter
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from collections import Counter
@@ -33,8 +32,6 @@ from ..data import label_names, open_dataset
 from ..errors import DatasetError, OutputError, SkinsynthError
 from ..shards import atomic_write_json, read_manifest, splits_manifest, write_split
 from .features import image_batches, load_image_model, torch_device
-
-logger = logging.getLogger(__name__)
 
 DECOYS = ("a photo", "an image", "text", "a drawing")
 LOW, HIGH, CLIP = "label_confidence_low", "label_confidence_high", "clip_decoy"

@@ -10,7 +10,6 @@ fixed threshold (SSCD's copy-detection cut-off, 0.5) is the alternative.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +17,9 @@ import numpy as np
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, SkinsynthError
 from ..shards import atomic_write_json
-from .features import ContrastiveConfig, load_extractor
+from .features import ContrastiveConfig, load_extractor, torch_device
 from .neighbors import knn
 from . import reports
-
-logger = logging.getLogger(__name__)
 
 REPORT = "memorization.json"
 HISTOGRAM = "memorization_histogram.png"
@@ -52,7 +49,7 @@ def audit_memorization(
     percentile: float = 95.0,
     train_split: str = "train",
     validation_split: str = "validation",
-    backend: str = "numpy",
+    backend: str = "auto",
     num_pairs: int = 8,
     update_card: bool = False,
     device: str | None = None,
@@ -74,6 +71,8 @@ def audit_memorization(
     if len(real[train_split]) == 0:
         raise DatasetError(f"the real `{train_split}` split of `{train}` is empty: there is nothing to compare with")
 
+    if backend == "auto":  # the search runs where the features are computed
+        backend = "numpy" if torch_device(device) == "cpu" else "torch"
     extractor = load_extractor(features, train_split=real[train_split], cache_dir=out, device=device, contrastive=contrastive, progress=progress)
     train_features = extractor.extract(real[train_split], desc=f"features: real {train_split}", progress=progress)
     baseline = None
@@ -89,7 +88,7 @@ def audit_memorization(
     nearest: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split, part in syn.items():
         query = extractor.extract(part, desc=f"features: synthetic {split}", progress=progress)
-        sims, idx = knn(query, train_features, 1, backend=backend)
+        sims, idx = knn(query, train_features, 1, backend=backend, device=device)
         nearest[split] = (sims[:, 0], idx[:, 0])
 
     flagged, per_split, class_total, class_flagged = [], {}, np.zeros(len(names), int), np.zeros(len(names), int)

@@ -3,7 +3,8 @@
 Rows are L2-normalized, so cosine similarity is a dot product. Only one `block_queries × block_references`
 similarity tile exists at a time (64 MiB at the defaults) plus a running top-k per query, so a million synthetic
 images against a hundred thousand real ones needs the two feature matrices and little else; the time is that of
-the matrix products. faiss (`IndexFlatIP`, also exact) is used when installed and asked for.
+the matrix products. The `torch` backend runs the same tiles on a GPU (or any torch device); faiss (`IndexFlatIP`,
+also exact) is used when installed and asked for.
 """
 
 from __future__ import annotations
@@ -50,11 +51,12 @@ def _merge_topk(best_s, best_i, sims, offset, k):
 
 def knn(queries: np.ndarray, references: np.ndarray, k: int = 1, *, exclude_self: bool = False,
         block_queries: int = BLOCK_QUERIES, block_references: int = BLOCK_REFERENCES, backend: str = "numpy",
-        progress=None) -> tuple[np.ndarray, np.ndarray]:
+        device: str | None = None, progress=None) -> tuple[np.ndarray, np.ndarray]:
     """The `k` most similar references of every query: (similarities, indices), each (n_queries, k), best first.
 
     `exclude_self` (queries and references are the same matrix) skips each row's match with itself, for k-NN
-    radii within one set. `progress` (a tqdm bar) advances by queries done.
+    radii within one set. `backend`: "numpy", "torch" (tiles on `device`, e.g. "cuda") or "faiss". `progress`
+    (a tqdm bar) advances by queries done.
     """
     check_features(queries, references)
     limit = len(references) - (1 if exclude_self else 0)
@@ -62,8 +64,10 @@ def knn(queries: np.ndarray, references: np.ndarray, k: int = 1, *, exclude_self
         raise SkinsynthError(f"cannot find {k} nearest neighbours among {limit} reference rows")
     if backend == "faiss":
         return _knn_faiss(queries, references, k, exclude_self)
+    if backend == "torch":
+        return _knn_torch(queries, references, k, exclude_self, device, block_queries, block_references, progress)
     if backend != "numpy":
-        raise SkinsynthError(f"unknown nearest-neighbour backend {backend!r}: use `numpy` or `faiss`")
+        raise SkinsynthError(f"unknown nearest-neighbour backend {backend!r}: use `numpy`, `torch` or `faiss`")
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     references = np.ascontiguousarray(references, dtype=np.float32)
     out_s = np.empty((len(queries), k), dtype=np.float32)
@@ -84,6 +88,36 @@ def knn(queries: np.ndarray, references: np.ndarray, k: int = 1, *, exclude_self
         out_i[q0 : q0 + len(q)] = np.take_along_axis(best_i, order, axis=1)
         if progress is not None:
             progress.update(len(q))
+    return out_s, out_i
+
+
+def _knn_torch(queries, references, k, exclude_self, device, block_queries, block_references, progress):
+    """The same tiles with torch on `device`: the references stay on the device, queries go over block by block."""
+    import torch
+
+    device = torch.device(device or "cpu")
+    refs = torch.from_numpy(np.ascontiguousarray(references, dtype=np.float32)).to(device)
+    out_s = np.empty((len(queries), k), dtype=np.float32)
+    out_i = np.empty((len(queries), k), dtype=np.int64)
+    with torch.no_grad():
+        for q0 in range(0, len(queries), block_queries):
+            q = torch.from_numpy(np.ascontiguousarray(queries[q0 : q0 + block_queries], dtype=np.float32)).to(device)
+            best_s = torch.full((len(q), k), -torch.inf, device=device)
+            best_i = torch.full((len(q), k), -1, dtype=torch.long, device=device)
+            for r0 in range(0, len(refs), block_references):
+                sims = q @ refs[r0 : r0 + block_references].T
+                low, high = max(q0, r0), min(q0 + len(q), r0 + sims.shape[1])
+                if exclude_self and low < high:
+                    rows = torch.arange(low, high, device=device)
+                    sims[rows - q0, rows - r0] = -torch.inf
+                s, j = sims.topk(min(k, sims.shape[1]), dim=1)
+                best_s, order = torch.cat([best_s, s], 1).topk(k, dim=1)
+                best_i = torch.cat([best_i, j + r0], 1).gather(1, order)
+                del sims
+            out_s[q0 : q0 + len(q)] = best_s.cpu().numpy()
+            out_i[q0 : q0 + len(q)] = best_i.cpu().numpy()
+            if progress is not None:
+                progress.update(len(q))
     return out_s, out_i
 
 

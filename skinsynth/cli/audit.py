@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     memorization.add_argument("--features", default="auto", metavar="F", help=FEATURES_HELP)
     memorization.add_argument("--threshold", type=float, default=None, metavar="X", help="fixed cosine-similarity threshold instead of the self-calibrated one (SSCD uses 0.5)")
     memorization.add_argument("--percentile", type=float, default=95.0, help="percentile of the train-to-validation similarities used as the threshold (default: 95)")
-    memorization.add_argument("--backend", default="numpy", choices=["numpy", "faiss"], help="exact search backend (default: numpy; faiss if installed)")
+    memorization.add_argument("--backend", default="auto", choices=["auto", "numpy", "torch", "faiss"], help="exact search backend (default: torch on a GPU --device, numpy on the CPU; faiss if installed)")
     _common(memorization)
     memorization.set_defaults(run=run_memorization)
 
