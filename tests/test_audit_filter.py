@@ -14,7 +14,7 @@ from PIL import Image
 from skinsynth.audit.filter import HIGH, LOW, SCORE_COLUMN, FilterConfig, ImageFilter, filter_dataset
 from skinsynth.cli import main
 from skinsynth.data import open_dataset
-from skinsynth.errors import SkinsynthError
+from skinsynth.errors import OutputError, SkinsynthError
 from skinsynth.generate import generate
 from skinsynth.plan import plan
 
@@ -136,6 +136,11 @@ def test_filtered_generation_reaches_every_count_and_is_deterministic(tiny_pipel
     planned = plan(__import__("skinsynth.recipe", fromlist=["load_recipe"]).load_recipe(patient_recipe))["train"]
     assert any(seed != int(s) for seed, s in zip(ds["seed"], planned.seeds))  # retried rows carry their new seed
     assert [s["sha256"] for s in runs[0]["splits"]["train"]["shards"]] == [s["sha256"] for s in runs[1]["splits"]["train"]["shards"]]
+    # a run is resumed only with the same filter
+    again = generate(patient_recipe, str(tiny_pipeline_dir), tmp_path / "a", batch_size=6, device="cpu", progress=False, image_filter=ImageFilter(pixel_hash, np.full(3, 0.5), names))
+    assert again["splits"] == manifest["splits"]
+    with pytest.raises(OutputError, match="another filter"):
+        generate(patient_recipe, str(tiny_pipeline_dir), tmp_path / "a", batch_size=6, device="cpu", progress=False, image_filter=ImageFilter(pixel_hash, np.full(3, 0.6), names))
 
 
 def test_generate_cli_filter_flags(tiny_pipeline_dir, patient_recipe, tmp_path, capsys):
