@@ -49,6 +49,9 @@ def test_planted_copies_are_flagged_and_other_patients_are_not(datasets_dir):
     assert (root / "audit" / "contrastive-encoder" / "model.safetensors").stat().st_mtime_ns == mtime
     assert {(f["split"], f["row"]) for f in fixed["flagged"]} == set(planted)
     assert fixed["threshold_method"] == "fixed"
+    reverse = audit_memorization(root / "syn", root / "real", root / "audit", features="contrastive", contrastive=FAST, calibration="validation-to-train", progress=False)
+    assert {(f["split"], f["row"]) for f in reverse["flagged"]} == set(planted)
+    assert reverse["threshold_method"].startswith("p95 of real validation-to-train")
 
 
 def test_contrastive_embedding_ignores_flips_and_rotations(datasets_dir):
@@ -87,5 +90,7 @@ def test_cli_runs_and_bad_input_exits_2(datasets_dir, ham10000_dir, tmp_path, ca
     assert main(["-q", "audit", "memorization", str(root / "syn"), "--train", str(tmp_path / "empty"), "--features", "contrastive", "--out", str(tmp_path / "c")]) == 2
     assert "empty" in capsys.readouterr().err
     assert main(["-q", "audit", "memorization", str(root / "syn"), "--train", str(root / "real"), "--threshold", "2", "--out", str(tmp_path / "d")]) == 2
+    with pytest.raises(SkinsynthError, match="calibration"):
+        audit_memorization(root / "syn", root / "real", tmp_path / "e", calibration="sideways", progress=False)
     with pytest.raises(SkinsynthError, match="classifier"):
         audit_memorization(root / "syn", root / "real", tmp_path / "e", features="classifier:", progress=False)

@@ -6,6 +6,11 @@ when that similarity is above a threshold. The default threshold is the self-cal
 image's similarity to its nearest real *validation* image. Two different photos of different patients are that
 similar only 5% of the time, so a synthetic image closer than that to a training image is suspiciously close. A
 fixed threshold (SSCD's copy-detection cut-off, 0.5) is the alternative.
+
+`calibration="validation-to-train"` takes the baseline the other way round: each validation image's similarity to
+its nearest *training* image. That is exactly what a synthetic image that copies nobody would score (a query
+against the same training set), so its false-positive rate on new patients is the nominal 5% whatever the split
+sizes; Dar et al.'s direction searches the usually smaller validation split, which lowers the threshold.
 """
 
 from __future__ import annotations
@@ -26,11 +31,23 @@ HISTOGRAM = "memorization_histogram.png"
 PAIRS = "memorization_closest_pairs.png"
 
 
-def calibrated_threshold(train_features: np.ndarray, validation_features: np.ndarray, percentile: float = 95.0) -> tuple[float, np.ndarray]:
-    """(threshold, baseline): the `percentile` of every training image's similarity to its nearest validation image."""
+CALIBRATIONS = ("train-to-validation", "validation-to-train")
+
+
+def _check_calibration(calibration: str) -> None:
+    if calibration not in CALIBRATIONS:
+        raise SkinsynthError(f"`--calibration` must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}")
+
+
+def calibrated_threshold(train_features: np.ndarray, validation_features: np.ndarray, percentile: float = 95.0,
+                         calibration: str = "train-to-validation") -> tuple[float, np.ndarray]:
+    """(threshold, baseline): the `percentile` of every training image's similarity to its nearest validation image
+    (Dar et al.), or of every validation image's similarity to its nearest training image."""
     if len(validation_features) == 0:
         raise DatasetError("the self-calibrated threshold needs real validation images, and the validation split is empty; give --threshold")
-    baseline, _ = knn(train_features, validation_features, 1)
+    _check_calibration(calibration)
+    queries, references = (train_features, validation_features) if calibration == "train-to-validation" else (validation_features, train_features)
+    baseline, _ = knn(queries, references, 1)
     return float(np.percentile(baseline[:, 0], percentile)), baseline[:, 0]
 
 
@@ -47,6 +64,7 @@ def audit_memorization(
     features: str = "auto",
     threshold: float | None = None,
     percentile: float = 95.0,
+    calibration: str = "train-to-validation",
     train_split: str = "train",
     validation_split: str = "validation",
     backend: str = "auto",
@@ -60,6 +78,7 @@ def audit_memorization(
     `skinsynth audit memorization`. Writes memorization.json and two PNGs into `out`; returns the report."""
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise SkinsynthError(f"`--threshold` is a cosine similarity between -1 and 1, got {threshold}")
+    _check_calibration(calibration)
     if not 0 < percentile < 100:
         raise SkinsynthError(f"`--percentile` must be between 0 and 100, got {percentile}")
     if update_card:
@@ -78,9 +97,9 @@ def audit_memorization(
     baseline = None
     if threshold is None or len(real.get(validation_split, ())):
         validation_features = extractor.extract(real[validation_split], desc=f"features: real {validation_split}", progress=progress)
-        calibrated, baseline = calibrated_threshold(train_features, validation_features, percentile)
+        calibrated, baseline = calibrated_threshold(train_features, validation_features, percentile, calibration)
     if threshold is None:
-        threshold, method = calibrated, f"p{percentile:g} of real train-to-validation nearest-neighbour similarity (Dar et al. 2024)"
+        threshold, method = calibrated, f"p{percentile:g} of real {calibration} nearest-neighbour similarity" + (" (Dar et al. 2024)" if calibration == CALIBRATIONS[0] else "")
     else:
         method = "fixed"
 

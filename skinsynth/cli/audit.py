@@ -1,7 +1,7 @@
 """`skinsynth audit memorization SYN --train REAL …` and `skinsynth audit quality SYN --real REAL …`."""
 
 from ..audit.features import ContrastiveConfig
-from ..audit.memorization import audit_memorization
+from ..audit.memorization import CALIBRATIONS, audit_memorization
 from ..audit.quality import audit_quality
 
 FEATURES_HELP = (
@@ -39,6 +39,7 @@ def register(subparsers) -> None:
     memorization.add_argument("--features", default="auto", metavar="F", help=FEATURES_HELP)
     memorization.add_argument("--threshold", type=float, default=None, metavar="X", help="fixed cosine-similarity threshold instead of the self-calibrated one (SSCD uses 0.5)")
     memorization.add_argument("--percentile", type=float, default=95.0, help="percentile of the train-to-validation similarities used as the threshold (default: 95)")
+    memorization.add_argument("--calibration", default="train-to-validation", choices=CALIBRATIONS, help="baseline of the self-calibrated threshold: each real train image's nearest validation image (Dar et al. 2024, default), or each validation image's nearest train image (a nominal false-positive rate on new patients whatever the split sizes)")
     memorization.add_argument("--backend", default="auto", choices=["auto", "numpy", "torch", "faiss"], help="exact search backend (default: torch on a GPU --device, numpy on the CPU; faiss if installed)")
     _common(memorization)
     memorization.set_defaults(run=run_memorization)
@@ -71,7 +72,7 @@ def _common(parser) -> None:
 
 def run_memorization(args) -> None:
     report = audit_memorization(
-        args.synthetic, args.train, args.out, features=args.features, threshold=args.threshold, percentile=args.percentile,
+        args.synthetic, args.train, args.out, features=args.features, threshold=args.threshold, percentile=args.percentile, calibration=args.calibration,
         backend=args.backend, update_card=args.update_card, device=args.device, contrastive=ContrastiveConfig(steps=args.contrastive_steps),
         progress=not args.quiet,
     )
