@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import label_names, open_dataset
-from ..errors import DatasetError, OutputError, SkinsynthError
+from ..errors import DatasetError, OutputError, PipelineError, SkinsynthError
 from ..shards import atomic_write_json, read_manifest, splits_manifest, write_split
 from .features import image_batches, load_image_model, torch_device
 
@@ -73,11 +73,10 @@ class ClassifierEnsemble:
     order still works, and one that lacks a class is refused.
     """
 
-    def __init__(self, paths: tuple[str, ...] | list[str], names: list[str], device: str | None = None, batch_size: int = 32):
+    def __init__(self, paths: tuple[str, ...] | list[str], names: list[str], device: str | None = None):
         if not paths:
             raise SkinsynthError("give at least one classifier (`--classifier DIR`)")
         self.paths = list(paths)
-        self.batch_size = batch_size
         self.members = []
         for path in self.paths:
             model, processor = load_image_model(path, "AutoModelForImageClassification", device)
@@ -117,7 +116,7 @@ class ClipCheck:
             self.model = CLIPModel.from_pretrained(model).to(torch_device(device)).eval()
             self.processor = AutoProcessor.from_pretrained(model)
         except (OSError, ValueError) as err:
-            raise SkinsynthError(f"could not load a CLIP model from `{model}`: {err}") from err
+            raise PipelineError(f"could not load a CLIP model from `{model}`: {err}") from err
         self.name = model
         self.texts = [f"a photo of {text}" for text in class_texts] + list(DECOYS)
         self.num_classes = len(class_texts)
@@ -264,6 +263,8 @@ def filter_dataset(
         raise OutputError(f"`{out}` already exists and is not empty; choose another --out")
     if scorer is None and not config.classifiers:
         raise SkinsynthError("give at least one classifier (`--classifier DIR`)")
+    if batch_size < 1:
+        raise SkinsynthError(f"`--batch-size` must be at least 1, got {batch_size}")
     syn = open_dataset(synthetic)
     names = label_names(syn)
     try:
@@ -283,9 +284,10 @@ def filter_dataset(
         for split, part in syn.items():
             features = datasets.Features({**part.features, **{c: datasets.Value("float32") for c in image_filter.score_columns}})
             kept, kept_scores = [], []
+            all_labels = np.asarray(part["label"], dtype=int)
             with tqdm(total=len(part), unit="img", desc=f"filtering {split}", disable=not progress) as bar:
                 for start, images in zip(range(0, len(part), batch_size), image_batches(part, batch_size)):
-                    labels = np.asarray(part[start : start + len(images)]["label"], dtype=int)
+                    labels = all_labels[start : start + len(images)]
                     reasons = [rejection_reason(np.asarray(image, dtype=np.float32) / 255.0, None) for image in images]
                     reasons, scores = image_filter.review(images, labels, reasons)
                     for offset, (reason, score) in enumerate(zip(reasons, scores)):
