@@ -106,6 +106,9 @@ def audit_memorization(
     names = label_names(syn)
     nearest: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for split, part in syn.items():
+        if len(part) == 0:
+            nearest[split] = (np.zeros(0, np.float32), np.zeros(0, np.int64))
+            continue
         query = extractor.extract(part, desc=f"features: synthetic {split}", progress=progress)
         sims, idx = knn(query, train_features, 1, backend=backend, device=device)
         nearest[split] = (sims[:, 0], idx[:, 0])

@@ -70,6 +70,8 @@ def audit_quality(
     if len(real_part) < 2:
         raise DatasetError(f"the real `{real_split}` split of `{real}` has {len(real_part)} images; the quality audit needs real images to compare with")
     syn_names, real_names = label_names(syn), label_names(real_ds)
+    if not any(len(part) for part in syn.values()):
+        raise DatasetError(f"the synthetic dataset `{synthetic}` has no images")
     missing = [name for name in syn_names if name not in real_names]
     if missing:
         raise DatasetError(f"synthetic classes {missing} are not classes of the real dataset `{real}` ({real_names}); compare datasets with the same class names")
@@ -77,9 +79,10 @@ def audit_quality(
     extractor = load_extractor(features, train_split=real_part, cache_dir=out, device=device, contrastive=contrastive, progress=progress)
     real_features = extractor.extract(real_part, desc=f"features: real {real_split}", progress=progress)
     real_labels = np.asarray(real_part["label"], dtype=int)
-    syn_features = np.concatenate([extractor.extract(part, desc=f"features: synthetic {split}", progress=progress) for split, part in syn.items()])
+    parts = {split: part for split, part in syn.items() if len(part)}
+    syn_features = np.concatenate([extractor.extract(part, desc=f"features: synthetic {split}", progress=progress) for split, part in parts.items()])
     # synthetic labels in the real dataset's numbering, so the same class is compared with itself
-    syn_labels = np.concatenate([[real_names.index(syn_names[k]) for k in part["label"]] for part in syn.values()]).astype(int)
+    syn_labels = np.concatenate([[real_names.index(syn_names[k]) for k in part["label"]] for part in parts.values()]).astype(int)
     half_a, half_b = real_halves(real_labels, seed)
     kid = {"kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size}
 
