@@ -18,8 +18,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DatasetError, PipelineError
-from .shards import DATA_DIR, atomic_write_text, read_manifest
+from .errors import DatasetError, PipelineError, SkinsynthError
+from .shards import DATA_DIR, atomic_write_json, atomic_write_text, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -499,6 +499,28 @@ def write_dataset_card(root: str | Path, repo_id: str | None = None) -> Path:
     card = build_dataset_card(root, repo_id)
     path = root / CARD_FILE
     atomic_write_text(path, str(card))
+    return path
+
+
+def report_folder(dataset: str | Path) -> Path:
+    """The local dataset folder that `--update-card` writes into (a Hub id cannot be updated in place). Commands
+    call it before their work too, so that a long run does not fail at its last step."""
+    root = Path(dataset).expanduser()
+    if not root.is_dir():
+        raise SkinsynthError(f"`--update-card` writes into the dataset folder, but `{dataset}` is not a local folder; download it first or drop --update-card")
+    return root
+
+
+def add_report(dataset: str | Path, name: str, report: dict) -> Path:
+    """Save `report` as DATASET/reports/NAME.json and rebuild the card with it: what the `--update-card` options of
+    `benchmark` and the audits do. Returns the report's path."""
+    if name not in REPORTS:
+        raise ValueError(f"unknown report {name!r}; cards know {REPORTS}")
+    root = report_folder(dataset)
+    path = root / REPORTS_DIR / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, report)
+    write_dataset_card(root)
     return path
 
 

@@ -38,8 +38,9 @@ STATE_DIR = ".skinsynth"
 IMAGE_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 
-def dataset_features(recipe: Recipe):
-    """The columns of a synthetic dataset: the image, its label, and everything needed to make it again."""
+def dataset_features(recipe: Recipe, score_columns: tuple[str, ...] = ()):
+    """The columns of a synthetic dataset: the image, its label, everything needed to make it again, and the
+    filter's scores (`score_columns`) when generation was filtered."""
     import datasets
 
     return datasets.Features(
@@ -52,6 +53,7 @@ def dataset_features(recipe: Recipe):
             "guidance_scale": datasets.Value("float32"),
             "num_inference_steps": datasets.Value("int32"),
             **{name: datasets.Value("string") for name in recipe.attributes},
+            **{name: datasets.Value("float32") for name in score_columns},
         }
     )
 
@@ -123,17 +125,24 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 class ImageMaker:
-    """Turns batches of jobs into accepted uint8 images, retrying rejected images with their next seed."""
+    """Turns batches of jobs into accepted uint8 images, retrying rejected images with their next seed.
 
-    def __init__(self, pipe, recipe: Recipe):
+    An `image_filter` (`skinsynth.audit.filter.ImageFilter`) reviews the images that pass the degenerate-image
+    checks; its rejections are retried the same way, and its scores become `score_columns` of the rows.
+    """
+
+    def __init__(self, pipe, recipe: Recipe, image_filter=None):
         self.pipe = pipe
         self.recipe = recipe
+        self.image_filter = image_filter
+        self.score_columns: tuple[str, ...] = image_filter.score_columns if image_filter is not None else ()
 
-    def __call__(self, jobs: list[ImageJob], rejections: Counter) -> list[tuple[ImageJob, int, np.ndarray]]:
-        """(job, seed used, pixels) for every job that got an acceptable image within `max_attempts`."""
+    def __call__(self, jobs: list[ImageJob], rejections: Counter) -> list[tuple[ImageJob, int, np.ndarray, dict]]:
+        """(job, seed used, pixels, scores) for every job that got an acceptable image within `max_attempts`."""
         import torch
+        from PIL import Image
 
-        accepted: dict[int, tuple[ImageJob, int, np.ndarray]] = {}
+        accepted: dict[int, tuple[ImageJob, int, np.ndarray, dict]] = {}
         pending = [(job, 0) for job in jobs]
         while pending:
             seeds = [attempt_seed(job.seed, attempt) for job, attempt in pending]
@@ -148,11 +157,16 @@ class ImageMaker:
                 output_type="np",
             )
             flags = getattr(output, "nsfw_content_detected", None) or [None] * len(pending)
+            reasons = [rejection_reason(image, flag) for image, flag in zip(output.images, flags)]
+            pixels = [to_uint8(image) for image in output.images]
+            scores = [{}] * len(pending)
+            if self.image_filter is not None:
+                images = [Image.fromarray(p) if r is None else None for p, r in zip(pixels, reasons)]
+                reasons, scores = self.image_filter.review(images, [job.label for job, _ in pending], reasons)
             retry = []
-            for (job, attempt), seed, image, flag in zip(pending, seeds, output.images, flags):
-                reason = rejection_reason(image, flag)
+            for (job, attempt), seed, image, reason, score in zip(pending, seeds, pixels, reasons, scores):
                 if reason is None:
-                    accepted[job.index] = (job, seed, to_uint8(image))
+                    accepted[job.index] = (job, seed, image, score)
                     continue
                 rejections[reason] += 1
                 if attempt + 1 < self.recipe.generation.max_attempts:
@@ -186,11 +200,11 @@ def write_shard(out: Path, task: ShardTask, split_plan: SplitPlan, make_images: 
             writer.write(row)
 
     shard_batches = batches(split_plan.jobs(task.start, task.stop), batch_size)
-    with ShardWriter(out, task.file, dataset_features(recipe)) as writer:
+    with ShardWriter(out, task.file, dataset_features(recipe, make_images.score_columns)) as writer:
         for number, batch in enumerate(shard_batches):
-            for job, seed, pixels in make_images(batch, rejections):
+            for job, seed, pixels, scores in make_images(batch, rejections):
                 row = {"label": job.label, "prompt": job.prompt, "negative_prompt": job.negative_prompt, "seed": seed,
-                       "guidance_scale": job.guidance_scale, "num_inference_steps": job.num_inference_steps, **job.attributes}
+                       "guidance_scale": job.guidance_scale, "num_inference_steps": job.num_inference_steps, **job.attributes, **scores}
                 waiting[job.index] = (number, row, encoder.submit(encode_image, pixels, generation.image_format, generation.quality))
             next_row = shard_batches[number + 1][0].index if number + 1 < len(shard_batches) else math.inf
             flush(writer, below=next_row, made_before=number)
@@ -273,12 +287,15 @@ def generate(
     pipeline=None,
     push_to_hub: str | None = None,
     private: bool = False,
+    image_filter=None,
 ) -> dict:
     """Generate the dataset described by `recipe` with `model` into `out`, resuming an interrupted run.
 
     Mirrors `skinsynth generate`. Under `accelerate launch` each process takes a share of the shards.
     `pipeline` (a loaded pipeline, with its `ModelInfo`) skips loading, for callers that hold one already.
     Writes the dataset card (`out/README.md`) and, with `push_to_hub`, publishes the dataset under that Hub id.
+    `image_filter` (`skinsynth.audit.filter.FilterConfig`, or an `ImageFilter` already built) keeps only images that
+    pass it, retrying the others with their next seeds.
     Returns the manifest (`out/generation.json`).
     """
     from accelerate import PartialState
@@ -310,6 +327,9 @@ def generate(
             scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code,
         )
         identity = {"recipe_sha256": recipe.fingerprint(), "limit": limit, "model": model_info.identity()}
+        if image_filter is not None:
+            image_filter = _build_filter(image_filter, recipe, device, progress)
+            identity["filter"] = image_filter.summary()
         manifest = _check_same_run(out, identity)
         plans = plan(recipe, limit)
         tasks = shard_tasks(plans, recipe.generation.shard_size)
@@ -319,6 +339,8 @@ def generate(
             if manifest is None:
                 manifest = {"identity": identity, "status": "incomplete", "recipe": recipe.to_dict(), "model": model_info.to_dict(),
                             "library_versions": library_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                if image_filter is not None:
+                    manifest["filter"] = image_filter.summary()
                 atomic_write_json(out / MANIFEST, manifest)
         state.wait_for_everyone()
 
@@ -329,7 +351,7 @@ def generate(
             total = sum(t.stop - t.start for t in mine)
             with tqdm(total=total, unit="img", desc=f"generating {recipe.name}", disable=not (progress and state.is_main_process)) as bar:
                 for task in mine:
-                    write_shard(out, task, plans[task.split], ImageMaker(pipe, recipe), batch_size, encoder, bar)
+                    write_shard(out, task, plans[task.split], ImageMaker(pipe, recipe, image_filter), batch_size, encoder, bar)
         state.wait_for_everyone()
         if state.is_main_process and (remaining or manifest["status"] != "complete"):
             manifest = finalize_manifest(out, manifest, tasks, time.perf_counter() - started)
@@ -341,6 +363,14 @@ def generate(
     finally:
         if lock is not None:
             lock.release()
+
+
+def _build_filter(image_filter, recipe: Recipe, device: str, progress: bool):
+    from .audit.filter import FilterConfig, build_filter
+
+    if not isinstance(image_filter, FilterConfig):
+        return image_filter
+    return build_filter(image_filter, recipe.label_names, [c.text for c in recipe.classes], device=device, progress=progress)
 
 
 def finalize_manifest(out: Path, manifest: dict, tasks: list[ShardTask], seconds: float) -> dict:
@@ -358,6 +388,7 @@ def finalize_manifest(out: Path, manifest: dict, tasks: list[ShardTask], seconds
         "status": "complete",
         "splits": splits_manifest(infos),
         "rejections": dict(rejections),
+        **({"filter": {**manifest["filter"], "rejections": dict(rejections)}} if "filter" in manifest else {}),
         "timing": {"last_run_seconds": round(seconds, 3), "shard_seconds": round(busy, 3), "images_per_second": round(generated / busy, 3) if busy else None},
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

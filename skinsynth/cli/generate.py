@@ -1,5 +1,7 @@
 """`skinsynth generate RECIPE --model MODEL --out DIR`."""
 
+from ..audit.filter import FilterConfig
+from ..errors import SkinsynthError
 from ..generate import generate
 
 
@@ -28,14 +30,26 @@ def register(subparsers) -> None:
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a custom pipeline's own code to run")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="when done, publish the dataset on the Hub under REPO_ID (as `skinsynth push`; token from HF_TOKEN or `hf auth login`)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo as private")
+    filtering = parser.add_argument_group("filtering", "keep only images a classifier trained on real data recognizes; rejected images are retried with their next seed (up to the recipe's max_attempts), so every class still reaches its count")
+    filtering.add_argument("--filter-classifier", action="append", default=[], metavar="DIR", help="image classifier folder (a `skinsynth benchmark` checkpoint); repeat for an ensemble (probabilities averaged)")
+    filtering.add_argument("--filter-threshold", type=float, default=None, metavar="P", help="keep images whose intended class has at least this probability (default: per class, the classifier's mean confidence on real images of the class, from --filter-real)")
+    filtering.add_argument("--filter-real", default=None, metavar="REAL", help="real dataset whose validation split sets the per-class thresholds")
+    filtering.add_argument("--filter-upper", type=float, default=None, metavar="P", help="also drop images scored above P (too easy to teach anything)")
+    filtering.add_argument("--filter-clip", default=None, metavar="MODEL", help="CLIP model (Hub id or folder): the class prompt must beat the decoys 'a photo', 'an image', 'text', 'a drawing'")
     parser.set_defaults(run=run)
 
 
 def run(args) -> None:
+    image_filter = None
+    if args.filter_classifier:
+        image_filter = FilterConfig(classifiers=tuple(args.filter_classifier), threshold=args.filter_threshold, upper=args.filter_upper, real=args.filter_real, clip=args.filter_clip)
+    elif args.filter_threshold is not None or args.filter_real or args.filter_upper is not None or args.filter_clip:
+        raise SkinsynthError("the --filter-* options need at least one `--filter-classifier DIR`")
     manifest = generate(
         args.recipe, args.model, args.out, batch_size=args.batch_size, device=args.device, dtype=args.dtype, revision=args.revision,
         lora=args.lora, embeddings=args.embeddings, limit=args.limit, trust_remote_code=args.trust_remote_code, progress=not args.quiet,
         push_to_hub=args.push_to_hub, private=args.private,
+        image_filter=image_filter,
     )
     counts = ", ".join(f"{split}: {info['num_rows']}" for split, info in manifest["splits"].items())
     print(f"wrote {args.out} ({counts})")
