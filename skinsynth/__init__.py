@@ -9,6 +9,7 @@ The Python API mirrors the CLI: `skinsynth generate` is `skinsynth.generate(...)
 __version__ = "0.1.0"
 
 from .errors import DatasetError, OutputError, PipelineError, RecipeError, SkinsynthError
+from .finetune import finetune
 from .generate import generate
 from .pipeline import load_pipeline, tiny_pipeline
 from .plan import plan
@@ -21,6 +22,7 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "SkinsynthError",
+    "finetune",
     "generate",
     "load_pipeline",
     "load_recipe",
