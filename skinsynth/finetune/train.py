@@ -240,6 +240,7 @@ class Trainer:
 
     def __init__(self, accelerator, hyper: Hyperparameters, recipe: Recipe, folder: Path, pipeline_class: type, out: Path):
         import torch
+        from accelerate.utils import set_seed
         from diffusers import DDPMScheduler, DiffusionPipeline
         from diffusers.training_utils import cast_training_params
 
@@ -263,6 +264,7 @@ class Trainer:
         pipe.to(accelerator.device)
         self.parts = Components(pipe, folder)
         self.method: Method = METHODS[hyper.method](self.parts, recipe, lora_rank=hyper.lora_rank, ema=hyper.ema)
+        set_seed(hyper.seed)  # LoRA's initial weights are random
         trained = self.method.setup()
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
         if self.weight_dtype != torch.float32:
@@ -318,6 +320,7 @@ class Trainer:
             tmp.mkdir(parents=True)
         self.accelerator.wait_for_everyone()
         self.accelerator.save_state(str(tmp))
+        self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             atomic_write_json(tmp / TRAINER_STATE, {"step": self.step, "losses": self.losses})
             shutil.rmtree(final, ignore_errors=True)
