@@ -157,7 +157,7 @@ def test_full_finetune_loss_falls_and_the_pipeline_loads_in_generate(tiny_pipeli
     assert metadata["training_license"] == "cc-by-nc-sa-4.0" and metadata["final_loss"] == pytest.approx(np.mean(losses[-10:]), abs=1e-5)
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert not [p for p in out.rglob("*.bin") if ".skinsynth" not in p.parts]  # weights are safetensors; .bin is optimizer state
-    assert Image.open(out / "validation.png").size[1] == 3 * 32 and (out / "validation" / "step-000012.png").is_file()
+    assert Image.open(out / "sample_grid.png").size[1] == 3 * 32 and (out / "validation" / "step-000012.png").is_file()
     assert [p.name for p in sorted((out / ".skinsynth" / "checkpoints").iterdir())] == ["checkpoint-12", "checkpoint-24"]
 
     manifest = generate(recipe, str(out), tmp_path / "synthetic", batch_size=2, limit=2, progress=False)

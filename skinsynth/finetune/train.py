@@ -9,7 +9,8 @@ Output folder::
     DIR/
       skinsynth_model.json        base model, method, training data and its license, steps, final loss
       finetune_config.json        the resolved configuration (what `--resume` must match)
-      validation.png              the final validation grid (one row per class); validation/step-*.png earlier ones
+      sample_grid.png             the final validation grid (one row per class; the model card shows it);
+                                  validation/step-*.png: the grids written during training
       pytorch_lora_weights.safetensors | model_index.json + unet/ … | learned_embeds-*.safetensors + recipe.yaml
       .skinsynth/checkpoints/checkpoint-{step}/   the last two checkpoints (`--resume` continues from the latest)
 
@@ -47,6 +48,7 @@ CONFIG_FILE = "finetune_config.json"
 CHECKPOINTS_DIR = ".skinsynth/checkpoints"
 KEEP_CHECKPOINTS = 2
 TRAINER_STATE = "trainer_state.json"
+FINAL_GRID = "sample_grid.png"  # the name the model card embeds
 TRAINED_WEIGHTS = "trained.safetensors"
 FINAL_LOSS_WINDOW = 10
 SD_COMPONENTS = {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}
@@ -379,7 +381,7 @@ class Trainer:
             if hyper.validate_every and self.step % hyper.validate_every == 0 and self.step < hyper.max_steps:
                 self.validate(self.out / "validation" / f"step-{self.step:06d}.png", prompts)
         bar.close()
-        self.validate(self.out / "validation.png", prompts)
+        self.validate(self.out / FINAL_GRID, prompts)
 
 
 # --- the public function ----------------------------------------------------------------------------------------
