@@ -296,7 +296,7 @@ class Trainer:
     def _load_hook(self, models, input_dir):
         from safetensors.torch import load_file
 
-        self.method.load_state(load_file(os.path.join(input_dir, TRAINED_WEIGHTS), device=str(self.accelerator.device)), self._resume_step)
+        self.method.load_state(load_file(os.path.join(input_dir, TRAINED_WEIGHTS), device=str(self.accelerator.device)), self.step)
         models.clear()
 
     def _forward(self, micro_step: int, batch: dict):
@@ -308,9 +308,8 @@ class Trainer:
 
     def resume(self, checkpoint: Path) -> None:
         state = json.loads((checkpoint / TRAINER_STATE).read_text())
-        self._resume_step = state["step"]
-        self.accelerator.load_state(str(checkpoint))
         self.step, self.losses = state["step"], list(state["losses"])
+        self.accelerator.load_state(str(checkpoint))
         logger.info("resumed from %s at step %d", checkpoint, self.step)
 
     def save_checkpoint(self) -> None:
