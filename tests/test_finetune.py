@@ -243,3 +243,16 @@ def test_bad_input_fails_before_training_with_exit_code_2(tiny_pipeline_dir, rea
         finetune(str(tiny_pipeline_dir), real_data, recipe, tmp_path / "out", method="lora", ema=True, **FAST)
     with pytest.raises(SkinsynthError, match="--batch-size"):
         finetune(str(tiny_pipeline_dir), real_data, recipe, tmp_path / "out", method="lora", **{**FAST, "batch_size": 0})
+
+
+def test_v_prediction_bases_train_on_the_velocity(tiny_pipeline_dir, real_data, recipe, tmp_path):
+    import shutil
+
+    v_base = tmp_path / "v-base"
+    shutil.copytree(tiny_pipeline_dir, v_base)
+    config_file = v_base / "scheduler" / "scheduler_config.json"
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "prediction_type": "v_prediction"}))
+    epsilon = finetune(str(tiny_pipeline_dir), real_data, recipe, tmp_path / "eps", method="lora", max_steps=1, **FAST)
+    velocity = finetune(str(v_base), real_data, recipe, tmp_path / "v", method="lora", max_steps=1, **FAST)
+    # same seed, same batch, same noise and timesteps: only the target differs
+    assert np.isfinite(velocity.losses[0]) and velocity.losses[0] != pytest.approx(epsilon.losses[0], rel=1e-3)
