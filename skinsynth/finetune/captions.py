@@ -1,0 +1,113 @@
+"""Captions for real training images, written with the recipe's own templates.
+
+The model must learn the vocabulary that `generate` will use: a row's caption is one of the recipe's prompt
+templates filled with the row's label (the class text, or its learned token for textual inversion) and its own
+attribute columns. Which template, and whether the caption is dropped (empty prompt, to keep classifier-free
+guidance working), depends only on (seed, epoch, row), so a resumed run sees the very same captions.
+
+A template needs every one of its placeholders to be known for the row; a row with an unknown value (None) is
+captioned with one of the templates it can fill, and with the class text alone when it can fill none. Captions
+never contain invented attribute values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import DatasetError, RecipeError
+from ..recipe import Recipe, template_fields
+
+
+def class_token(class_name: str) -> str:
+    """The new token textual inversion learns for a class: `melanoma` -> `<melanoma>` (the paper: one per class)."""
+    return f"<{class_name.lower()}>"
+
+
+def class_words(recipe: Recipe, method: str) -> list[str]:
+    """What fills `{class}` for each recipe class: its prompt text, or its learned token for textual inversion."""
+    if method == "textual-inversion":
+        return [class_token(c.name) for c in recipe.classes]
+    return [c.text for c in recipe.classes]
+
+
+def _uniform(seed: int, epoch: int, row: int) -> float:
+    return float(np.random.default_rng([seed, epoch, row]).random())
+
+
+@dataclass(frozen=True)
+class Captioner:
+    """Caption of a dataset row at an epoch. `words[label]` fills `{class}` (indexed by the dataset's label ids)."""
+
+    templates: tuple[str, ...]
+    words: tuple[str, ...]
+    dropout: float = 0.0
+    seed: int = 0
+
+    @property
+    def columns(self) -> list[str]:
+        """The attribute columns the templates read."""
+        return sorted(set().union(*(template_fields(t) for t in self.templates)) - {"class"})
+
+    def __call__(self, row: Mapping, index: int, epoch: int) -> str:
+        if self.dropout and _uniform(self.seed, epoch, index) < self.dropout:
+            return ""
+        values = {name: row[name] for name in self.columns}
+        usable = [t for t in self.templates if all(values[f] is not None for f in template_fields(t) - {"class"})]
+        word = self.words[row["label"]]
+        if not usable:
+            return word
+        template = usable[(index + epoch) % len(usable)]
+        return template.format(**{"class": word, **{name: str(value) for name, value in values.items() if value is not None}})
+
+
+def build_captioner(recipe: Recipe, label_names: Sequence[str], columns: Sequence[str], *, method: str, dropout: float = 0.0, seed: int = 0) -> Captioner:
+    """Check that the recipe can caption this dataset, and return its `Captioner`.
+
+    Raises (before any model loads) when a template lacks `{class}`, when a placeholder has no column in the
+    dataset, or when the dataset's class names and the recipe's differ.
+    """
+    for template in recipe.prompts.templates:
+        if "class" not in template_fields(template):
+            raise RecipeError(f"template {template!r} has no {{class}} placeholder: captions without the label cannot teach the model the classes; add {{class}}")
+    missing = sorted(set().union(*(template_fields(t) for t in recipe.prompts.templates)) - {"class"} - set(columns))
+    if missing:
+        raise DatasetError(
+            f"the recipe's templates use {', '.join('{' + m + '}' for m in missing)} but the dataset has no such column "
+            f"(it has: {', '.join(columns)}); remove the placeholder from `prompts.templates`, or write the recipe from this dataset"
+        )
+    recipe_names = recipe.label_names
+    if set(label_names) != set(recipe_names):
+        only_data = sorted(set(label_names) - set(recipe_names))
+        only_recipe = sorted(set(recipe_names) - set(label_names))
+        raise DatasetError(
+            "the dataset's labels and the recipe's classes differ by name"
+            + (f"; only in the dataset: {only_data}" if only_data else "")
+            + (f"; only in the recipe: {only_recipe}" if only_recipe else "")
+            + ". Rename the recipe's classes to the dataset's label names (a caption needs each label's class text)"
+        )
+    words = class_words(recipe, method)
+    by_name = dict(zip(recipe_names, words))
+    return Captioner(recipe.prompts.templates, tuple(by_name[name] for name in label_names), dropout, seed)
+
+
+def validation_prompts(recipe: Recipe, words: Sequence[str], per_class: int) -> list[list[str]]:
+    """`per_class` fixed prompts for each recipe class: column j uses template j and every attribute's value j
+    (cycling), so the validation grid shows the same prompts at every step."""
+    rows = []
+    for word in words:
+        prompts = []
+        for j in range(per_class):
+            template = recipe.prompts.templates[j % len(recipe.prompts.templates)]
+            values = {name: spec.values[j % len(spec.values)] for name, spec in recipe.attributes.items()}
+            prompts.append(template.format(**{"class": word, **values}))
+        rows.append(prompts)
+    return rows
+
+
+def token_recipe(recipe: Recipe) -> Recipe:
+    """The recipe with each class's prompt replaced by its learned token, for generating with textual inversion."""
+    classes = [c.model_copy(update={"prompt": class_token(c.name)}) for c in recipe.classes]
+    return recipe.model_copy(update={"classes": tuple(classes)})

@@ -1,0 +1,258 @@
+"""The three ways to adapt a Stable Diffusion pipeline: what each trains, keeps in a checkpoint, and exports.
+
+- `lora`: low-rank adapters on the UNet's attention projections (peft, through diffusers' own adapter API);
+  exported with `save_lora_weights`, loaded with `pipe.load_lora_weights(DIR)` (`generate --lora DIR`).
+- `full`: every UNet weight, with an optional EMA copy; exported as a whole pipeline (`generate --model DIR`).
+- `textual-inversion`: one new token per class (the paper's choice), initialized from the class text's embedding;
+  exported in diffusers' format, one `{token: embedding}` file per class (`generate --embeddings DIR`).
+
+A checkpoint keeps only what the method trains (`state()`), as safetensors; optimizer state is accelerate's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..errors import PipelineError
+from ..recipe import Recipe
+from .captions import class_token
+
+LORA_TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
+
+
+@dataclass
+class Components:
+    """The base pipeline and its parts; methods train them in place, so `pipe` always shows the current model."""
+
+    pipe: object
+    base_folder: Path
+
+    @property
+    def unet(self):
+        return self.pipe.unet
+
+    @property
+    def text_encoder(self):
+        return self.pipe.text_encoder
+
+    @property
+    def vae(self):
+        return self.pipe.vae
+
+    @property
+    def tokenizer(self):
+        return self.pipe.tokenizer
+
+
+class Method:
+    """What a fine-tuning method trains. `setup()` returns the module that holds the trained weights."""
+
+    name: str
+
+    def __init__(self, parts: Components, recipe: Recipe, *, lora_rank: int = 4, ema: bool = False):
+        self.parts, self.recipe, self.lora_rank, self.ema = parts, recipe, lora_rank, ema
+
+    def setup(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def low_precision_modules(self) -> list[torch.nn.Module]:
+        """Frozen modules whose weights may be stored in the mixed-precision dtype."""
+        raise NotImplementedError
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        raise NotImplementedError
+
+    def state(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def load_state(self, tensors: dict[str, torch.Tensor], step: int) -> None:
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """Called after every optimizer step."""
+
+    @contextlib.contextmanager
+    def evaluation_weights(self):
+        """The weights to validate and export with (the EMA copy, for `full --ema`)."""
+        yield
+
+    def export(self, out: Path, pipeline_class: type) -> dict:
+        """Write the loadable result into `out`; return extra metadata (e.g. the learned tokens)."""
+        raise NotImplementedError
+
+    def _freeze_all(self) -> None:
+        for module in (self.parts.unet, self.parts.vae, self.parts.text_encoder):
+            module.requires_grad_(False)
+
+
+class LoRA(Method):
+    name = "lora"
+
+    def setup(self):
+        from peft import LoraConfig
+
+        self._freeze_all()
+        config = LoraConfig(r=self.lora_rank, lora_alpha=self.lora_rank, init_lora_weights="gaussian", target_modules=LORA_TARGET_MODULES)
+        self.parts.unet.add_adapter(config)
+        return self.parts.unet
+
+    def low_precision_modules(self):
+        return [self.parts.unet, self.parts.vae, self.parts.text_encoder]
+
+    def parameters(self):
+        return [p for p in self.parts.unet.parameters() if p.requires_grad]
+
+    def state(self):
+        from peft.utils import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(self.parts.unet)
+
+    def load_state(self, tensors, step):
+        from peft.utils import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(self.parts.unet, tensors)
+        if getattr(result, "unexpected_keys", None):
+            raise PipelineError(f"the checkpoint's LoRA weights do not fit this UNet: unexpected {result.unexpected_keys[:3]}")
+
+    def export(self, out, pipeline_class):
+        from diffusers.utils import convert_state_dict_to_diffusers
+        from peft.utils import get_peft_model_state_dict
+
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.parts.unet))
+        metadata = self.parts.unet.peft_config["default"].to_dict()
+        pipeline_class.save_lora_weights(out, unet_lora_layers=layers, unet_lora_adapter_metadata=metadata, safe_serialization=True)
+        return {}
+
+
+class Full(Method):
+    name = "full"
+
+    def setup(self):
+        self._freeze_all()
+        unet = self.parts.unet
+        unet.requires_grad_(True)
+        self.ema_model = None
+        if self.ema:
+            from diffusers.training_utils import EMAModel
+
+            self.ema_model = EMAModel(unet.parameters(), model_cls=type(unet), model_config=unet.config)
+            self.ema_model.to(unet.device)
+        return unet
+
+    def low_precision_modules(self):
+        return [self.parts.vae, self.parts.text_encoder]
+
+    def parameters(self):
+        return list(self.parts.unet.parameters())
+
+    def state(self):
+        tensors = {f"unet.{name}": value for name, value in self.parts.unet.state_dict().items()}
+        if self.ema_model is not None:
+            names = [name for name, _ in self.parts.unet.named_parameters()]
+            tensors.update({f"ema.{name}": shadow for name, shadow in zip(names, self.ema_model.shadow_params)})
+        return tensors
+
+    def load_state(self, tensors, step):
+        self.parts.unet.load_state_dict({k.removeprefix("unet."): v for k, v in tensors.items() if k.startswith("unet.")})
+        if self.ema_model is not None:
+            names = [name for name, _ in self.parts.unet.named_parameters()]
+            missing = [name for name in names if f"ema.{name}" not in tensors]
+            if missing:
+                raise PipelineError("the checkpoint has no EMA weights; resume without --ema changes, or start a new run")
+            with torch.no_grad():
+                for name, shadow in zip(names, self.ema_model.shadow_params):
+                    shadow.copy_(tensors[f"ema.{name}"])
+            self.ema_model.optimization_step = step
+
+    def after_step(self):
+        if self.ema_model is not None:
+            self.ema_model.step(self.parts.unet.parameters())
+
+    @contextlib.contextmanager
+    def evaluation_weights(self):
+        if self.ema_model is None:
+            yield
+            return
+        self.ema_model.store(self.parts.unet.parameters())
+        self.ema_model.copy_to(self.parts.unet.parameters())
+        try:
+            yield
+        finally:
+            self.ema_model.restore(self.parts.unet.parameters())
+
+    def export(self, out, pipeline_class):
+        from diffusers import DiffusionPipeline
+
+        # The base's own VAE and text encoder, in their saved dtype (training may hold them in half precision).
+        with self.evaluation_weights():
+            pipe = DiffusionPipeline.from_pretrained(self.parts.base_folder, unet=self.parts.unet, use_safetensors=True)
+            pipe.save_pretrained(out, safe_serialization=True)
+        return {}
+
+
+class TextualInversion(Method):
+    name = "textual-inversion"
+
+    def setup(self):
+        tokenizer, text_encoder = self.parts.tokenizer, self.parts.text_encoder
+        self.tokens = [class_token(c.name) for c in self.recipe.classes]
+        duplicates = sorted({t for t in self.tokens if self.tokens.count(t) > 1})
+        if duplicates:
+            raise PipelineError(f"class names differing only by case would share the tokens {duplicates}; rename the recipe's classes")
+        taken = [t for t in self.tokens if t in tokenizer.get_vocab()]
+        if taken:
+            raise PipelineError(f"the base's tokenizer already has the tokens {taken}; textual inversion needs new tokens")
+        tokenizer.add_tokens(self.tokens)
+        self.token_ids = tokenizer.convert_tokens_to_ids(self.tokens)
+        text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        embeddings = text_encoder.get_input_embeddings().weight
+        with torch.no_grad():
+            for token_id, spec in zip(self.token_ids, self.recipe.classes):
+                source = tokenizer(spec.text, add_special_tokens=False).input_ids
+                embeddings[token_id] = embeddings[source].mean(dim=0)
+        self.original = embeddings.detach().clone()
+        self.frozen_rows = torch.ones(len(tokenizer), dtype=torch.bool, device=embeddings.device)
+        self.frozen_rows[self.token_ids] = False
+        self._freeze_all()
+        text_encoder.get_input_embeddings().requires_grad_(True)
+        return text_encoder
+
+    def low_precision_modules(self):
+        return [self.parts.unet, self.parts.vae]
+
+    def parameters(self):
+        return list(self.parts.text_encoder.get_input_embeddings().parameters())
+
+    def _rows(self) -> torch.Tensor:
+        return self.parts.text_encoder.get_input_embeddings().weight
+
+    def state(self):
+        rows = self._rows()
+        return {token: rows[token_id] for token, token_id in zip(self.tokens, self.token_ids)}
+
+    def load_state(self, tensors, step):
+        with torch.no_grad():
+            for token, token_id in zip(self.tokens, self.token_ids):
+                self._rows()[token_id] = tensors[token]
+
+    def after_step(self):
+        # Only the new tokens learn: weight decay must not drift the rest of the vocabulary (diffusers does the same).
+        with torch.no_grad():
+            rows = self._rows()
+            rows[self.frozen_rows] = self.original[self.frozen_rows].to(rows.device, rows.dtype)
+
+    def export(self, out, pipeline_class):
+        from .captions import token_recipe
+
+        for spec, token, tensor in zip(self.recipe.classes, self.tokens, self.state().values()):
+            save_file({token: tensor.detach().float().cpu().contiguous()}, out / f"learned_embeds-{spec.name}.safetensors")
+        (out / "recipe.yaml").write_text(token_recipe(self.recipe).to_yaml(), encoding="utf-8")
+        return {"tokens": {spec.name: token for spec, token in zip(self.recipe.classes, self.tokens)}}
+
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (LoRA, Full, TextualInversion)}

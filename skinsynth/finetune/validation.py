@@ -1,0 +1,42 @@
+"""The validation grid: one row per class, the same prompts and seeds at every step, so a change is the model's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from PIL import Image, ImageDraw
+
+from ..recipe import Recipe
+
+
+def validation_grid(pipe, prompts: Sequence[Sequence[str]], row_labels: Sequence[str], recipe: Recipe, seed: int) -> Image.Image:
+    """Generate `prompts[i][j]` with seed `seed + j` using the recipe's generation settings, and lay the images
+    out in a grid with each row's label on its left."""
+    generation = recipe.generation
+    rows = []
+    for row in prompts:
+        output = pipe(
+            prompt=list(row),
+            negative_prompt=[recipe.prompts.negative] * len(row),
+            num_inference_steps=generation.num_inference_steps,
+            guidance_scale=generation.guidance_scales[0],
+            height=generation.height,
+            width=generation.width,
+            generator=[torch.Generator("cpu").manual_seed(seed + j) for j in range(len(row))],
+        )
+        rows.append(output.images)
+    return _grid(rows, row_labels)
+
+
+def _grid(rows: list[list[Image.Image]], labels: Sequence[str]) -> Image.Image:
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    margin = 8 + max(draw.textbbox((0, 0), label)[2] for label in labels)
+    width, height = rows[0][0].size
+    grid = Image.new("RGB", (margin + width * len(rows[0]), height * len(rows)), "white")
+    draw = ImageDraw.Draw(grid)
+    for i, (images, label) in enumerate(zip(rows, labels)):
+        draw.text((4, i * height + height // 2), label, fill="black", anchor="lm")
+        for j, image in enumerate(images):
+            grid.paste(image, (margin + j * width, i * height))
+    return grid
