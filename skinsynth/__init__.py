@@ -8,6 +8,7 @@ The Python API mirrors the CLI: `skinsynth generate` is `skinsynth.generate(...)
 
 __version__ = "0.1.0"
 
+from .benchmark import benchmark
 from .errors import DatasetError, OutputError, PipelineError, RecipeError, SkinsynthError
 from .generate import generate
 from .pipeline import load_pipeline, tiny_pipeline
@@ -21,6 +22,7 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "SkinsynthError",
+    "benchmark",
     "generate",
     "load_pipeline",
     "load_recipe",

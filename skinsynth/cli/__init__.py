@@ -13,7 +13,7 @@ import sys
 from ..errors import SkinsynthError
 
 # Module names under skinsynth.cli, in the order `skinsynth --help` lists them.
-COMMANDS = ["generate", "tiny_pipeline"]
+COMMANDS = ["generate", "benchmark", "tiny_pipeline"]
 
 
 def build_parser() -> argparse.ArgumentParser:

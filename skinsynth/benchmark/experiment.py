@@ -1,0 +1,247 @@
+"""`skinsynth benchmark`: train the same classifier on real, synthetic and mixed training sets, test on real images.
+
+Everything the run needs is checked before a model loads or a file is written: the arms, the datasets and
+their labels, that every arm's images exist, that no training image is byte-identical to a validation or test
+image, and that the model is an image classifier. Each (arm, seed) run is saved under `DIR/runs/` as it ends,
+so an interrupted benchmark started again with the same arguments skips what is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..data import label_names, open_dataset
+from ..errors import DatasetError, OutputError, SkinsynthError
+from ..shards import atomic_write_json
+from . import report
+from .arms import Arm, ArmSample, load_arms, load_label_map, match_labels, preset_arms, sample_arm
+
+if TYPE_CHECKING:
+    from .train import RunResult
+
+logger = logging.getLogger(__name__)
+
+REAL_SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """An arm bound to one synthetic dataset (or none): what one row of the results table is."""
+
+    name: str
+    arm: Arm
+    synthetic: int | None  # index into the synthetic datasets
+
+
+def _short_name(source: str) -> str:
+    return Path(source.rstrip("/")).name or source
+
+
+def conditions(arms: list[Arm], synthetic: list[str]) -> list[Condition]:
+    """Real-only arms run once; an arm with synthetic images runs once per synthetic dataset (`name@dataset`)."""
+    result = []
+    for arm in arms:
+        if not arm.uses_synthetic or not synthetic:
+            result.append(Condition(arm.name, arm, None))
+            continue
+        for index, source in enumerate(synthetic):
+            name = arm.name if len(synthetic) == 1 else f"{arm.name}@{_short_name(source)}"
+            result.append(Condition(name, arm, index))
+    names = [c.name for c in result]
+    if len(set(names)) != len(names):
+        raise SkinsynthError(f"two synthetic datasets have the same folder name ({', '.join(synthetic)}); rename one so results can tell them apart")
+    return result
+
+
+def image_digests(split) -> np.ndarray:
+    """SHA-1 of every stored image's bytes in a split, read straight from Arrow (no decoding)."""
+    import pyarrow.compute as pc
+
+    column = split.data.column("image")
+    stored = pc.struct_field(column, "bytes").to_pylist()
+    return np.array([hashlib.sha1(b).hexdigest() if b is not None else "" for b in stored], dtype=object)
+
+
+def check_no_leak(name: str, sample: ArmSample, real_train: np.ndarray, synthetic_train: np.ndarray | None, held_out: set[str]) -> None:
+    """Raise if any training image of a condition is byte-identical to a real validation or test image."""
+    used = list(real_train[sample.real_rows]) + (list(synthetic_train[sample.synthetic_rows]) if synthetic_train is not None else [])
+    leaked = len({d for d in used if d} & held_out)
+    if leaked:
+        raise DatasetError(
+            f"arm `{name}`: {leaked} training images are byte-identical to real validation/test images; "
+            "the real dataset's splits overlap (split it by lesion or patient) or the synthetic dataset copies held-out images"
+        )
+
+
+def _identity(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _run_path(out: Path, condition: str, seed: int) -> Path:
+    return out / "runs" / f"{condition}-seed{seed}.json"
+
+
+def _load_done(path: Path, identity: str) -> RunResult | None:
+    from .train import RunResult
+
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("identity") != identity:
+        return None
+    return RunResult(
+        np.asarray(saved["test_scores"], dtype=np.float32), np.asarray(saved["test_labels"]), saved["epochs_run"], saved["best_epoch"],
+        saved["best_val_top1"], saved["history"], saved["seconds"], saved["data_wait_share"],
+    )
+
+
+def _save_done(path: Path, identity: str, result: RunResult) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {
+        "identity": identity, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "best_val_top1": result.best_val_top1,
+        "history": result.history, "seconds": result.seconds, "data_wait_share": result.data_wait_share,
+        "test_labels": result.test_labels.tolist(), "test_scores": result.test_scores.tolist(),
+    })
+
+
+def _check_numbers(**values) -> None:
+    minimum = {"epochs": 1, "batch_size": 1, "seeds": 1, "patience": 1, "workers": 0, "image_size": 8}
+    for name, value in values.items():
+        if value is not None and (not isinstance(value, int) or value < minimum[name]):
+            raise SkinsynthError(f"`--{name.replace('_', '-')}` must be an integer of at least {minimum[name]}, got {value!r}")
+
+
+def default_workers() -> int:
+    """DataLoader workers: the cores beside the training process, at most 8."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def benchmark(
+    real: str,
+    synthetic: list[str] | tuple[str, ...] = (),
+    *,
+    model: str,
+    out: str | Path,
+    preset: str | None = None,
+    arms: str | Path | list[Arm] | None = None,
+    image_size: int | None = None,
+    epochs: int = 50,
+    batch_size: int = 32,
+    seeds: int = 3,
+    scale: float = 1.0,
+    device: str | None = None,
+    allow_fewer: bool = False,
+    label_map: str | Path | dict | None = None,
+    patience: int = 10,
+    learning_rate: float = 3e-4,
+    workers: int | None = None,
+    update_card: str | Path | None = None,
+    revision: str | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict:
+    """Train `model` on every arm × seed and test on `real`'s test split; write the results to `out`.
+
+    Mirrors `skinsynth benchmark`. `arms` is an arms YAML file or a list of `Arm`s; give it or `preset`.
+    `update_card` names a synthetic dataset folder whose `reports/benchmark.json` (and card) gets the results.
+    Returns the content of `out/results.json`.
+    """
+    from .train import ImageRows, TrainConfig, check_classifier, load_classifier, make_accelerator, normalization, train_and_predict
+
+    synthetic = list(synthetic)
+    workers = default_workers() if workers is None else workers
+    _check_numbers(epochs=epochs, batch_size=batch_size, seeds=seeds, patience=patience, workers=workers, image_size=image_size)
+    if (preset is None) == (arms is None):
+        raise SkinsynthError("give exactly one of `--preset` (akrout2023, ratio-sweep) and `--arms ARMS.yaml`")
+    arm_list = preset_arms(preset, scale) if preset is not None else (load_arms(arms, scale) if isinstance(arms, (str, Path)) else [a.scaled(scale) for a in arms])
+    if update_card is not None and str(update_card) not in synthetic:
+        raise SkinsynthError(f"`--update-card {update_card}` must be one of the --synthetic datasets ({', '.join(synthetic) or 'none given'})")
+
+    # Data: the real splits, each synthetic train split with its labels mapped onto the real ones.
+    real_data = open_dataset(real, required_splits=REAL_SPLITS)
+    class_names = label_names(real_data)
+    mapping = label_map if isinstance(label_map, dict) else load_label_map(label_map)
+    real_labels = np.asarray(real_data["train"]["label"])
+    synthetic_data, synthetic_labels = [], []
+    for source in synthetic:
+        data = open_dataset(source, required_splits=("train",))
+        to_real = match_labels(class_names, label_names(data), mapping, synthetic_source=source)
+        synthetic_data.append(data["train"])
+        synthetic_labels.append(to_real[np.asarray(data["train"]["label"])])
+
+    # Arms: sample every (condition, seed) and check that none trains on a held-out image.
+    runs = conditions(arm_list, synthetic)
+    samples = {
+        (c.name, seed): sample_arm(c.arm, class_names, real_labels, None if c.synthetic is None else synthetic_labels[c.synthetic], seed, allow_fewer,
+                                   real_source=f"the train split of `{real}`",
+                                   synthetic_source=f"the train split of `{synthetic[c.synthetic]}`" if c.synthetic is not None else "the synthetic train split")
+        for c in runs for seed in range(seeds)
+    }
+    held_out = set(image_digests(real_data["validation"])) | set(image_digests(real_data["test"]))
+    held_out.discard("")
+    real_digests = image_digests(real_data["train"])
+    synthetic_digests = [image_digests(split) for split in synthetic_data]
+    for (name, _), sample in samples.items():
+        condition = next(c for c in runs if c.name == name)
+        check_no_leak(name, sample, real_digests, None if condition.synthetic is None else synthetic_digests[condition.synthetic], held_out)
+
+    # Model: an image classifier, with its input statistics.
+    check_classifier(model, revision)
+    norm = normalization(model, revision)
+    size = image_size or norm.size or 224
+    config = TrainConfig(image_size=size, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience, workers=workers)
+
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create output folder `{out}`: {err}") from None
+    settings = {
+        "real": str(real), "synthetic": [str(s) for s in synthetic], "model": model, "revision": revision, "preset": preset,
+        "arms": [a.model_dump(exclude_none=True) for a in arm_list], "scale": scale, "image_size": size, "epochs": epochs,
+        "batch_size": batch_size, "seeds": seeds, "patience": patience, "learning_rate": learning_rate, "allow_fewer": allow_fewer,
+        "label_map": mapping, "command": command,
+    }
+    atomic_write_json(out / "config.json", settings)
+
+    accelerator = make_accelerator(device)
+    val_set = ImageRows([(real_data["validation"], np.arange(len(real_data["validation"])), np.asarray(real_data["validation"]["label"]))], size, norm, train=False)
+    test_set = ImageRows([(real_data["test"], np.arange(len(real_data["test"])), np.asarray(real_data["test"]["label"]))], size, norm, train=False)
+    start = time.perf_counter()
+    results: dict[str, list[tuple[int, RunResult]]] = {}
+    for condition in runs:
+        for seed in range(seeds):
+            sample = samples[(condition.name, seed)]
+            parts = [(real_data["train"], sample.real_rows, sample.real_labels)]
+            if condition.synthetic is not None:
+                parts.append((synthetic_data[condition.synthetic], sample.synthetic_rows, sample.synthetic_labels))
+            identity = _identity(settings={k: v for k, v in settings.items() if k not in ("command", "arms", "preset", "scale")}, device=str(accelerator.device),
+                                 rows=[sample.real_rows.tolist(), sample.synthetic_rows.tolist()], seed=seed)
+            path = _run_path(out, condition.name, seed)
+            result = _load_done(path, identity)
+            if result is None:
+                train_set = ImageRows(parts, size, norm, train=True, seed=seed)
+                result = train_and_predict(lambda: load_classifier(model, class_names, revision), train_set, val_set, test_set, config, seed, accelerator,
+                                           progress_desc=f"{condition.name} seed {seed} ({len(train_set)} images)", progress=progress)
+                if accelerator.is_main_process:
+                    _save_done(path, identity, result)
+            else:
+                logger.info("%s seed %d: done before, reusing %s", condition.name, seed, path)
+            results.setdefault(condition.name, []).append((seed, result))
+
+    if not accelerator.is_main_process:
+        return {}
+    summary = report.build_results(settings, class_names, runs, samples, results, time.perf_counter() - start, synthetic)
+    report.write_outputs(out, summary)
+    if update_card is not None:
+        report.update_card(Path(update_card), summary, str(update_card))
+    return summary
