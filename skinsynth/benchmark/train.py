@@ -98,12 +98,13 @@ def load_classifier(model: str, class_names: list[str], revision: str | None = N
 
 def normalization(model: str, revision: str | None = None) -> Normalization:
     """Mean, std and input size from the model's image processor; ImageNet statistics when it has none."""
-    from transformers import AutoImageProcessor
     from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     local = Path(model).expanduser()
     if local.is_dir() and not (local / "preprocessor_config.json").is_file():
         return Normalization(tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+    from transformers import AutoImageProcessor
+
     try:
         processor = AutoImageProcessor.from_pretrained(str(local) if local.exists() else model, revision=revision)
     except Exception:  # a model without an image processor on the Hub: fall back to ImageNet statistics
