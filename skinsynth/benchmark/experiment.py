@@ -100,7 +100,7 @@ def _load_done(path: Path, identity: str) -> RunResult | None:
         return None
     return RunResult(
         np.asarray(saved["test_scores"], dtype=np.float32), np.asarray(saved["test_labels"]), saved["epochs_run"], saved["best_epoch"],
-        saved["best_val_top1"], saved["history"], saved["seconds"], saved["data_wait_share"],
+        saved["best_val_top1"], saved["history"], saved["seconds"], saved["data_wait_share"], saved["images_per_second"],
     )
 
 
@@ -109,6 +109,7 @@ def _save_done(path: Path, identity: str, result: RunResult) -> None:
     atomic_write_json(path, {
         "identity": identity, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "best_val_top1": result.best_val_top1,
         "history": result.history, "seconds": result.seconds, "data_wait_share": result.data_wait_share,
+        "images_per_second": result.images_per_second,
         "test_labels": result.test_labels.tolist(), "test_scores": result.test_scores.tolist(),
     })
 

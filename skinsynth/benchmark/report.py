@@ -53,7 +53,7 @@ def build_results(settings: dict, class_names: list[str], conditions, samples, r
             "runs": [
                 {"seed": seed, **{k: m[k] for k in SUMMARY_METRICS}, "per_class_recall": m["per_class_recall"], "confusion_matrix": m["confusion_matrix"],
                  "epochs_run": run.epochs_run, "best_epoch": run.best_epoch, "best_val_top1": run.best_val_top1, "seconds": round(run.seconds, 2),
-                 "data_wait_share": round(run.data_wait_share, 4), "history": run.history}
+                 "data_wait_share": round(run.data_wait_share, 4), "images_per_second": round(run.images_per_second, 1), "history": run.history}
                 for seed, m, run in per_seed
             ],
         })

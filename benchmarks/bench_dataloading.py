@@ -1,0 +1,96 @@
+"""Does data loading starve `skinsynth benchmark`'s training loop?
+
+Trains the same classifier on the same images twice:
+
+1. skinsynth's path: `ImageRows` (JPEG/PNG decoding + augmentation in DataLoader workers) feeding
+   `train_and_predict` (accelerate, AdamW, cosine schedule), which measures how long each step waits for its batch;
+2. a bare PyTorch loop over the same images decoded and augmented once, up front, into one in-memory tensor:
+   the throughput training would have if loading cost nothing.
+
+Reports the stall (time waiting for batches / training time; goal < 10%) and the throughput ratio
+(skinsynth images/s ÷ bare-loop images/s; goal >= 0.9).
+
+    PYTHONPATH=. python benchmarks/bench_dataloading.py --real ./ham10000 --image-size 64 --images 2048 --epochs 2
+
+`--real` is a real dataset folder (`skinsynth prepare` output). Without `--model`, a small ResNet config
+(from scratch, the README's real run model) is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from skinsynth.benchmark.train import ImageRows, TrainConfig, load_classifier, make_accelerator, normalization, train_and_predict
+from skinsynth.data import label_names, open_dataset
+
+
+def small_resnet(folder: str) -> str:
+    from transformers import ResNetConfig
+
+    ResNetConfig(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], layer_type="basic").save_pretrained(folder)
+    return folder
+
+
+def bare_loop(model_factory, train_set: ImageRows, config: TrainConfig, seed: int) -> float:
+    """Images per second of a plain PyTorch training loop over pre-decoded, pre-augmented tensors."""
+    from transformers import get_cosine_schedule_with_warmup
+
+    pixels = torch.stack([train_set[i][0] for i in range(len(train_set))])
+    labels = torch.as_tensor(train_set.labels)
+    torch.manual_seed(seed)
+    model = model_factory()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(train_set) // config.batch_size)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * config.epochs * steps_per_epoch), config.epochs * steps_per_epoch)
+    model.train()
+    start = time.perf_counter()
+    for _ in range(config.epochs):
+        for batch in torch.randperm(len(train_set)).split(config.batch_size):
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels[batch]).logits, labels[batch])
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+    return config.epochs * len(train_set) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--real", required=True, help="real dataset folder with train/validation/test splits")
+    parser.add_argument("--model", default=None, help="classifier (default: a small ResNet from scratch)")
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--images", type=int, default=2048, help="training images (the first N of the train split)")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=max(1, min(8, (os.cpu_count() or 1) - 1)))
+    args = parser.parse_args()
+
+    data = open_dataset(args.real, required_splits=("train", "validation"))
+    classes = label_names(data)
+    with tempfile.TemporaryDirectory() as tmp:
+        model = args.model or small_resnet(tmp)
+        norm = normalization(model)
+        train = data["train"]
+        rows = np.arange(min(args.images, len(train)))
+        train_set = ImageRows([(train, rows, np.asarray(train["label"])[rows])], args.image_size, norm, train=True, seed=0)
+        few = np.arange(min(64, len(data["validation"])))
+        held_out = ImageRows([(data["validation"], few, np.asarray(data["validation"]["label"])[few])], args.image_size, norm, train=False)
+        config = TrainConfig(image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, patience=args.epochs, workers=args.workers)
+        factory = lambda: load_classifier(model, classes)  # noqa: E731
+
+        result = train_and_predict(factory, train_set, held_out, held_out, config, seed=0, accelerator=make_accelerator("cpu" if not torch.cuda.is_available() else None), progress=False)
+        bare = bare_loop(factory, train_set, config, seed=0)
+    print(f"{len(rows)} images at {args.image_size} px, batch {args.batch_size}, {args.epochs} epochs, {args.workers} workers, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs")
+    print(f"skinsynth loop: {result.images_per_second:.1f} images/s, data-loading stall {100 * result.data_wait_share:.1f}% of step time (goal < 10%)")
+    print(f"bare loop:      {bare:.1f} images/s (pre-decoded tensors in memory)")
+    print(f"throughput ratio: {result.images_per_second / bare:.2f} (goal >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()
