@@ -84,7 +84,7 @@ def main() -> None:
         config = TrainConfig(image_size=args.image_size, epochs=args.epochs, batch_size=args.batch_size, patience=args.epochs, workers=args.workers)
         factory = lambda: load_classifier(model, classes)  # noqa: E731
 
-        result = train_and_predict(factory, train_set, held_out, held_out, config, seed=0, accelerator=make_accelerator("cpu" if not torch.cuda.is_available() else None), progress=False)
+        result = train_and_predict(factory, train_set, held_out, held_out, config, seed=0, accelerator=make_accelerator(None, args.workers), progress=False)
         bare = bare_loop(factory, train_set, config, seed=0)
     print(f"{len(rows)} images at {args.image_size} px, batch {args.batch_size}, {args.epochs} epochs, {args.workers} workers, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs")
     print(f"skinsynth loop: {result.images_per_second:.1f} images/s, data-loading stall {100 * result.data_wait_share:.1f}% of step time (goal < 10%)")

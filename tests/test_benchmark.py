@@ -183,6 +183,9 @@ def test_finished_runs_are_reused(recorded, real_dir, synthetic_dir, model_dir, 
 
     monkeypatch.setattr(train, "train_and_predict", lambda *a, **k: pytest.fail("a finished run was trained again"))
     assert run(real_dir, synthetic_dir, model_dir, arms_file, out)["arms"] == summary["arms"]
+    # the real baseline alone (no --synthetic) leaves out the synthetic arms and reuses its runs too
+    baseline = benchmark(str(real_dir), [], model=str(model_dir), out=out, arms=arms_file, image_size=32, epochs=2, batch_size=8, seeds=2, workers=0, progress=False)
+    assert [a["name"] for a in baseline["arms"]] == ["real"] and baseline["arms"][0] == summary["arms"][0]
 
 
 def test_update_card_writes_the_report(real_dir, synthetic_dir, model_dir, tmp_path):
@@ -236,8 +239,8 @@ def test_bad_input_is_one_error_and_exit_code_2(case, message, ham10000_dir, rea
 def test_python_errors_are_package_errors(real_dir, synthetic_dir, model_dir, arms_file, tmp_path):
     with pytest.raises(SkinsynthError, match="exactly one"):
         benchmark(str(real_dir), [str(synthetic_dir)], model=str(model_dir), out=tmp_path, preset="akrout2023", arms=arms_file)
-    with pytest.raises(DatasetError, match="needs synthetic images"):
-        benchmark(str(real_dir), [], model=str(model_dir), out=tmp_path, arms=arms_file)
+    with pytest.raises(DatasetError, match="every arm .* needs synthetic images"):
+        benchmark(str(real_dir), [], model=str(model_dir), out=tmp_path, arms=[Arm(name="s", synthetic_per_class=1)])
     with pytest.raises(PipelineError, match="does not exist"):
         benchmark(str(real_dir), [], model="./missing-model", out=tmp_path, arms=[Arm(name="r", real_per_class=1)])
     with pytest.raises(RecipeError, match="unknown preset"):

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,10 +47,21 @@ def _short_name(source: str) -> str:
 
 
 def conditions(arms: list[Arm], synthetic: list[str]) -> list[Condition]:
-    """Real-only arms run once; an arm with synthetic images runs once per synthetic dataset (`name@dataset`)."""
+    """Real-only arms run once; an arm with synthetic images runs once per synthetic dataset (`name@dataset`).
+
+    Without synthetic datasets the arms that need them are left out (the real baselines, reused later by a run
+    into the same folder that adds `--synthetic`); if that leaves none, it is an error.
+    """
     result = []
+    skipped = [arm.name for arm in arms if arm.uses_synthetic and not synthetic]
+    if skipped and len(skipped) == len(arms):
+        raise DatasetError(f"every arm ({', '.join(skipped)}) needs synthetic images: pass --synthetic DATASET")
+    if skipped:
+        logger.warning("no --synthetic dataset: running only the real-only arms (leaving out %s)", ", ".join(skipped))
     for arm in arms:
-        if not arm.uses_synthetic or not synthetic:
+        if arm.uses_synthetic and not synthetic:
+            continue
+        if not arm.uses_synthetic:
             result.append(Condition(arm.name, arm, None))
             continue
         for index, source in enumerate(synthetic):
@@ -214,7 +225,7 @@ def benchmark(
     }
     atomic_write_json(out / "config.json", settings)
 
-    accelerator = make_accelerator(device)
+    accelerator = make_accelerator(device, workers)
     val_set = ImageRows([(real_data["validation"], np.arange(len(real_data["validation"])), np.asarray(real_data["validation"]["label"]))], size, norm, train=False)
     test_set = ImageRows([(real_data["test"], np.arange(len(real_data["test"])), np.asarray(real_data["test"]["label"]))], size, norm, train=False)
     start = time.perf_counter()
@@ -225,7 +236,8 @@ def benchmark(
             parts = [(real_data["train"], sample.real_rows, sample.real_labels)]
             if condition.synthetic is not None:
                 parts.append((synthetic_data[condition.synthetic], sample.synthetic_rows, sample.synthetic_labels))
-            identity = _identity(settings={k: v for k, v in settings.items() if k not in ("command", "arms", "preset", "scale")}, device=str(accelerator.device),
+            identity = _identity(real=str(real), synthetic=None if condition.synthetic is None else synthetic[condition.synthetic], model=model, revision=revision,
+                                 config={k: v for k, v in asdict(config).items() if k != "workers"}, device=str(accelerator.device),
                                  rows=[sample.real_rows.tolist(), sample.synthetic_rows.tolist()], seed=seed)
             path = _run_path(out, condition.name, seed)
             result = _load_done(path, identity)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -239,11 +240,17 @@ class RunResult:
     images_per_second: float = 0.0  # training throughput, data loading included
 
 
-def make_accelerator(device: str | None):
-    """One `Accelerator` for the whole benchmark: bf16 (or fp16) autocast on CUDA, full precision elsewhere."""
+def make_accelerator(device: str | None, workers: int = 0):
+    """One `Accelerator` for the whole benchmark: bf16 (or fp16) autocast on CUDA, full precision elsewhere.
+
+    On CPU the cores are shared out: the DataLoader workers get one each and torch's threads the rest (unless
+    OMP_NUM_THREADS says otherwise), because threads competing with the workers for cores slow every step.
+    """
     from accelerate import Accelerator
 
     cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+    if cpu and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - workers)))
     if device is not None and device.startswith("cuda:"):
         torch.cuda.set_device(device)
     precision = "no" if cpu or not torch.cuda.is_available() else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
