@@ -115,6 +115,7 @@ def plot_accuracy_vs_share(summary: dict, path: Path) -> None:
         if metric == "top1":
             for a, xi, yi in zip(arms, x, y):
                 ax.annotate(a["name"], (100 * xi, 100 * yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_xlim(-5, 105)
     ax.set_xlabel("synthetic share of the training set (%)")
     ax.set_ylabel("accuracy on the real test set (%)")
     ax.set_title("Accuracy vs synthetic share (95% bootstrap CI)", fontsize=10)
