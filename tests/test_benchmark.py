@@ -15,7 +15,7 @@ from PIL import Image
 from skinsynth.benchmark import Arm, benchmark
 from skinsynth.benchmark.experiment import image_digests
 from skinsynth.cli import main
-from skinsynth.errors import DatasetError, PipelineError, RecipeError, SkinsynthError
+from skinsynth.errors import DatasetError, OutputError, PipelineError, RecipeError, SkinsynthError
 from skinsynth.shards import write_split
 
 CLASSES = ["melanocytic_nevus", "melanoma", "benign_keratosis", "basal_cell_carcinoma", "actinic_keratosis", "vascular_lesion", "dermatofibroma"]
@@ -243,5 +243,7 @@ def test_python_errors_are_package_errors(real_dir, synthetic_dir, model_dir, ar
         benchmark(str(real_dir), [], model=str(model_dir), out=tmp_path, arms=[Arm(name="s", synthetic_per_class=1)])
     with pytest.raises(PipelineError, match="does not exist"):
         benchmark(str(real_dir), [], model="./missing-model", out=tmp_path, arms=[Arm(name="r", real_per_class=1)])
+    with pytest.raises(OutputError, match="--update-card"):
+        benchmark(str(real_dir), [str(synthetic_dir)], model=str(model_dir), out=tmp_path, arms=arms_file, update_card=str(real_dir))
     with pytest.raises(RecipeError, match="unknown preset"):
         benchmark(str(real_dir), [], model=str(model_dir), out=tmp_path, preset="akrout")

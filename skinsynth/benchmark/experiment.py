@@ -137,6 +137,53 @@ def default_workers() -> int:
     return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
+def _card_target(update_card: str | Path | None, synthetic: list[str]) -> str | None:
+    """Which of the --synthetic datasets `--update-card` names (it must be one, and a local folder)."""
+    if update_card is None:
+        return None
+    target = Path(update_card).expanduser()
+    matches = [source for source in synthetic if Path(source).expanduser().exists() and Path(source).expanduser().resolve() == target.resolve()]
+    if not target.is_dir() or not matches:
+        raise OutputError(f"`--update-card {update_card}` must be the local folder of one of the --synthetic datasets ({', '.join(synthetic) or 'none given'})")
+    return matches[0]
+
+
+def _open_synthetic(synthetic: list[str], class_names: list[str], mapping: dict) -> tuple[list, list[np.ndarray]]:
+    """Each synthetic dataset's train split, and its rows' labels as real label ids (-1: dropped by the mapping)."""
+    splits, labels = [], []
+    for source in synthetic:
+        data = open_dataset(source, required_splits=("train",))
+        to_real = match_labels(class_names, label_names(data), mapping, synthetic_source=source)
+        splits.append(data["train"])
+        labels.append(to_real[np.asarray(data["train"]["label"])])
+    return splits, labels
+
+
+def _sample_all(runs: list[Condition], class_names, real: str, real_labels, synthetic: list[str], synthetic_labels, seeds: int, allow_fewer: bool) -> dict:
+    def sample(condition: Condition, seed: int) -> ArmSample:
+        index = condition.synthetic
+        return sample_arm(condition.arm, class_names, real_labels, None if index is None else synthetic_labels[index], seed, allow_fewer,
+                          real_source=f"the train split of `{real}`",
+                          synthetic_source="the synthetic train split" if index is None else f"the train split of `{synthetic[index]}`")
+
+    return {(c.name, seed): sample(c, seed) for c in runs for seed in range(seeds)}
+
+
+def _check_leaks(real_data, synthetic_splits: list, runs: list[Condition], samples: dict) -> None:
+    held_out = (set(image_digests(real_data["validation"])) | set(image_digests(real_data["test"]))) - {""}
+    real_digests = image_digests(real_data["train"])
+    synthetic_digests = [image_digests(split) for split in synthetic_splits]
+    by_name = {c.name: c for c in runs}
+    for (name, _), sample in samples.items():
+        index = by_name[name].synthetic
+        check_no_leak(name, sample, real_digests, None if index is None else synthetic_digests[index], held_out)
+
+
+def _labelled(split) -> tuple:
+    """A whole split as an `ImageRows` part: every row, with its own labels."""
+    return split, np.arange(len(split)), np.asarray(split["label"])
+
+
 def benchmark(
     real: str,
     synthetic: list[str] | tuple[str, ...] = (),
@@ -169,42 +216,23 @@ def benchmark(
     """
     from .train import ImageRows, TrainConfig, check_classifier, load_classifier, make_accelerator, normalization, train_and_predict
 
-    synthetic = list(synthetic)
+    # Arguments and arms.
+    synthetic = [str(s) for s in synthetic]
     workers = default_workers() if workers is None else workers
     _check_numbers(epochs=epochs, batch_size=batch_size, seeds=seeds, patience=patience, workers=workers, image_size=image_size)
     if (preset is None) == (arms is None):
         raise SkinsynthError("give exactly one of `--preset` (akrout2023, ratio-sweep) and `--arms ARMS.yaml`")
     arm_list = preset_arms(preset, scale) if preset is not None else (load_arms(arms, scale) if isinstance(arms, (str, Path)) else [a.scaled(scale) for a in arms])
-    if update_card is not None and str(update_card) not in synthetic:
-        raise SkinsynthError(f"`--update-card {update_card}` must be one of the --synthetic datasets ({', '.join(synthetic) or 'none given'})")
+    card_dataset = _card_target(update_card, synthetic)
 
-    # Data: the real splits, each synthetic train split with its labels mapped onto the real ones.
+    # Data: the real splits, each synthetic train split with its labels mapped onto the real ones; every arm's rows.
     real_data = open_dataset(real, required_splits=REAL_SPLITS)
     class_names = label_names(real_data)
     mapping = label_map if isinstance(label_map, dict) else load_label_map(label_map)
-    real_labels = np.asarray(real_data["train"]["label"])
-    synthetic_data, synthetic_labels = [], []
-    for source in synthetic:
-        data = open_dataset(source, required_splits=("train",))
-        to_real = match_labels(class_names, label_names(data), mapping, synthetic_source=source)
-        synthetic_data.append(data["train"])
-        synthetic_labels.append(to_real[np.asarray(data["train"]["label"])])
-
-    # Arms: sample every (condition, seed) and check that none trains on a held-out image.
+    synthetic_splits, synthetic_labels = _open_synthetic(synthetic, class_names, mapping)
     runs = conditions(arm_list, synthetic)
-    samples = {
-        (c.name, seed): sample_arm(c.arm, class_names, real_labels, None if c.synthetic is None else synthetic_labels[c.synthetic], seed, allow_fewer,
-                                   real_source=f"the train split of `{real}`",
-                                   synthetic_source=f"the train split of `{synthetic[c.synthetic]}`" if c.synthetic is not None else "the synthetic train split")
-        for c in runs for seed in range(seeds)
-    }
-    held_out = set(image_digests(real_data["validation"])) | set(image_digests(real_data["test"]))
-    held_out.discard("")
-    real_digests = image_digests(real_data["train"])
-    synthetic_digests = [image_digests(split) for split in synthetic_data]
-    for (name, _), sample in samples.items():
-        condition = next(c for c in runs if c.name == name)
-        check_no_leak(name, sample, real_digests, None if condition.synthetic is None else synthetic_digests[condition.synthetic], held_out)
+    samples = _sample_all(runs, class_names, real, np.asarray(real_data["train"]["label"]), synthetic, synthetic_labels, seeds, allow_fewer)
+    _check_leaks(real_data, synthetic_splits, runs, samples)
 
     # Model: an image classifier, with its input statistics.
     check_classifier(model, revision)
@@ -218,43 +246,45 @@ def benchmark(
     except OSError as err:
         raise OutputError(f"cannot create output folder `{out}`: {err}") from None
     settings = {
-        "real": str(real), "synthetic": [str(s) for s in synthetic], "model": model, "revision": revision, "preset": preset,
+        "real": str(real), "synthetic": synthetic, "model": model, "revision": revision, "preset": preset,
         "arms": [a.model_dump(exclude_none=True) for a in arm_list], "scale": scale, "image_size": size, "epochs": epochs,
         "batch_size": batch_size, "seeds": seeds, "patience": patience, "learning_rate": learning_rate, "allow_fewer": allow_fewer,
         "label_map": mapping, "command": command,
     }
     atomic_write_json(out / "config.json", settings)
 
+    # Training: every (condition, seed), reusing runs finished before with the same inputs.
     accelerator = make_accelerator(device, workers)
-    val_set = ImageRows([(real_data["validation"], np.arange(len(real_data["validation"])), np.asarray(real_data["validation"]["label"]))], size, norm, train=False)
-    test_set = ImageRows([(real_data["test"], np.arange(len(real_data["test"])), np.asarray(real_data["test"]["label"]))], size, norm, train=False)
+    val_set = ImageRows([_labelled(real_data["validation"])], size, norm, train=False)
+    test_set = ImageRows([_labelled(real_data["test"])], size, norm, train=False)
     start = time.perf_counter()
     results: dict[str, list[tuple[int, RunResult]]] = {}
     for condition in runs:
+        source = None if condition.synthetic is None else synthetic[condition.synthetic]
         for seed in range(seeds):
             sample = samples[(condition.name, seed)]
-            parts = [(real_data["train"], sample.real_rows, sample.real_labels)]
-            if condition.synthetic is not None:
-                parts.append((synthetic_data[condition.synthetic], sample.synthetic_rows, sample.synthetic_labels))
-            identity = _identity(real=str(real), synthetic=None if condition.synthetic is None else synthetic[condition.synthetic], model=model, revision=revision,
-                                 config={k: v for k, v in asdict(config).items() if k != "workers"}, device=str(accelerator.device),
-                                 rows=[sample.real_rows.tolist(), sample.synthetic_rows.tolist()], seed=seed)
+            identity = _identity(real=str(real), synthetic=source, model=model, revision=revision, device=str(accelerator.device), seed=seed,
+                                 config={k: v for k, v in asdict(config).items() if k != "workers"},
+                                 rows=[sample.real_rows.tolist(), sample.synthetic_rows.tolist()])
             path = _run_path(out, condition.name, seed)
             result = _load_done(path, identity)
-            if result is None:
+            if result is not None:
+                logger.info("%s seed %d: done before, reusing %s", condition.name, seed, path)
+            else:
+                parts = [(real_data["train"], sample.real_rows, sample.real_labels)]
+                if source is not None:
+                    parts.append((synthetic_splits[condition.synthetic], sample.synthetic_rows, sample.synthetic_labels))
                 train_set = ImageRows(parts, size, norm, train=True, seed=seed)
                 result = train_and_predict(lambda: load_classifier(model, class_names, revision), train_set, val_set, test_set, config, seed, accelerator,
                                            progress_desc=f"{condition.name} seed {seed} ({len(train_set)} images)", progress=progress)
                 if accelerator.is_main_process:
                     _save_done(path, identity, result)
-            else:
-                logger.info("%s seed %d: done before, reusing %s", condition.name, seed, path)
             results.setdefault(condition.name, []).append((seed, result))
 
     if not accelerator.is_main_process:
         return {}
     summary = report.build_results(settings, class_names, runs, samples, results, time.perf_counter() - start, synthetic)
     report.write_outputs(out, summary)
-    if update_card is not None:
-        report.update_card(Path(update_card), summary, str(update_card))
+    if card_dataset is not None:
+        report.update_card(Path(card_dataset), summary, card_dataset)
     return summary

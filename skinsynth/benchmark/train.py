@@ -299,7 +299,7 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
     for epoch in range(config.epochs):
         train_set.set_epoch(epoch)
         model.train()
-        loss_sum, seen = 0.0, 0
+        loss_sum, seen = torch.zeros((), device=accelerator.device), 0  # summed on the device: no sync per step
         tick = time.perf_counter()
         for pixels, target in train_data:
             ready = time.perf_counter()
@@ -308,14 +308,14 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.item() * len(target)
+            loss_sum += loss.detach() * len(target)
             seen += len(target)
             done = time.perf_counter()
             waited, stepped, tick = waited + ready - tick, stepped + done - tick, done
         trained += seen
         scores, labels = predict(model, val_data, accelerator)
         val_top1 = float((scores.argmax(axis=1) == labels).mean())
-        history.append({"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "val_top1": val_top1})
+        history.append({"epoch": epoch + 1, "loss": loss_sum.item() / max(seen, 1), "val_top1": val_top1})
         if val_top1 > best_top1:
             best_top1, best_epoch = val_top1, epoch + 1
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
