@@ -46,13 +46,11 @@ class Decoded(torch.utils.data.Dataset):
         self.pixels = torch.stack([train_set[i][0] for i in range(len(train_set))])
         self.labels = train_set.labels
 
-    def set_epoch(self, epoch: int) -> None:
-        pass
-
     def __len__(self) -> int:
         return len(self.pixels)
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, key):
+        index = key[1] if isinstance(key, tuple) else key  # training keys are (epoch, index)
         return self.pixels[index], int(self.labels[index])
 
 

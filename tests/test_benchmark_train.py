@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from skinsynth.benchmark.train import ImageRows, Normalization, augment, check_classifier, color_jitter, load_classifier, to_array
+from skinsynth.benchmark.train import EpochShuffle, ImageRows, Normalization, augment, check_classifier, color_jitter, load_classifier, to_array
 from skinsynth.errors import PipelineError
 
 
@@ -46,14 +46,24 @@ def test_image_rows_decode_augment_by_seed_epoch_and_index():
                                        features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}))
     norm = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     rows = ImageRows([(split, np.array([1, 0]), np.array([1, 0]))], 16, norm, train=True, seed=3)
-    pixels, label = rows[0]
+    pixels, label = rows[(0, 0)]
     assert pixels.shape == (3, 16, 16) and label == 1 and -1 <= pixels.min() and pixels.max() <= 1
-    assert np.array_equal(pixels, rows[0][0])
-    assert not np.array_equal(pixels, rows[1][0])  # same image, other index: other augmentation
-    rows.set_epoch(1)
-    assert not np.array_equal(pixels, rows[0][0])
+    assert np.array_equal(pixels, rows[(0, 0)][0])
+    assert not np.array_equal(pixels, rows[(0, 1)][0])  # same image, other index: other augmentation
+    assert not np.array_equal(pixels, rows[(1, 0)][0])  # next epoch: other augmentation
     evaluation = ImageRows([(split, np.array([0, 1]), np.array([0, 1]))], 16, norm, train=False)
     assert np.array_equal(evaluation[0][0], evaluation[1][0])  # no augmentation: identical images give identical inputs
+
+
+def test_epoch_shuffle_is_a_seeded_permutation_per_epoch():
+    shuffle = EpochShuffle(10, seed=4)
+    first = list(shuffle)
+    assert sorted(i for _, i in first) == list(range(10)) and {e for e, _ in first} == {0}
+    assert list(shuffle) == first
+    shuffle.set_epoch(1)
+    second = list(shuffle)
+    assert {e for e, _ in second} == {1} and [i for _, i in second] != [i for _, i in first]
+    assert list(EpochShuffle(10, seed=5)) != first
 
 
 def test_config_only_folder_is_a_fresh_classifier(tmp_path):

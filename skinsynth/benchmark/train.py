@@ -183,7 +183,9 @@ class ImageRows(torch.utils.data.Dataset):
 
     `parts` are (datasets.Dataset, row indices, label ids) triples: the label ids are already in the real
     dataset's label space. Only the raw image bytes are read from the (memory-mapped) Arrow data, so a copy of
-    this object in each DataLoader worker costs nothing.
+    this object in each DataLoader worker costs nothing. A training set is indexed by (epoch, index) keys from
+    `EpochShuffle`: the augmentation of an image depends on the seed, the epoch and its index only, so it is
+    the same with any number of workers, and workers can stay alive across epochs.
     """
 
     def __init__(self, parts, size: int, norm: Normalization, train: bool, seed: int = 0):
@@ -191,13 +193,9 @@ class ImageRows(torch.utils.data.Dataset):
 
         self.sources = [ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False)) for ds, _, _ in parts]
         self.items = np.concatenate([np.stack([np.full(len(rows), i), rows, labels], axis=1) for i, (_, rows, labels) in enumerate(parts)]).astype(np.int64)
-        self.size, self.train, self.seed, self.epoch = size, train, seed, 0
+        self.size, self.train, self.seed = size, train, seed
         self.mean = np.asarray(norm.mean, dtype=np.float32).reshape(3, 1, 1)
         self.std = np.asarray(norm.std, dtype=np.float32).reshape(3, 1, 1)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Augmentations of the next epoch (workers are started per epoch, so they see it)."""
-        self.epoch = epoch
 
     @property
     def labels(self) -> np.ndarray:
@@ -213,10 +211,11 @@ class ImageRows(torch.utils.data.Dataset):
         image.draft("RGB", (2 * self.size, 2 * self.size))  # JPEG: decode at a reduced scale, still >= 2x the target
         return image.convert("RGB")
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
         image = self.image(index)
         if self.train:
-            pixels = augment(image, self.size, np.random.default_rng([self.seed, self.epoch, index]))
+            pixels = augment(image, self.size, np.random.default_rng([self.seed, epoch, index]))
         else:
             pixels = to_array(center_square(image, self.size))
         return torch.from_numpy((pixels.transpose(2, 0, 1) - self.mean) / self.std), int(self.items[index, 2])
@@ -257,9 +256,33 @@ def make_accelerator(device: str | None, workers: int = 0):
     return Accelerator(cpu=cpu, mixed_precision=precision)
 
 
-def loader(dataset: ImageRows, batch_size: int, workers: int, shuffle: bool, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, generator=generator, pin_memory=torch.cuda.is_available(), drop_last=False)
+class EpochShuffle(torch.utils.data.Sampler):
+    """A new order of the training set every epoch, from (seed, epoch) alone, yielding (epoch, index) keys.
+
+    The same on every process under accelerate (which shards the batches); `set_epoch` is called by the
+    training loop (and by accelerate's data loader wrapper, with the same value).
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+        return iter([(self.epoch, int(i)) for i in order])
+
+
+def loader(dataset, batch_size: int, workers: int, sampler=None, keep_workers: bool = False):
+    """A DataLoader whose workers decode and augment; `keep_workers` keeps them alive from one epoch to the next."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, persistent_workers=keep_workers and workers > 0,
+        pin_memory=torch.cuda.is_available(), drop_last=False,
+    )
 
 
 @torch.no_grad()
@@ -285,9 +308,10 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
     set_seed(seed)
     model = model_factory()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    train_data = loader(train_set, config.batch_size, config.workers, shuffle=True, seed=seed)
-    val_data = loader(val_set, config.batch_size, config.workers, shuffle=False)
-    test_data = loader(test_set, config.batch_size, config.workers, shuffle=False)
+    shuffle = EpochShuffle(len(train_set), seed)
+    train_data = loader(train_set, config.batch_size, config.workers, sampler=shuffle, keep_workers=True)
+    val_data = loader(val_set, config.batch_size, config.workers, keep_workers=True)
+    test_data = loader(test_set, config.batch_size, config.workers)
     model, optimizer, train_data, val_data, test_data = accelerator.prepare(model, optimizer, train_data, val_data, test_data)
     total_steps = config.epochs * len(train_data) * accelerator.num_processes
     scheduler = accelerator.prepare(get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps))
@@ -297,7 +321,7 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
     trained = 0
     bar = tqdm(total=config.epochs, desc=progress_desc, unit="epoch", disable=not (progress and accelerator.is_main_process), leave=True)
     for epoch in range(config.epochs):
-        train_set.set_epoch(epoch)
+        shuffle.set_epoch(epoch)
         model.train()
         loss_sum, seen = torch.zeros((), device=accelerator.device), 0  # summed on the device: no sync per step
         tick = time.perf_counter()
