@@ -74,6 +74,10 @@ def results_csv(summary: dict) -> str:
     return buffer.getvalue()
 
 
+def _count(per_class) -> str:
+    return str(per_class) if isinstance(per_class, int) else f"{min(per_class.values())}–{max(per_class.values())}"
+
+
 def _cell(metric: dict, seeds: int) -> str:
     text = f"{100 * metric['mean']:.2f}"
     return text + (f" ± {100 * metric['std']:.2f}" if seeds > 1 else "")
@@ -92,9 +96,8 @@ def results_markdown(summary: dict) -> str:
     ]
     for arm in summary["arms"]:
         m = arm["metrics"]
-        per_class = lambda v: str(v) if isinstance(v, int) else f"{min(v.values())}–{max(v.values())}"  # noqa: E731
         lo, hi = m["top1"]["ci95"]
-        lines.append(f"| {arm['name']} | {per_class(arm['real_per_class'])} | {per_class(arm['synthetic_per_class'])} | "
+        lines.append(f"| {arm['name']} | {_count(arm['real_per_class'])} | {_count(arm['synthetic_per_class'])} | "
                      + " | ".join(_cell(m[k], seeds) for k in ("top1", "top2", "top3", "balanced_accuracy")) + f" | {100 * lo:.1f}–{100 * hi:.1f} |")
     return "\n".join(lines) + "\n"
 
