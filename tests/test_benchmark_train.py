@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance
 
-from skinsynth.benchmark.train import EpochShuffle, ImageRows, Normalization, augment, check_classifier, color_jitter, load_classifier, to_array
+from skinsynth.benchmark.train import EpochShuffle, ImageRows, Normalization, augment, check_classifier, color_jitter, load_classifier, normalization, to_array
 from skinsynth.errors import PipelineError
 
 
@@ -77,3 +77,16 @@ def test_config_only_folder_is_a_fresh_classifier(tmp_path):
 def test_not_a_model_folder(tmp_path):
     with pytest.raises(PipelineError, match="no config.json"):
         check_classifier(str(tmp_path))
+
+
+def test_saved_model_gets_a_new_head_and_its_processor_statistics(tmp_path):
+    from transformers import AutoModelForImageClassification, ResNetConfig, ViTImageProcessor
+
+    config = ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], layer_type="basic", num_labels=3)
+    AutoModelForImageClassification.from_config(config).save_pretrained(tmp_path)
+    ViTImageProcessor(image_mean=[0.1, 0.2, 0.3], image_std=[0.4, 0.5, 0.6], size={"height": 48, "width": 48}).save_pretrained(tmp_path)
+    pretrained = AutoModelForImageClassification.from_pretrained(tmp_path)
+    model = load_classifier(str(tmp_path), list("abcdefg"))
+    assert model.config.num_labels == 7 and model.classifier[-1].out_features == 7
+    assert all((a == b).all() for a, b in zip(model.resnet.state_dict().values(), pretrained.resnet.state_dict().values()))  # backbone kept
+    assert normalization(str(tmp_path)) == Normalization((0.1, 0.2, 0.3), (0.4, 0.5, 0.6), 48)

@@ -110,13 +110,20 @@ def normalization(model: str, revision: str | None = None) -> Normalization:
         processor = AutoImageProcessor.from_pretrained(str(local) if local.exists() else model, revision=revision)
     except Exception:  # a model without an image processor on the Hub: fall back to ImageNet statistics
         return Normalization(tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
-    size = getattr(processor, "crop_size", None) or getattr(processor, "size", None) or {}
-    size = size if isinstance(size, dict) else {"height": size}
+    size = getattr(processor, "crop_size", None) or getattr(processor, "size", None)
     return Normalization(
         tuple(getattr(processor, "image_mean", None) or IMAGENET_DEFAULT_MEAN),
         tuple(getattr(processor, "image_std", None) or IMAGENET_DEFAULT_STD),
-        size.get("height") or size.get("shortest_edge"),
+        _side(size),
     )
+
+
+def _side(size) -> int | None:
+    """The square input side of an image processor's `size`/`crop_size` (an int, a dict or transformers' SizeDict)."""
+    if size is None or isinstance(size, int):
+        return size
+    field = size.get if isinstance(size, dict) else lambda name: getattr(size, name, None)
+    return field("height") or field("shortest_edge")
 
 
 # ---- data -------------------------------------------------------------------------------------------------------
