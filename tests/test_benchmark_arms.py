@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from skinsynth.benchmark.arms import Arm, match_labels, parse_arms, preset_arms, sample_arm
-from skinsynth.errors import DatasetError, RecipeError
+from skinsynth.benchmark.arms import Arm, load_label_map, match_labels, parse_arms, preset_arms, sample_arm
+from skinsynth.benchmark.experiment import conditions
+from skinsynth.errors import DatasetError, RecipeError, SkinsynthError
 
 CLASSES = ["nevus", "melanoma", "keratosis"]
 REAL = np.repeat([0, 1, 2], [40, 12, 30])  # rows per class in the real train split
@@ -95,3 +96,22 @@ def test_label_mismatch_lists_both_sides():
         match_labels(["nevus", "melanoma"], ["cat", "dog"])
     with pytest.raises(DatasetError, match="Real classes with no synthetic images: melanoma"):
         match_labels(["nevus", "melanoma"], ["nevus"])
+
+
+def test_label_map_file(tmp_path):
+    good = tmp_path / "map.yaml"
+    good.write_text("mole: nevus\nother: null\n")
+    assert load_label_map(good) == {"mole": "nevus", "other": None}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- mole\n- nevus\n")
+    with pytest.raises(RecipeError, match="synthetic name: real name"):
+        load_label_map(bad)
+
+
+def test_conditions_run_synthetic_arms_once_per_dataset():
+    arms = preset_arms("ratio-sweep")[:2]  # ratio-0 (real only), ratio-0.5
+    assert [c.name for c in conditions(arms, ["a/syn-sd15", "b/syn-sdxl"])] == ["ratio-0", "ratio-0.5@syn-sd15", "ratio-0.5@syn-sdxl"]
+    assert [(c.name, c.synthetic) for c in conditions(arms, ["a/syn"])] == [("ratio-0", None), ("ratio-0.5", 0)]
+    assert [c.name for c in conditions(arms, [])] == ["ratio-0"]  # the real baseline alone
+    with pytest.raises(SkinsynthError, match="same folder name"):
+        conditions(arms, ["a/syn", "b/syn"])
