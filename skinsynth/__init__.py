@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 from .audit.filter import FilterConfig, filter_dataset
 from .audit.memorization import audit_memorization
 from .audit.quality import audit_quality
+from .benchmark import benchmark
 from .card import write_dataset_card, write_model_card
 from .errors import DatasetError, HubError, OutputError, PipelineError, RecipeError, SkinsynthError
 from .finetune import finetune
@@ -35,6 +36,7 @@ __all__ = [
     "SkinsynthError",
     "audit_memorization",
     "audit_quality",
+    "benchmark",
     "filter_dataset",
     "finetune",
     "generate",

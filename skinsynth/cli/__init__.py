@@ -13,7 +13,7 @@ import sys
 from ..errors import SkinsynthError
 
 # Module names under skinsynth.cli, in the order `skinsynth --help` lists them.
-COMMANDS = ["prepare", "recipe_from", "finetune", "generate", "filter", "audit", "card", "verify", "push", "tiny_pipeline"]
+COMMANDS = ["prepare", "recipe_from", "finetune", "generate", "benchmark", "filter", "audit", "card", "verify", "push", "tiny_pipeline"]
 
 
 def build_parser() -> argparse.ArgumentParser:

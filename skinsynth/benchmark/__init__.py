@@ -1,0 +1,13 @@
+"""Benchmark: what a synthetic dataset is worth to a classifier tested on real images.
+
+    arms.py        which real and synthetic training images each arm gets (presets, --scale, seeded sampling)
+    metrics.py     top-k, balanced accuracy, macro F1, confusion matrix, bootstrap CIs (numpy only)
+    train.py       classifier loading, decoding + augmentation in DataLoader workers, the training loop
+    report.py      results.json / .csv / .md, plots, the dataset card's reports/benchmark.json
+    experiment.py  `benchmark(...)`: checks everything up front, then runs every arm × seed
+"""
+
+from .arms import PRESETS, Arm
+from .experiment import benchmark
+
+__all__ = ["PRESETS", "Arm", "benchmark"]

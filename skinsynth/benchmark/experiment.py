@@ -1,0 +1,290 @@
+"""`skinsynth benchmark`: train the same classifier on real, synthetic and mixed training sets, test on real images.
+
+Everything the run needs is checked before a model loads or a file is written: the arms, the datasets and
+their labels, that every arm's images exist, that no training image is byte-identical to a validation or test
+image, and that the model is an image classifier. Each (arm, seed) run is saved under `DIR/runs/` as it ends,
+so an interrupted benchmark started again with the same arguments skips what is done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..data import label_names, open_dataset
+from ..errors import DatasetError, OutputError, SkinsynthError
+from ..shards import atomic_write_json
+from . import report
+from .arms import Arm, ArmSample, load_arms, load_label_map, match_labels, preset_arms, sample_arm
+
+if TYPE_CHECKING:
+    from .train import RunResult
+
+logger = logging.getLogger(__name__)
+
+REAL_SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """An arm bound to one synthetic dataset (or none): what one row of the results table is."""
+
+    name: str
+    arm: Arm
+    synthetic: int | None  # index into the synthetic datasets
+
+
+def _short_name(source: str) -> str:
+    return Path(source.rstrip("/")).name or source
+
+
+def conditions(arms: list[Arm], synthetic: list[str]) -> list[Condition]:
+    """Real-only arms run once; an arm with synthetic images runs once per synthetic dataset (`name@dataset`).
+
+    Without synthetic datasets the arms that need them are left out (the real baselines, reused later by a run
+    into the same folder that adds `--synthetic`); if that leaves none, it is an error.
+    """
+    result = []
+    skipped = [arm.name for arm in arms if arm.uses_synthetic and not synthetic]
+    if skipped and len(skipped) == len(arms):
+        raise DatasetError(f"every arm ({', '.join(skipped)}) needs synthetic images: pass --synthetic DATASET")
+    if skipped:
+        logger.warning("no --synthetic dataset: running only the real-only arms (leaving out %s)", ", ".join(skipped))
+    for arm in arms:
+        if arm.uses_synthetic and not synthetic:
+            continue
+        if not arm.uses_synthetic:
+            result.append(Condition(arm.name, arm, None))
+            continue
+        for index, source in enumerate(synthetic):
+            name = arm.name if len(synthetic) == 1 else f"{arm.name}@{_short_name(source)}"
+            result.append(Condition(name, arm, index))
+    names = [c.name for c in result]
+    if len(set(names)) != len(names):
+        raise SkinsynthError(f"two synthetic datasets have the same folder name ({', '.join(synthetic)}); rename one so results can tell them apart")
+    return result
+
+
+def image_digests(split) -> np.ndarray:
+    """SHA-1 of every stored image's bytes in a split, read straight from Arrow (no decoding)."""
+    import pyarrow.compute as pc
+
+    column = split.data.column("image")
+    stored = pc.struct_field(column, "bytes").to_pylist()
+    return np.array([hashlib.sha1(b).hexdigest() if b is not None else "" for b in stored], dtype=object)
+
+
+def check_no_leak(name: str, sample: ArmSample, real_train: np.ndarray, synthetic_train: np.ndarray | None, held_out: set[str]) -> None:
+    """Raise if any training image of a condition is byte-identical to a real validation or test image."""
+    used = list(real_train[sample.real_rows]) + (list(synthetic_train[sample.synthetic_rows]) if synthetic_train is not None else [])
+    leaked = len({d for d in used if d} & held_out)
+    if leaked:
+        raise DatasetError(
+            f"arm `{name}`: {leaked} training images are byte-identical to real validation/test images; "
+            "the real dataset's splits overlap (split it by lesion or patient) or the synthetic dataset copies held-out images"
+        )
+
+
+def _identity(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _run_path(out: Path, condition: str, seed: int) -> Path:
+    return out / "runs" / f"{condition}-seed{seed}.json"
+
+
+def _load_done(path: Path, identity: str) -> RunResult | None:
+    from .train import RunResult
+
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    if saved.get("identity") != identity:
+        return None
+    return RunResult(
+        np.asarray(saved["test_scores"], dtype=np.float32), np.asarray(saved["test_labels"]), saved["epochs_run"], saved["best_epoch"],
+        saved["best_val_top1"], saved["history"], saved["seconds"], saved["data_wait_share"], saved["images_per_second"],
+    )
+
+
+def _save_done(path: Path, identity: str, result: RunResult) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {
+        "identity": identity, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "best_val_top1": result.best_val_top1,
+        "history": result.history, "seconds": result.seconds, "data_wait_share": result.data_wait_share,
+        "images_per_second": result.images_per_second,
+        "test_labels": result.test_labels.tolist(), "test_scores": result.test_scores.tolist(),
+    })
+
+
+def _check_numbers(**values) -> None:
+    minimum = {"epochs": 1, "batch_size": 1, "seeds": 1, "patience": 1, "workers": 0, "image_size": 8}
+    for name, value in values.items():
+        if value is not None and (not isinstance(value, int) or value < minimum[name]):
+            raise SkinsynthError(f"`--{name.replace('_', '-')}` must be an integer of at least {minimum[name]}, got {value!r}")
+
+
+def default_workers() -> int:
+    """DataLoader workers: the cores beside the training process, at most 8."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def _card_target(update_card: str | Path | None, synthetic: list[str]) -> str | None:
+    """Which of the --synthetic datasets `--update-card` names (it must be one, and a local folder)."""
+    if update_card is None:
+        return None
+    target = Path(update_card).expanduser()
+    matches = [source for source in synthetic if Path(source).expanduser().exists() and Path(source).expanduser().resolve() == target.resolve()]
+    if not target.is_dir() or not matches:
+        raise OutputError(f"`--update-card {update_card}` must be the local folder of one of the --synthetic datasets ({', '.join(synthetic) or 'none given'})")
+    return matches[0]
+
+
+def _open_synthetic(synthetic: list[str], class_names: list[str], mapping: dict) -> tuple[list, list[np.ndarray]]:
+    """Each synthetic dataset's train split, and its rows' labels as real label ids (-1: dropped by the mapping)."""
+    splits, labels = [], []
+    for source in synthetic:
+        data = open_dataset(source, required_splits=("train",))
+        to_real = match_labels(class_names, label_names(data), mapping, synthetic_source=source)
+        splits.append(data["train"])
+        labels.append(to_real[np.asarray(data["train"]["label"])])
+    return splits, labels
+
+
+def _sample_all(runs: list[Condition], class_names, real: str, real_labels, synthetic: list[str], synthetic_labels, seeds: int, allow_fewer: bool) -> dict:
+    def sample(condition: Condition, seed: int) -> ArmSample:
+        index = condition.synthetic
+        return sample_arm(condition.arm, class_names, real_labels, None if index is None else synthetic_labels[index], seed, allow_fewer,
+                          real_source=f"the train split of `{real}`",
+                          synthetic_source="the synthetic train split" if index is None else f"the train split of `{synthetic[index]}`")
+
+    return {(c.name, seed): sample(c, seed) for c in runs for seed in range(seeds)}
+
+
+def _check_leaks(real_data, synthetic_splits: list, runs: list[Condition], samples: dict) -> None:
+    held_out = (set(image_digests(real_data["validation"])) | set(image_digests(real_data["test"]))) - {""}
+    real_digests = image_digests(real_data["train"])
+    synthetic_digests = [image_digests(split) for split in synthetic_splits]
+    by_name = {c.name: c for c in runs}
+    for (name, _), sample in samples.items():
+        index = by_name[name].synthetic
+        check_no_leak(name, sample, real_digests, None if index is None else synthetic_digests[index], held_out)
+
+
+def _labelled(split) -> tuple:
+    """A whole split as an `ImageRows` part: every row, with its own labels."""
+    return split, np.arange(len(split)), np.asarray(split["label"])
+
+
+def benchmark(
+    real: str,
+    synthetic: list[str] | tuple[str, ...] = (),
+    *,
+    model: str,
+    out: str | Path,
+    preset: str | None = None,
+    arms: str | Path | list[Arm] | None = None,
+    image_size: int | None = None,
+    epochs: int = 50,
+    batch_size: int = 32,
+    seeds: int = 3,
+    scale: float = 1.0,
+    device: str | None = None,
+    allow_fewer: bool = False,
+    label_map: str | Path | dict | None = None,
+    patience: int = 10,
+    learning_rate: float = 3e-4,
+    workers: int | None = None,
+    update_card: str | Path | None = None,
+    revision: str | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> dict:
+    """Train `model` on every arm × seed and test on `real`'s test split; write the results to `out`.
+
+    Mirrors `skinsynth benchmark`. `arms` is an arms YAML file or a list of `Arm`s; give it or `preset`.
+    `update_card` names a synthetic dataset folder whose `reports/benchmark.json` (and card) gets the results.
+    Returns the content of `out/results.json`.
+    """
+    from .train import ImageRows, TrainConfig, check_classifier, load_classifier, make_accelerator, normalization, train_and_predict
+
+    # Arguments and arms.
+    synthetic = [str(s) for s in synthetic]
+    workers = default_workers() if workers is None else workers
+    _check_numbers(epochs=epochs, batch_size=batch_size, seeds=seeds, patience=patience, workers=workers, image_size=image_size)
+    if (preset is None) == (arms is None):
+        raise SkinsynthError("give exactly one of `--preset` (akrout2023, ratio-sweep) and `--arms ARMS.yaml`")
+    arm_list = preset_arms(preset, scale) if preset is not None else (load_arms(arms, scale) if isinstance(arms, (str, Path)) else [a.scaled(scale) for a in arms])
+    card_dataset = _card_target(update_card, synthetic)
+
+    # Data: the real splits, each synthetic train split with its labels mapped onto the real ones; every arm's rows.
+    real_data = open_dataset(real, required_splits=REAL_SPLITS)
+    class_names = label_names(real_data)
+    mapping = label_map if isinstance(label_map, dict) else load_label_map(label_map)
+    synthetic_splits, synthetic_labels = _open_synthetic(synthetic, class_names, mapping)
+    runs = conditions(arm_list, synthetic)
+    samples = _sample_all(runs, class_names, real, np.asarray(real_data["train"]["label"]), synthetic, synthetic_labels, seeds, allow_fewer)
+    _check_leaks(real_data, synthetic_splits, runs, samples)
+
+    # Model: an image classifier, with its input statistics.
+    check_classifier(model, revision)
+    norm = normalization(model, revision)
+    size = image_size or norm.size or 224
+    config = TrainConfig(image_size=size, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience, workers=workers)
+
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(f"cannot create output folder `{out}`: {err}") from None
+    settings = {
+        "real": str(real), "synthetic": synthetic, "model": model, "revision": revision, "preset": preset,
+        "arms": [a.model_dump(exclude_none=True) for a in arm_list], "scale": scale, "image_size": size, "epochs": epochs,
+        "batch_size": batch_size, "seeds": seeds, "patience": patience, "learning_rate": learning_rate, "allow_fewer": allow_fewer,
+        "label_map": mapping, "command": command,
+    }
+    atomic_write_json(out / "config.json", settings)
+
+    # Training: every (condition, seed), reusing runs finished before with the same inputs.
+    accelerator = make_accelerator(device, workers)
+    val_set = ImageRows([_labelled(real_data["validation"])], size, norm, train=False)
+    test_set = ImageRows([_labelled(real_data["test"])], size, norm, train=False)
+    start = time.perf_counter()
+    results: dict[str, list[tuple[int, RunResult]]] = {}
+    for condition in runs:
+        source = None if condition.synthetic is None else synthetic[condition.synthetic]
+        for seed in range(seeds):
+            sample = samples[(condition.name, seed)]
+            identity = _identity(real=str(real), synthetic=source, model=model, revision=revision, device=str(accelerator.device), seed=seed,
+                                 config={k: v for k, v in asdict(config).items() if k != "workers"},
+                                 rows=[sample.real_rows.tolist(), sample.synthetic_rows.tolist()])
+            path = _run_path(out, condition.name, seed)
+            result = _load_done(path, identity)
+            if result is not None:
+                logger.info("%s seed %d: done before, reusing %s", condition.name, seed, path)
+            else:
+                parts = [(real_data["train"], sample.real_rows, sample.real_labels)]
+                if source is not None:
+                    parts.append((synthetic_splits[condition.synthetic], sample.synthetic_rows, sample.synthetic_labels))
+                train_set = ImageRows(parts, size, norm, train=True, seed=seed)
+                result = train_and_predict(lambda: load_classifier(model, class_names, revision), train_set, val_set, test_set, config, seed, accelerator,
+                                           progress_desc=f"{condition.name} seed {seed} ({len(train_set)} images)", progress=progress)
+                if accelerator.is_main_process:
+                    _save_done(path, identity, result)
+            results.setdefault(condition.name, []).append((seed, result))
+
+    if not accelerator.is_main_process:
+        return {}
+    summary = report.build_results(settings, class_names, runs, samples, results, time.perf_counter() - start, synthetic)
+    report.write_outputs(out, summary)
+    if card_dataset is not None:
+        report.update_card(Path(card_dataset), summary, card_dataset)
+    return summary

@@ -1,0 +1,96 @@
+"""Classification metrics on the real test set, computed offline with numpy.
+
+Every metric is a function of the true labels and the class scores (logits or probabilities) of the test images:
+top-k accuracy, balanced accuracy (mean recall over the classes present in the test set), macro F1 (over the
+same classes), per-class recall and the confusion matrix. Confidence intervals are percentile bootstraps over
+the test images; for an arm repeated over seeds, each resample averages the seeds, so the interval is that of
+the seed-averaged metric.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SUMMARY_METRICS = ("top1", "top2", "top3", "balanced_accuracy", "macro_f1")
+
+
+def top_k_correct(y_true: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """Per image: is the true class among the k highest scores? Ties count against the true class."""
+    true_scores = scores[np.arange(len(y_true)), y_true]
+    rank = (scores > true_scores[:, None]).sum(axis=1) + (scores == true_scores[:, None]).sum(axis=1) - 1
+    return rank < k
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    """Counts with true classes as rows and predicted classes as columns."""
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def _recall_and_f1(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-class recall and F1 from a confusion matrix (or a stack of them), and which classes are present."""
+    true_positives = np.diagonal(confusion, axis1=-2, axis2=-1)
+    support = confusion.sum(axis=-1)
+    predicted = confusion.sum(axis=-2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        recall = np.where(support > 0, true_positives / support, np.nan)
+        f1 = np.where(support + predicted > 0, 2 * true_positives / (support + predicted), 0.0)
+    return recall, f1, support > 0
+
+
+def balanced_accuracy(confusion: np.ndarray) -> np.ndarray:
+    recall, _, present = _recall_and_f1(confusion)
+    return np.nansum(recall, axis=-1) / present.sum(axis=-1)
+
+
+def macro_f1(confusion: np.ndarray) -> np.ndarray:
+    _, f1, present = _recall_and_f1(confusion)
+    return (f1 * present).sum(axis=-1) / present.sum(axis=-1)
+
+
+def evaluate(y_true, scores, class_names: list[str]) -> dict:
+    """All metrics of one set of predictions: the summary numbers, per-class recall and the confusion matrix."""
+    y_true, scores = np.asarray(y_true), np.asarray(scores)
+    confusion = confusion_matrix(y_true, scores.argmax(axis=1), len(class_names))
+    recall, _, _ = _recall_and_f1(confusion)
+    return {
+        **{f"top{k}": float(top_k_correct(y_true, scores, k).mean()) for k in (1, 2, 3)},
+        "balanced_accuracy": float(balanced_accuracy(confusion)),
+        "macro_f1": float(macro_f1(confusion)),
+        "per_class_recall": {name: (None if np.isnan(r) else float(r)) for name, r in zip(class_names, recall)},
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def bootstrap_ci(y_true, scores_per_seed: list, num_classes: int, num_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
+    """Percentile bootstrap interval of each summary metric over the test images, averaged over the seeds' runs.
+
+    Every resample draws test images with replacement (the same draw for every seed, since all runs are tested on
+    the same images) and averages the metric over the seeds.
+    """
+    y_true = np.asarray(y_true)
+    n = len(y_true)
+    draws = np.random.default_rng(seed).integers(0, n, size=(num_resamples, n))
+    values = {name: np.zeros(num_resamples) for name in SUMMARY_METRICS}
+    for scores in scores_per_seed:
+        scores = np.asarray(scores)
+        for k in (1, 2, 3):
+            values[f"top{k}"] += top_k_correct(y_true, scores, k)[draws].mean(axis=1)
+        pairs = y_true[draws] * num_classes + scores.argmax(axis=1)[draws]
+        confusions = np.stack([np.bincount(row, minlength=num_classes * num_classes) for row in pairs]).reshape(num_resamples, num_classes, num_classes)
+        values["balanced_accuracy"] += balanced_accuracy(confusions)
+        values["macro_f1"] += macro_f1(confusions)
+    tail = (1 - level) / 2 * 100
+    return {name: [float(np.percentile(v / len(scores_per_seed), tail)), float(np.percentile(v / len(scores_per_seed), 100 - tail))] for name, v in values.items()}
+
+
+def summarize(y_true, scores_per_seed: list, num_classes: int, num_resamples: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """Per summary metric: mean and sample standard deviation (ddof=1; 0.0 for one seed) over the seeds' runs,
+    and the 95% bootstrap interval of the seed-averaged metric."""
+    y_true = np.asarray(y_true)
+    per_seed = [evaluate(y_true, scores, [str(i) for i in range(num_classes)]) for scores in scores_per_seed]
+    intervals = bootstrap_ci(y_true, scores_per_seed, num_classes, num_resamples, seed)
+    summary = {}
+    for name in SUMMARY_METRICS:
+        values = np.array([run[name] for run in per_seed])
+        summary[name] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "ci95": intervals[name]}
+    return summary

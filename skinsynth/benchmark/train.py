@@ -1,0 +1,362 @@
+"""Train one image classifier on one arm and predict the real test set.
+
+The classifier is any transformers `AutoModelForImageClassification`: a Hub id (pretrained; `timm/…` ids too
+when timm is installed, through transformers' timm wrapper), a local model folder, or a folder holding only a
+`config.json` (random weights: training from scratch). Images are decoded and augmented inside the Dataset's
+`__getitem__`, so DataLoader workers do it beside the training step; augmentations are seeded by
+(seed, epoch, index), so a run repeats exactly whatever the number of workers. Training is AdamW with a cosine
+schedule and early stopping on real validation accuracy, keeping the best weights; accelerate provides mixed
+precision on GPU and several GPUs under `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import PipelineError
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    image_size: int
+    epochs: int = 50
+    batch_size: int = 32
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.05
+    warmup_ratio: float = 0.05
+    patience: int = 10
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """Pixel statistics and the input size a model expects (from its image processor, or ImageNet's)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    size: int | None = None
+
+
+# ---- model ------------------------------------------------------------------------------------------------------
+
+
+def _load_config(model: str, revision: str | None):
+    from transformers import AutoConfig
+
+    local = Path(model).expanduser()
+    if model.startswith((".", "/", "~")) and not local.exists():
+        raise PipelineError(f"model folder `{model}` does not exist")
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise PipelineError(f"`{model}` has no config.json: pass a transformers image-classification model folder (or one holding only its config.json, to train from scratch) or a Hub id")
+    try:
+        return AutoConfig.from_pretrained(str(local) if local.exists() else model, revision=revision)
+    except ImportError as err:
+        raise PipelineError(f"model `{model}` needs a library that is not installed ({err}); timm models need `pip install timm`") from err
+    except Exception as err:  # offline, missing repo, unknown model type…
+        raise PipelineError(f"cannot load the config of model `{model}`: {err}") from err
+
+
+def check_classifier(model: str, revision: str | None = None):
+    """The model's config, if transformers has an image-classification head for it; else a `PipelineError`."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+
+    config = _load_config(model, revision)
+    if config.model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
+        raise PipelineError(
+            f"`{model}` is a `{config.model_type}` model, which has no image-classification head in transformers; "
+            "use an image classifier or backbone such as microsoft/resnet-50, facebook/convnext-tiny-224 or google/vit-base-patch16-224"
+        )
+    return config
+
+
+def load_classifier(model: str, class_names: list[str], revision: str | None = None):
+    """A classifier with a fresh head for `class_names`: pretrained weights when the model has them, else random."""
+    from transformers import AutoModelForImageClassification
+
+    config = check_classifier(model, revision)
+    labels = {"num_labels": len(class_names), "id2label": dict(enumerate(class_names)), "label2id": {n: i for i, n in enumerate(class_names)}}
+    local = Path(model).expanduser()
+    if local.is_dir() and not any((local / name).is_file() for name in WEIGHT_FILES):
+        for key, value in labels.items():
+            setattr(config, key, value)
+        return AutoModelForImageClassification.from_config(config)
+    try:
+        return AutoModelForImageClassification.from_pretrained(str(local) if local.exists() else model, revision=revision, ignore_mismatched_sizes=True, **labels)
+    except Exception as err:
+        raise PipelineError(f"cannot load the weights of model `{model}`: {err}") from err
+
+
+def normalization(model: str, revision: str | None = None) -> Normalization:
+    """Mean, std and input size from the model's image processor; ImageNet statistics when it has none."""
+    from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    local = Path(model).expanduser()
+    if local.is_dir() and not (local / "preprocessor_config.json").is_file():
+        return Normalization(tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+    from transformers import AutoImageProcessor
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(str(local) if local.exists() else model, revision=revision)
+    except Exception:  # a model without an image processor on the Hub: fall back to ImageNet statistics
+        return Normalization(tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+    size = getattr(processor, "crop_size", None) or getattr(processor, "size", None)
+    return Normalization(
+        tuple(getattr(processor, "image_mean", None) or IMAGENET_DEFAULT_MEAN),
+        tuple(getattr(processor, "image_std", None) or IMAGENET_DEFAULT_STD),
+        _side(size),
+    )
+
+
+def _side(size) -> int | None:
+    """The square input side of an image processor's `size`/`crop_size` (an int, a dict or transformers' SizeDict)."""
+    if size is None or isinstance(size, int):
+        return size
+    field = size.get if isinstance(size, dict) else lambda name: getattr(size, name, None)
+    return field("height") or field("shortest_edge")
+
+
+# ---- data -------------------------------------------------------------------------------------------------------
+
+
+def center_square(image: Image.Image, size: int) -> Image.Image:
+    """The largest centred square, resized to `size` (evaluation: skin lesions are photographed centred)."""
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return image.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+
+
+def random_resized_crop(image: Image.Image, size: int, rng: np.random.Generator, scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3)) -> Image.Image:
+    """A crop of 60-100% of the area at an aspect ratio from 3:4 to 4:3, resized to `size` (as torchvision's)."""
+    w, h = image.size
+    for _ in range(10):
+        area = w * h * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            x, y = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+            return image.resize((size, size), Image.Resampling.BILINEAR, box=(x, y, x + cw, y + ch))
+    return center_square(image, size)
+
+
+ROTATIONS = (None, Image.Transpose.ROTATE_90, Image.Transpose.ROTATE_180, Image.Transpose.ROTATE_270)
+
+
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as PIL's "L" conversion
+
+
+def color_jitter(pixels: np.ndarray, rng: np.random.Generator, strength: float = 0.1) -> np.ndarray:
+    """Brightness, contrast and saturation each scaled by a factor in [1 - strength, 1 + strength] (PIL's
+    ImageEnhance formulas, on an HxWx3 float array in [0, 1], in one vectorized pass)."""
+    brightness, contrast, saturation = rng.uniform(1 - strength, 1 + strength, size=3).astype(np.float32)
+    pixels = np.clip(pixels * brightness, 0.0, 1.0)
+    mean = (pixels @ LUMA).mean()
+    pixels = np.clip(mean + contrast * (pixels - mean), 0.0, 1.0)
+    gray = (pixels @ LUMA)[..., None]
+    return np.clip(gray + saturation * (pixels - gray), 0.0, 1.0)
+
+
+def to_array(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.float32) / 255.0
+
+
+def augment(image: Image.Image, size: int, rng: np.random.Generator) -> np.ndarray:
+    """Augmentations that keep a skin lesion's meaning: any orientation (flips, 90° turns), a random resized crop,
+    and a small brightness/contrast/saturation jitter (±10%). No hue shift: colour carries the diagnosis."""
+    image = random_resized_crop(image, size, rng)
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if rng.random() < 0.5:
+        image = image.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
+    rotation = ROTATIONS[int(rng.integers(0, 4))]
+    if rotation is not None:
+        image = image.transpose(rotation)
+    return color_jitter(to_array(image), rng)
+
+
+class ImageRows(torch.utils.data.Dataset):
+    """Rows of one or more datasets' splits as (pixel tensor, label); decoding and augmentation happen here.
+
+    `parts` are (datasets.Dataset, row indices, label ids) triples: the label ids are already in the real
+    dataset's label space. Only the raw image bytes are read from the (memory-mapped) Arrow data, so a copy of
+    this object in each DataLoader worker costs nothing. A training set is indexed by (epoch, index) keys from
+    `EpochShuffle`: the augmentation of an image depends on the seed, the epoch and its index only, so it is
+    the same with any number of workers, and workers can stay alive across epochs.
+    """
+
+    def __init__(self, parts, size: int, norm: Normalization, train: bool, seed: int = 0):
+        import datasets
+
+        self.sources = [ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False)) for ds, _, _ in parts]
+        self.items = np.concatenate([np.stack([np.full(len(rows), i), rows, labels], axis=1) for i, (_, rows, labels) in enumerate(parts)]).astype(np.int64)
+        self.size, self.train, self.seed = size, train, seed
+        self.mean = np.asarray(norm.mean, dtype=np.float32).reshape(3, 1, 1)
+        self.std = np.asarray(norm.std, dtype=np.float32).reshape(3, 1, 1)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.items[:, 2]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def image(self, index: int) -> Image.Image:
+        source, row, _ = self.items[index]
+        stored = self.sources[source][int(row)]["image"]
+        image = Image.open(io.BytesIO(stored["bytes"]) if stored["bytes"] is not None else stored["path"])
+        image.draft("RGB", (2 * self.size, 2 * self.size))  # JPEG: decode at a reduced scale, still >= 2x the target
+        return image.convert("RGB")
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        image = self.image(index)
+        if self.train:
+            pixels = augment(image, self.size, np.random.default_rng([self.seed, epoch, index]))
+        else:
+            pixels = to_array(center_square(image, self.size))
+        return torch.from_numpy((pixels.transpose(2, 0, 1) - self.mean) / self.std), int(self.items[index, 2])
+
+
+# ---- training ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    """What one training run leaves: the test-set scores and how training went."""
+
+    test_scores: np.ndarray
+    test_labels: np.ndarray
+    epochs_run: int
+    best_epoch: int
+    best_val_top1: float
+    history: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    data_wait_share: float = 0.0  # share of the training steps' time spent waiting for the next batch
+    images_per_second: float = 0.0  # training throughput, data loading included
+
+
+def make_accelerator(device: str | None, workers: int = 0):
+    """One `Accelerator` for the whole benchmark: bf16 (or fp16) autocast on CUDA, full precision elsewhere.
+
+    On CPU the cores are shared out: the DataLoader workers get one each and torch's threads the rest (unless
+    OMP_NUM_THREADS says otherwise), because threads competing with the workers for cores slow every step.
+    """
+    from accelerate import Accelerator
+
+    cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+    if cpu and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 1) - workers)))
+    if device is not None and device.startswith("cuda:"):
+        torch.cuda.set_device(device)
+    precision = "no" if cpu or not torch.cuda.is_available() else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
+    return Accelerator(cpu=cpu, mixed_precision=precision)
+
+
+class EpochShuffle(torch.utils.data.Sampler):
+    """A new order of the training set every epoch, from (seed, epoch) alone, yielding (epoch, index) keys.
+
+    The same on every process under accelerate (which shards the batches); `set_epoch` is called by the
+    training loop (and by accelerate's data loader wrapper, with the same value).
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+        return iter([(self.epoch, int(i)) for i in order])
+
+
+def loader(dataset, batch_size: int, workers: int, sampler=None, keep_workers: bool = False):
+    """A DataLoader whose workers decode and augment; `keep_workers` keeps them alive from one epoch to the next."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, persistent_workers=keep_workers and workers > 0,
+        pin_memory=torch.cuda.is_available(), drop_last=False,
+    )
+
+
+@torch.no_grad()
+def predict(model, data, accelerator) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    scores, labels = [], []
+    for pixels, target in data:
+        logits = model(pixel_values=pixels).logits
+        logits, target = accelerator.gather_for_metrics((logits.float(), target))
+        scores.append(logits.cpu().numpy())
+        labels.append(target.cpu().numpy())
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, test_set: ImageRows, config: TrainConfig, seed: int, accelerator, progress_desc: str = "", progress: bool = True) -> RunResult:
+    """Train a fresh model from `model_factory()` on `train_set`, stop early on validation top-1 accuracy, and
+    score the test set with the best epoch's weights."""
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_cosine_schedule_with_warmup
+
+    start = time.perf_counter()
+    set_seed(seed)
+    model = model_factory()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    shuffle = EpochShuffle(len(train_set), seed)
+    train_data = loader(train_set, config.batch_size, config.workers, sampler=shuffle, keep_workers=True)
+    val_data = loader(val_set, config.batch_size, config.workers, keep_workers=True)
+    test_data = loader(test_set, config.batch_size, config.workers)
+    model, optimizer, train_data, val_data, test_data = accelerator.prepare(model, optimizer, train_data, val_data, test_data)
+    total_steps = config.epochs * len(train_data) * accelerator.num_processes
+    scheduler = accelerator.prepare(get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps))
+
+    best_state, best_top1, best_epoch, history = None, -1.0, -1, []
+    waited = stepped = 0.0
+    trained = 0
+    bar = tqdm(total=config.epochs, desc=progress_desc, unit="epoch", disable=not (progress and accelerator.is_main_process), leave=True)
+    for epoch in range(config.epochs):
+        shuffle.set_epoch(epoch)
+        model.train()
+        loss_sum, seen = torch.zeros((), device=accelerator.device), 0  # summed on the device: no sync per step
+        tick = time.perf_counter()
+        for pixels, target in train_data:
+            ready = time.perf_counter()
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels).logits.float(), target)
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach() * len(target)
+            seen += len(target)
+            done = time.perf_counter()
+            waited, stepped, tick = waited + ready - tick, stepped + done - tick, done
+        trained += seen
+        scores, labels = predict(model, val_data, accelerator)
+        val_top1 = float((scores.argmax(axis=1) == labels).mean())
+        history.append({"epoch": epoch + 1, "loss": loss_sum.item() / max(seen, 1), "val_top1": val_top1})
+        if val_top1 > best_top1:
+            best_top1, best_epoch = val_top1, epoch + 1
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_acc=f"{val_top1:.3f}", best=f"{best_top1:.3f}@{best_epoch}")
+        bar.update()
+        if epoch + 1 - best_epoch >= config.patience:
+            break
+    bar.close()
+    accelerator.unwrap_model(model).load_state_dict(best_state)
+    test_scores, test_labels = predict(model, test_data, accelerator)
+    accelerator.free_memory(model, optimizer, scheduler, train_data, val_data, test_data)
+    return RunResult(test_scores, test_labels, len(history), best_epoch, best_top1, history, time.perf_counter() - start,
+                     waited / stepped if stepped else 0.0, trained / stepped if stepped else 0.0)

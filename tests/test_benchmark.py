@@ -1,0 +1,260 @@
+"""End-to-end benchmark runs on a tiny HAM10000 subset, a tiny synthetic set and a tiny ResNet, at 32 px on CPU."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image
+
+from skinsynth.benchmark import Arm, benchmark
+from skinsynth.benchmark.experiment import image_digests
+from skinsynth.cli import main
+from skinsynth.errors import DatasetError, OutputError, PipelineError, RecipeError, SkinsynthError
+from skinsynth.shards import write_split
+
+CLASSES = ["melanocytic_nevus", "melanoma", "benign_keratosis", "basal_cell_carcinoma", "actinic_keratosis", "vascular_lesion", "dermatofibroma"]
+DX = ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"]
+LESIONS = {"train": range(0, 6), "validation": range(6, 9), "test": range(9, 12)}  # lesion positions per class
+
+
+def real_features() -> datasets.Features:
+    string = datasets.Value("string")
+    return datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES), "group_id": string, "body_site": string,
+                              "sex": string, "age": string, "dx": string, "dx_type": string, "image_id": string})
+
+
+def build_real(ham10000_dir, out, splits=("train", "validation", "test")):
+    """A real dataset in the `skinsynth prepare` layout, split by lesion: 6 / 3 / 3 lesions per diagnosis."""
+    with open(ham10000_dir / "metadata.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    lesions = {dx: list(dict.fromkeys(r["lesion_id"] for r in rows if r["dx"] == dx)) for dx in DX}
+    for split in splits:
+        chosen = {lesion for dx in DX for lesion in (lesions[dx][i] for i in LESIONS[split])}
+        split_rows = [{
+            "image": {"bytes": (ham10000_dir / "images" / f"{r['image_id']}.jpg").read_bytes(), "path": f"{r['image_id']}.jpg"},
+            "label": DX.index(r["dx"]), "group_id": r["lesion_id"], "body_site": r["localization"], "sex": r["sex"], "age": r["age"] or None,
+            "dx": r["dx"], "dx_type": r["dx_type"], "image_id": r["image_id"],
+        } for r in rows if r["lesion_id"] in chosen]
+        write_split(out, split, split_rows, real_features(), shard_size=1000)
+    return out
+
+
+def build_synthetic(out, names=tuple(n.replace("_", " ").capitalize() for n in CLASSES), per_class=6):
+    """Noise images, `per_class` of each class, labelled with display names ("Melanocytic nevus")."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for label in range(len(names)):
+        for i in range(per_class):
+            buffer = io.BytesIO()
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(buffer, format="PNG")
+            rows.append({"image": {"bytes": buffer.getvalue(), "path": f"{label}-{i}.png"}, "label": label})
+    write_split(out, "train", rows, datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(names))}), shard_size=1000)
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """The tiny model's steps take ~15 ms on one thread and can take 100x that when 2 threads compete for busy cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def real_dir(ham10000_dir, tmp_path_factory):
+    return build_real(ham10000_dir, tmp_path_factory.mktemp("real") / "ham")
+
+
+@pytest.fixture(scope="module")
+def synthetic_dir(tmp_path_factory):
+    return build_synthetic(tmp_path_factory.mktemp("syn") / "synthetic")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A ResNet of about 7k parameters, config only: trained from scratch."""
+    from transformers import ResNetConfig
+
+    path = tmp_path_factory.mktemp("model") / "resnet-tiny"
+    ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic").save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def arms_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("arms") / "arms.yaml"
+    path.write_text("arms:\n  - {name: real, real_per_class: 4}\n  - {name: hybrid, real_per_class: 2, synthetic_per_class: 3}\n  - {name: synthetic, synthetic_per_class: 5}\n")
+    return path
+
+
+def run(real_dir, synthetic_dir, model_dir, arms_file, out, **overrides):
+    options = {"model": str(model_dir), "out": out, "arms": arms_file, "image_size": 32, "epochs": 2, "batch_size": 8, "seeds": 2, "workers": 0, "progress": False}
+    return benchmark(str(real_dir), [str(synthetic_dir)], **{**options, **overrides})
+
+
+@pytest.fixture(scope="module")
+def recorded(real_dir, synthetic_dir, model_dir, arms_file, tmp_path_factory):
+    """One benchmark run, with every training set the classifier was given."""
+    from skinsynth.benchmark import train
+
+    seen, original = [], train.train_and_predict
+    def spy(model_factory, train_set, *args, **kwargs):
+        seen.append(train_set)
+        return original(model_factory, train_set, *args, **kwargs)
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(train, "train_and_predict", spy)
+    out = tmp_path_factory.mktemp("bench") / "out"
+    try:
+        summary = run(real_dir, synthetic_dir, model_dir, arms_file, out)
+    finally:
+        patch.undo()
+    return summary, seen, out
+
+
+def test_arms_hold_exactly_the_asked_counts(recorded):
+    summary, seen, _ = recorded
+    arms = {a["name"]: a for a in summary["arms"]}
+    assert (arms["real"]["real_per_class"], arms["real"]["synthetic_per_class"]) == (4, 0)
+    assert (arms["hybrid"]["real_per_class"], arms["hybrid"]["synthetic_per_class"]) == (2, 3)
+    assert (arms["synthetic"]["real_per_class"], arms["synthetic"]["synthetic_per_class"]) == (0, 5)
+    assert [len(s) for s in seen] == [28, 28, 35, 35, 35, 35]  # 3 arms x 2 seeds, 7 classes
+    for train_set, per_class in zip(seen, [4, 4, 5, 5, 5, 5]):
+        assert np.bincount(train_set.labels, minlength=7).tolist() == [per_class] * 7
+
+
+def test_no_validation_or_test_image_reaches_training(recorded, real_dir):
+    _, seen, _ = recorded
+    real = datasets.load_dataset(str(real_dir))
+    held_out_ids = set(real["validation"]["image_id"]) | set(real["test"]["image_id"])
+    held_out = set(image_digests(real["validation"])) | set(image_digests(real["test"]))
+    held_out_lesions = set(real["validation"]["group_id"]) | set(real["test"]["group_id"])
+    for train_set in seen:
+        for source, row, _ in train_set.items:
+            stored = train_set.sources[source][int(row)]["image"]
+            assert stored["path"].removesuffix(".jpg") not in held_out_ids
+            assert image_digests(train_set.sources[source].select([int(row)]))[0] not in held_out
+        real_rows = train_set.items[train_set.items[:, 0] == 0, 1]
+        assert not {real["train"][int(r)]["group_id"] for r in real_rows} & held_out_lesions
+
+
+def test_outputs_written(recorded):
+    summary, _, out = recorded
+    for name in ("results.json", "results.csv", "results.md", "config.json", "accuracy_vs_synthetic_share.png", "confusion-real.png", "confusion-hybrid.png", "confusion-synthetic.png"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(summary))
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert [(r["arm"], r["seed"]) for r in rows[:6]] == [("real", "0"), ("real", "1"), ("real", "mean"), ("real", "std"), ("real", "ci95_low"), ("real", "ci95_high")]
+    assert len(rows) == 3 * 6
+    table = (out / "results.md").read_text()
+    assert "| real | 4 | 0 |" in table and "Top-3 (%)" in table and "Balanced acc. (%)" in table
+    with Image.open(out / "accuracy_vs_synthetic_share.png") as image:
+        assert image.format == "PNG" and image.width > 300
+    arm = summary["arms"][1]
+    assert arm["synthetic_share"] == pytest.approx(3 / 5)
+    assert set(arm["metrics"]) == {"top1", "top2", "top3", "balanced_accuracy", "macro_f1"}
+    for metric in arm["metrics"].values():
+        assert 0 <= metric["ci95"][0] <= metric["ci95"][1] <= 1 and metric["std"] >= 0
+    assert np.sum(arm["confusion_matrix"]) == 2 * summary["test_images"]
+
+
+def test_seeded_run_repeats_exactly_with_any_number_of_workers(recorded, real_dir, synthetic_dir, model_dir, arms_file, tmp_path):
+    summary, _, out = recorded
+    again = run(real_dir, synthetic_dir, model_dir, arms_file, tmp_path / "again", workers=1, seeds=1)
+    first = json.loads((out / "runs" / "hybrid-seed0.json").read_text())
+    second = json.loads((tmp_path / "again" / "runs" / "hybrid-seed0.json").read_text())
+    assert first["test_scores"] == second["test_scores"] and first["history"] == second["history"]
+    assert again["arms"][0]["runs"][0]["top1"] == summary["arms"][0]["runs"][0]["top1"]
+    assert first["test_scores"] != json.loads((out / "runs" / "hybrid-seed1.json").read_text())["test_scores"]
+
+
+def test_finished_runs_are_reused(recorded, real_dir, synthetic_dir, model_dir, arms_file, monkeypatch):
+    summary, _, out = recorded
+    from skinsynth.benchmark import train
+
+    monkeypatch.setattr(train, "train_and_predict", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    assert run(real_dir, synthetic_dir, model_dir, arms_file, out)["arms"] == summary["arms"]
+    # the real baseline alone (no --synthetic) leaves out the synthetic arms and reuses its runs too
+    baseline = benchmark(str(real_dir), [], model=str(model_dir), out=out, arms=arms_file, image_size=32, epochs=2, batch_size=8, seeds=2, workers=0, progress=False)
+    assert [a["name"] for a in baseline["arms"]] == ["real"] and baseline["arms"][0] == summary["arms"][0]
+
+
+def test_update_card_writes_the_report_into_the_card(real_dir, model_dir, tiny_pipeline_dir, tmp_path):
+    from skinsynth import generate
+    from skinsynth.recipe import parse_recipe
+
+    recipe = parse_recipe({
+        "name": "ham-twin", "classes": [{"name": name} for name in CLASSES], "prompts": {"templates": ["a photo of {class}"]},
+        "splits": {"train": {"per_class": 1}}, "generation": {"height": 32, "width": 32, "num_inference_steps": 1},
+    })
+    synthetic = tmp_path / "synthetic"
+    generate(recipe, str(tiny_pipeline_dir), synthetic, device="cpu", progress=False)
+    arms = tmp_path / "arms.yaml"
+    arms.write_text("arms: [{name: mixed, real_per_class: 1, synthetic_per_class: 1}]\n")
+    run(real_dir, synthetic, model_dir, arms, tmp_path / "out", epochs=1, seeds=1, update_card=str(synthetic), command="skinsynth benchmark …")
+    report = json.loads((synthetic / "reports" / "benchmark.json").read_text())
+    assert set(report) == {"model", "real", "synthetic", "image_size", "epochs", "seeds", "command", "arms"}
+    assert report["arms"][0]["name"] == "mixed" and set(report["arms"][0]["metrics"]["top1"]) == {"mean", "std", "ci95"}
+    card = (synthetic / "README.md").read_text()
+    assert "## Benchmark" in card and "skinsynth benchmark …" in card
+
+
+def test_training_on_a_held_out_image_is_refused(ham10000_dir, model_dir, arms_file, synthetic_dir, tmp_path):
+    real = build_real(ham10000_dir, tmp_path / "leaky")
+    raw = datasets.load_dataset(str(real)).cast_column("image", datasets.Image(decode=False))
+    every_train_image = [raw["train"][i] for i in range(len(raw["train"]))]  # whichever rows an arm takes, one is in test
+    write_split(real, "test", [raw["test"][i] for i in range(len(raw["test"]))] + every_train_image, real_features(), shard_size=1000)
+    with pytest.raises(DatasetError, match="byte-identical"):
+        run(real, synthetic_dir, model_dir, arms_file, tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no_common_label", "labels of .* do not match"),
+        ("missing_test_split", "has no test split"),
+        ("not_a_classifier", "has no image-classification head"),
+        ("unknown_arms_key", "real_per_clas.*Extra inputs"),
+    ],
+)
+def test_bad_input_is_one_error_and_exit_code_2(case, message, ham10000_dir, real_dir, synthetic_dir, model_dir, arms_file, tmp_path, capsys):
+    real, synthetic, model, arms = real_dir, synthetic_dir, model_dir, arms_file
+    if case == "no_common_label":
+        synthetic = build_synthetic(tmp_path / "cats", names=("cat", "dog"), per_class=1)
+    elif case == "missing_test_split":
+        real = build_real(ham10000_dir, tmp_path / "no-test", splits=("train", "validation"))
+    elif case == "not_a_classifier":
+        from transformers import BertConfig
+
+        model = tmp_path / "bert"
+        BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8).save_pretrained(model)
+    else:
+        arms = tmp_path / "bad.yaml"
+        arms.write_text("arms: [{name: real, real_per_clas: 4}]\n")
+    code = main(["benchmark", "--real", str(real), "--synthetic", str(synthetic), "--arms", str(arms), "--model", str(model), "--out", str(tmp_path / "out"), "--image-size", "32"])
+    assert code == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]  # after datasets' own progress bars
+    assert last_line.startswith("error: ") and re.search(message, last_line)
+    assert not (tmp_path / "out").exists()  # checked before anything is written
+
+
+def test_python_errors_are_package_errors(real_dir, synthetic_dir, model_dir, arms_file, tmp_path):
+    with pytest.raises(SkinsynthError, match="exactly one"):
+        benchmark(str(real_dir), [str(synthetic_dir)], model=str(model_dir), out=tmp_path, preset="akrout2023", arms=arms_file)
+    with pytest.raises(DatasetError, match="every arm .* needs synthetic images"):
+        benchmark(str(real_dir), [], model=str(model_dir), out=tmp_path, arms=[Arm(name="s", synthetic_per_class=1)])
+    with pytest.raises(PipelineError, match="does not exist"):
+        benchmark(str(real_dir), [], model="./missing-model", out=tmp_path, arms=[Arm(name="r", real_per_class=1)])
+    with pytest.raises(OutputError, match="--update-card"):
+        benchmark(str(real_dir), [str(synthetic_dir)], model=str(model_dir), out=tmp_path, arms=arms_file, update_card=str(real_dir))
+    with pytest.raises(RecipeError, match="unknown preset"):
+        benchmark(str(real_dir), [], model=str(model_dir), out=tmp_path, preset="akrout")

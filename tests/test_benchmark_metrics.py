@@ -1,0 +1,83 @@
+"""Metrics against values worked out by hand on a fixed set of predictions."""
+
+import numpy as np
+import pytest
+
+from skinsynth.benchmark.metrics import bootstrap_ci, confusion_matrix, evaluate, summarize, top_k_correct
+
+# 3 classes, 6 test images. argmax predictions: 0, 1, 1, 2, 0, 2.
+Y_TRUE = np.array([0, 0, 1, 1, 2, 2])
+SCORES = np.array([
+    [0.7, 0.2, 0.1],  # true 0: rank 0
+    [0.1, 0.6, 0.3],  # true 0: rank 2 (0.1 is lowest)
+    [0.2, 0.5, 0.3],  # true 1: rank 0
+    [0.1, 0.3, 0.6],  # true 1: rank 1
+    [0.5, 0.1, 0.4],  # true 2: rank 1
+    [0.2, 0.1, 0.7],  # true 2: rank 0
+])
+
+
+def test_top_k_by_hand():
+    assert top_k_correct(Y_TRUE, SCORES, 1).tolist() == [True, False, True, False, False, True]
+    assert top_k_correct(Y_TRUE, SCORES, 2).tolist() == [True, False, True, True, True, True]
+    assert top_k_correct(Y_TRUE, SCORES, 3).all()
+
+
+def test_ties_count_against_the_true_class():
+    assert not top_k_correct(np.array([0]), np.array([[0.5, 0.5, 0.0]]), 1)[0]
+
+
+def test_evaluate_by_hand():
+    m = evaluate(Y_TRUE, SCORES, ["a", "b", "c"])
+    assert m["top1"] == pytest.approx(3 / 6)
+    assert m["top2"] == pytest.approx(5 / 6)
+    assert m["top3"] == 1.0
+    # confusion rows = true: a -> a, b; b -> b, c; c -> a, c
+    assert m["confusion_matrix"] == [[1, 1, 0], [0, 1, 1], [1, 0, 1]]
+    assert m["per_class_recall"] == {"a": 0.5, "b": 0.5, "c": 0.5}
+    assert m["balanced_accuracy"] == pytest.approx(0.5)
+    # every class: precision 1/2, recall 1/2 -> F1 1/2
+    assert m["macro_f1"] == pytest.approx(0.5)
+
+
+def test_imbalanced_balanced_accuracy_and_f1_by_hand():
+    y_true = np.array([0, 0, 0, 0, 1])
+    scores = np.eye(2)[[0, 0, 0, 1, 0]]  # predictions 0 0 0 1 0
+    m = evaluate(y_true, scores, ["a", "b"])
+    assert m["top1"] == pytest.approx(3 / 5)
+    assert m["balanced_accuracy"] == pytest.approx((3 / 4 + 0) / 2)
+    # a: tp 3, fp 1, fn 1 -> F1 = 6/8; b: tp 0 -> 0
+    assert m["macro_f1"] == pytest.approx(0.75 / 2)
+
+
+def test_class_absent_from_test_is_left_out_of_balanced_accuracy():
+    m = evaluate(np.array([0, 1]), np.eye(3)[[0, 0]], ["a", "b", "c"])
+    assert m["per_class_recall"]["c"] is None
+    assert m["balanced_accuracy"] == pytest.approx(0.5)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 0) / 2)
+
+
+def test_confusion_matrix_counts():
+    assert confusion_matrix(np.array([0, 1, 1]), np.array([1, 1, 0]), 2).tolist() == [[0, 1], [1, 1]]
+
+
+def test_bootstrap_is_seeded_and_brackets_the_estimate():
+    a = bootstrap_ci(Y_TRUE, [SCORES], 3, num_resamples=200, seed=1)
+    assert a == bootstrap_ci(Y_TRUE, [SCORES], 3, num_resamples=200, seed=1)
+    assert a != bootstrap_ci(Y_TRUE, [SCORES], 3, num_resamples=200, seed=2)
+    lo, hi = a["top1"]
+    assert 0 <= lo <= 0.5 <= hi <= 1
+
+
+def test_perfect_predictions_have_a_degenerate_interval():
+    perfect = np.eye(3)[Y_TRUE]
+    ci = bootstrap_ci(Y_TRUE, [perfect], 3, num_resamples=50)
+    assert all(interval == [1.0, 1.0] for interval in ci.values())
+
+
+def test_summarize_mean_and_sample_std_over_seeds():
+    perfect = np.eye(3)[Y_TRUE]
+    s = summarize(Y_TRUE, [SCORES, perfect], 3, num_resamples=50)
+    assert s["top1"]["mean"] == pytest.approx(0.75)
+    assert s["top1"]["std"] == pytest.approx(np.std([0.5, 1.0], ddof=1))
+    assert summarize(Y_TRUE, [SCORES], 3, num_resamples=50)["top1"]["std"] == 0.0

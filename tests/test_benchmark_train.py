@@ -1,0 +1,92 @@
+"""Augmentations and classifier loading, without data files."""
+
+import io
+
+import datasets
+import numpy as np
+import pytest
+from PIL import Image, ImageEnhance
+
+from skinsynth.benchmark.train import EpochShuffle, ImageRows, Normalization, augment, check_classifier, color_jitter, load_classifier, normalization, to_array
+from skinsynth.errors import PipelineError
+
+
+class FixedFactors:
+    """Stands in for a numpy Generator whose jitter factors are known."""
+
+    def __init__(self, factors):
+        self.factors = np.asarray(factors)
+
+    def uniform(self, low, high, size):
+        return self.factors
+
+
+def test_color_jitter_matches_pil_image_enhance():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    expected = image
+    for enhancer, factor in zip((ImageEnhance.Brightness, ImageEnhance.Contrast, ImageEnhance.Color), (1.08, 0.93, 1.1)):
+        expected = enhancer(expected).enhance(factor)
+    ours = color_jitter(to_array(image), FixedFactors([1.08, 0.93, 1.1]))
+    assert np.abs(ours - to_array(expected)).max() <= 3 / 255  # PIL rounds to uint8 after every step
+    assert np.allclose(color_jitter(to_array(image), FixedFactors([1.0, 1.0, 1.0])), to_array(image), atol=1e-6)
+
+
+def test_augment_is_seeded_and_keeps_size_and_range():
+    image = Image.fromarray(np.random.default_rng(1).integers(0, 255, (150, 200, 3), dtype=np.uint8))
+    a = augment(image, 32, np.random.default_rng(5))
+    assert a.shape == (32, 32, 3) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    assert np.array_equal(a, augment(image, 32, np.random.default_rng(5)))
+    assert not np.array_equal(a, augment(image, 32, np.random.default_rng(6)))
+
+
+def test_image_rows_decode_augment_by_seed_epoch_and_index():
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(buffer, format="PNG")
+    split = datasets.Dataset.from_dict({"image": [{"bytes": buffer.getvalue(), "path": "a.png"}] * 2, "label": [0, 1]},
+                                       features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}))
+    norm = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    rows = ImageRows([(split, np.array([1, 0]), np.array([1, 0]))], 16, norm, train=True, seed=3)
+    pixels, label = rows[(0, 0)]
+    assert pixels.shape == (3, 16, 16) and label == 1 and -1 <= pixels.min() and pixels.max() <= 1
+    assert np.array_equal(pixels, rows[(0, 0)][0])
+    assert not np.array_equal(pixels, rows[(0, 1)][0])  # same image, other index: other augmentation
+    assert not np.array_equal(pixels, rows[(1, 0)][0])  # next epoch: other augmentation
+    evaluation = ImageRows([(split, np.array([0, 1]), np.array([0, 1]))], 16, norm, train=False)
+    assert np.array_equal(evaluation[0][0], evaluation[1][0])  # no augmentation: identical images give identical inputs
+
+
+def test_epoch_shuffle_is_a_seeded_permutation_per_epoch():
+    shuffle = EpochShuffle(10, seed=4)
+    first = list(shuffle)
+    assert sorted(i for _, i in first) == list(range(10)) and {e for e, _ in first} == {0}
+    assert list(shuffle) == first
+    shuffle.set_epoch(1)
+    second = list(shuffle)
+    assert {e for e, _ in second} == {1} and [i for _, i in second] != [i for _, i in first]
+    assert list(EpochShuffle(10, seed=5)) != first
+
+
+def test_config_only_folder_is_a_fresh_classifier(tmp_path):
+    from transformers import ResNetConfig
+
+    ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], layer_type="basic").save_pretrained(tmp_path)
+    model = load_classifier(str(tmp_path), ["x", "y", "z"])
+    assert model.config.num_labels == 3 and model.config.id2label == {0: "x", 1: "y", 2: "z"}
+
+
+def test_not_a_model_folder(tmp_path):
+    with pytest.raises(PipelineError, match="no config.json"):
+        check_classifier(str(tmp_path))
+
+
+def test_saved_model_gets_a_new_head_and_its_processor_statistics(tmp_path):
+    from transformers import AutoModelForImageClassification, ResNetConfig, ViTImageProcessor
+
+    config = ResNetConfig(embedding_size=8, hidden_sizes=[8], depths=[1], layer_type="basic", num_labels=3)
+    AutoModelForImageClassification.from_config(config).save_pretrained(tmp_path)
+    ViTImageProcessor(image_mean=[0.1, 0.2, 0.3], image_std=[0.4, 0.5, 0.6], size={"height": 48, "width": 48}).save_pretrained(tmp_path)
+    pretrained = AutoModelForImageClassification.from_pretrained(tmp_path)
+    model = load_classifier(str(tmp_path), list("abcdefg"))
+    assert model.config.num_labels == 7 and model.classifier[-1].out_features == 7
+    assert all((a == b).all() for a, b in zip(model.resnet.state_dict().values(), pretrained.resnet.state_dict().values()))  # backbone kept
+    assert normalization(str(tmp_path)) == Normalization((0.1, 0.2, 0.3), (0.4, 0.5, 0.6), 48)
