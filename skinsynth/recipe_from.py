@@ -67,6 +67,7 @@ def recipe_from(
     per_class: int | None = None,
     total: int | None = None,
     size: int = 512,
+    steps: int = 30,
     attributes: list[str] | None = None,
     templates: list[str] | None = None,
     name: str | None = None,
@@ -88,6 +89,8 @@ def recipe_from(
             raise SkinsynthError(f"`--{option}` must be at least 1, got {value}")
     if size < 8 or size % 8:
         raise SkinsynthError(f"`--size` must be a multiple of 8 (diffusion models work on 8x-downsampled latents), got {size}")
+    if steps < 1:
+        raise SkinsynthError(f"`--steps` must be at least 1, got {steps}")
     if out is not None and Path(out).exists() and not overwrite:
         raise OutputError(f"`{out}` exists; choose another --out or pass --overwrite")
 
@@ -138,7 +141,7 @@ def recipe_from(
             "attributes": attribute_specs,
             "prompts": {"templates": templates or default_templates(list(attribute_specs))},
             "splits": splits,
-            "generation": {"height": size, "width": size},
+            "generation": {"height": size, "width": size, "num_inference_steps": steps},
         },
         source=f"recipe from {dataset}",
     )
