@@ -73,13 +73,3 @@ def tiny_classifier(path: Path, names: list[str], bias: list[float] | None = Non
     ConvNextImageProcessor(size={"shortest_edge": 32}, crop_pct=1.0).save_pretrained(path)
     return path
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The test machine's 2 cores are shared: one torch thread is several times faster than two contending ones."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -22,6 +22,18 @@ HAM10000 = Path(os.environ.get("SKINSYNTH_HAM10000", REPO.parent / "shared" / "d
 DEMO_RECIPE = REPO / "examples" / "demo.yaml"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models gain nothing from intra-op threads, and two threads contending for the test machine's two busy
+    cores can run a step many times slower. Modules that train opt in with `pytestmark`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory) -> Path:
     """A tiny random-weight Stable Diffusion pipeline on disk (64 px), built once per test session."""

@@ -2,11 +2,13 @@
 
 import numpy as np
 import pytest
-from .audit_datasets import CLASSES, ham_rows, one_thread, tiny_classifier, write_dataset  # noqa: F401
+from .audit_datasets import CLASSES, ham_rows, tiny_classifier, write_dataset
 
 from skinsynth.audit.features import ClassifierFeatures, HubFeatures, load_extractor
 from skinsynth.data import open_dataset
 from skinsynth.errors import PipelineError, SkinsynthError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

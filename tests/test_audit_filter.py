@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import yaml
-from .audit_datasets import CLASSES, ham_rows, tiny_classifier, write_dataset, one_thread  # noqa: F401
+from .audit_datasets import CLASSES, ham_rows, tiny_classifier, write_dataset
 from .conftest import DEMO_RECIPE
 from PIL import Image
 
@@ -17,6 +17,8 @@ from skinsynth.data import open_dataset
 from skinsynth.errors import OutputError, SkinsynthError
 from skinsynth.generate import generate
 from skinsynth.plan import plan
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TEXTS = ["actinic keratosis", "basal cell carcinoma", "benign seborrheic keratosis", "dermatofibroma", "melanoma", "melanocytic nevus", "vascular lesion"]

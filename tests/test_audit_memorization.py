@@ -5,12 +5,14 @@ import json
 
 import numpy as np
 import pytest
-from .audit_datasets import CLASSES, ham_rows, one_thread, planted_copy, tiny_classifier, write_dataset  # noqa: F401
+from .audit_datasets import CLASSES, ham_rows, planted_copy, tiny_classifier, write_dataset
 
 from skinsynth.audit.features import ContrastiveConfig, ContrastiveFeatures
 from skinsynth.audit.memorization import audit_memorization
 from skinsynth.cli import main
 from skinsynth.errors import SkinsynthError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 FAST = ContrastiveConfig(steps=60, batch_size=32)
 PLANTS = ["flip", "rotate", "jpeg"] * 3

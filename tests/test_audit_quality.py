@@ -3,10 +3,12 @@
 import json
 
 import pytest
-from .audit_datasets import CLASSES, ham_rows, tiny_classifier, write_dataset, one_thread  # noqa: F401
+from .audit_datasets import CLASSES, ham_rows, tiny_classifier, write_dataset
 
 from skinsynth.audit.quality import audit_quality, real_halves
 from skinsynth.cli import main
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ from skinsynth.cli import main
 from skinsynth.errors import DatasetError, OutputError, PipelineError, RecipeError, SkinsynthError
 from skinsynth.shards import write_split
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CLASSES = ["melanocytic_nevus", "melanoma", "benign_keratosis", "basal_cell_carcinoma", "actinic_keratosis", "vascular_lesion", "dermatofibroma"]
 DX = ["nv", "mel", "bkl", "bcc", "akiec", "vasc", "df"]
 LESIONS = {"train": range(0, 6), "validation": range(6, 9), "test": range(9, 12)}  # lesion positions per class
@@ -56,17 +58,6 @@ def build_synthetic(out, names=tuple(n.replace("_", " ").capitalize() for n in C
             rows.append({"image": {"bytes": buffer.getvalue(), "path": f"{label}-{i}.png"}, "label": label})
     write_split(out, "train", rows, datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=list(names))}), shard_size=1000)
     return out
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model's steps take ~15 ms on one thread and can take 100x that when 2 threads compete for busy cores."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ from PIL import Image, ImageEnhance
 from skinsynth.benchmark.train import EpochShuffle, ImageRows, Normalization, augment, check_classifier, color_jitter, load_classifier, normalization, to_array
 from skinsynth.errors import PipelineError
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 class FixedFactors:
     """Stands in for a numpy Generator whose jitter factors are known."""

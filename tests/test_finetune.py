@@ -19,6 +19,8 @@ from skinsynth.finetune.batches import BatchOrder, training_pixels
 from skinsynth.finetune.captions import validation_prompts
 from skinsynth.recipe import load_recipe, parse_recipe
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CLASSES = {"mel": "melanoma", "nv": "nevus", "bcc": "basal_cell_carcinoma"}
 RECIPE = {
     "name": "ham-mini",
@@ -59,15 +61,6 @@ def write_real_dataset(root, ham10000_dir, per_class=8, splits=("train",)):
     infos = {split: write_split(root, split, records, features, shard_size=100) for split in splits}
     atomic_write_json(root / "prepare.json", {"kind": "real", "license": "cc-by-nc-sa-4.0", "citation": "Tschandl et al. 2018", "splits": splits_manifest(infos)})
     return root
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from intra-op threads, and on shared cores two spinning threads run ~8x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
