@@ -76,8 +76,12 @@ class ShardTask:
 
 
 def shard_tasks(plans: dict[str, SplitPlan], shard_size: int) -> list[ShardTask]:
+    """The shards to write; an empty split gets none (`load_dataset` cannot read a split of empty shards)."""
     tasks = []
     for split, split_plan in plans.items():
+        if len(split_plan) == 0:
+            logger.warning("split %s has no images; it is left out of the dataset", split)
+            continue
         ranges = shard_ranges(len(split_plan), shard_size)
         tasks += [ShardTask(split, i, len(ranges), start, stop) for i, (start, stop) in enumerate(ranges)]
     return tasks

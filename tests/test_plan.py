@@ -77,3 +77,12 @@ def test_batches_cover_each_job_once_with_one_guidance_each():
         assert sorted(j.index for b in grouped for j in b) == list(range(len(jobs)))
         assert all(len(b) <= batch_size and len({j.guidance_scale for j in b}) == 1 for b in grouped)
         assert [b[0].index for b in grouped] == sorted(b[0].index for b in grouped)
+
+
+def test_an_empty_split_gets_no_shard():
+    from skinsynth.generate import shard_tasks
+
+    data = yaml.safe_load(DEMO_RECIPE.read_text())
+    data["splits"]["test"] = {"per_class": 0}
+    tasks = shard_tasks(plan(parse_recipe(data)), shard_size=10)
+    assert [t.file for t in tasks] == ["data/train-00000-of-00003.arrow", "data/train-00001-of-00003.arrow", "data/train-00002-of-00003.arrow", "data/validation-00000-of-00001.arrow"]
