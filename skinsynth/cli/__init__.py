@@ -36,10 +36,11 @@ def _quiet_libraries(no_progress: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
     if no_progress:  # the libraries' own loading bars too
-        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"
+        import datasets
         import diffusers.utils.logging
         import transformers.utils.logging
 
+        datasets.disable_progress_bars()
         diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.disable_progress_bar()
     import warnings
