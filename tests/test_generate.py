@@ -99,7 +99,7 @@ def test_rerunning_a_finished_run_changes_nothing(demo_out, tiny_pipeline_dir):
 
 
 def test_resume_after_kill_9_gives_identical_rows(tiny_pipeline_dir, tmp_path):
-    recipe = small_recipe(tmp_path, per_class=10, shard_size=4)
+    recipe = small_recipe(tmp_path, per_class=12, shard_size=4)  # 10 shards: 9 train, 1 validation
     reference = tmp_path / "reference"
     generate(recipe, str(tiny_pipeline_dir), reference, batch_size=3, device="cpu", progress=False)
 
@@ -108,18 +108,20 @@ def test_resume_after_kill_9_gives_identical_rows(tiny_pipeline_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(command, env=env)
     records = out / ".skinsynth" / "shards"
+    # A random point: after 1 to 7 finished shards, then a random fraction of a shard (mid-batch, mid-encode, mid-rename).
+    chance = random.Random()
+    wait_for, delay = chance.randint(1, 7), chance.uniform(0.0, 0.3)
     deadline = time.monotonic() + 120
-    while not (records.is_dir() and any(records.iterdir())) and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    delay = random.Random().uniform(0.0, 1.5)
-    time.sleep(delay)  # a random point: mid-shard, mid-encode or between shards
+    while not (records.is_dir() and len(list(records.iterdir())) >= wait_for) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    time.sleep(delay)
     process.send_signal(signal.SIGKILL)
     process.wait()
     finished_before = len(list(records.iterdir()))
     assert not (out / "generation.json").is_file() or json.loads((out / "generation.json").read_text())["status"] == "incomplete", "killed too late"
 
     assert subprocess.run(command, env=env).returncode == 0
-    assert read_rows(out) == read_rows(reference), f"differs after a kill at +{delay:.2f}s with {finished_before} shards done"
+    assert read_rows(out) == read_rows(reference), f"differs after a kill {delay:.2f}s after shard {wait_for}, with {finished_before} shards done"
     assert json.loads((out / "generation.json").read_text())["splits"] == json.loads((reference / "generation.json").read_text())["splits"]
 
 
