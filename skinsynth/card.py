@@ -425,8 +425,6 @@ def _synthetic_card(root: Path, manifest: dict, repo_id: str | None):
         finetunes=finetunes,
         recipe_sha256=manifest.get("identity", {}).get("recipe_sha256", recipe.fingerprint()),
         library_versions=versions,
-        started=manifest.get("started"),
-        finished=manifest.get("finished"),
         rejections=manifest.get("rejections"),
         filter=manifest.get("filter"),
         missing_attribute_values=missing_values(summary, attribute_values),
