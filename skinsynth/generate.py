@@ -247,17 +247,19 @@ IDENTITY_OPTIONS = {
     "pipeline_class": "--model", "scheduler": "recipe's generation.scheduler", "dtype": "--dtype", "lora": "--lora",
     "embeddings": "--embeddings",
 }
+ABSENT = "<absent>"  # an identity key one side does not have
 IDENTITY_LIBRARIES = ("torch", "diffusers", "transformers")  # their versions change pixels
 
 
-def check_output(out: Path) -> None:
+def check_output(out: str | Path) -> None:
     """Refuse `out` unless it is absent, empty, or holds a `skinsynth generate` run; reads only, writes nothing.
 
     A run is recognised by its manifest, or, for a run stopped before writing one, by a folder holding nothing but
     `.skinsynth/`. Anything else (a project, a `prepare` dataset, a home folder) would get its files overwritten.
     """
-    if not str(out).strip():
+    if not str(out).strip():  # Path("") is the working directory
         raise OutputError("`--out` is empty; name the dataset folder (a new or empty one, or an unfinished run to resume)")
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"`--out {out}` is a file; give a new or empty folder")
     if not out.is_dir() or (out / MANIFEST).is_file():
@@ -282,7 +284,7 @@ def identity_difference(previous: dict, current: dict, keys=None) -> tuple[str, 
     """The first key whose value differs between two identities, with both values (inside `model`, the model's own
     key); a key present on one side only differs too. `keys` limits the comparison to those top-level keys."""
     for key in sorted(set(previous) | set(current) if keys is None else keys):
-        old, new = previous.get(key), current.get(key)
+        old, new = previous.get(key, ABSENT), current.get(key, ABSENT)
         if key == "model" and isinstance(old, dict) and isinstance(new, dict) and old != new:
             return identity_difference(old, new)
         if old != new:
@@ -383,7 +385,7 @@ def generate(
         raise SkinsynthError(f"`--limit` must be zero or more, got {limit}")
     if push_to_hub is not None:
         check_repo_id(push_to_hub)
-    check_output(Path(out))
+    check_output(out)
     out = Path(out)
     use_cpu = (device or default_device()) == "cpu"
     state = PartialState(cpu=use_cpu)
