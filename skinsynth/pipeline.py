@@ -81,17 +81,30 @@ def resolve_model(model: str, revision: str | None = None) -> tuple[Path, str | 
     return folder, folder.name if folder.parent.name == "snapshots" else None
 
 
+def _known_library(library) -> bool:
+    """Whether a model_index.json component comes from code skinsynth already has (not from a module it would import)."""
+    import importlib.util
+
+    if library in (None, "diffusers", "transformers"):
+        return True
+    return isinstance(library, str) and library.isidentifier() and importlib.util.find_spec(f"diffusers.pipelines.{library}") is not None
+
+
 def check_text_to_image(folder: Path) -> type:
     """The pipeline class named by `model_index.json`, if it makes images from text alone; else a `PipelineError`."""
     import diffusers
     from diffusers.pipelines.auto_pipeline import AUTO_TEXT2IMAGE_PIPELINES_MAPPING
 
     try:
-        class_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
-    except (OSError, KeyError, json.JSONDecodeError) as err:
+        index = json.loads((folder / "model_index.json").read_text())
+        class_name = index["_class_name"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
         raise PipelineError(f"{folder / 'model_index.json'} is not a valid diffusers model index: {err}") from None
     if not isinstance(class_name, str):  # ["module", "Class"]: a class from a custom module
         raise PipelineError(f"{folder}/model_index.json names the custom pipeline class {class_name!r}; custom pipelines need --trust-remote-code")
+    for name, component in index.items():
+        if not name.startswith("_") and isinstance(component, list) and component and not _known_library(component[0]):
+            raise PipelineError(f"{folder}/model_index.json names the custom class {component!r} for `{name}`; custom code runs only with --trust-remote-code")
     pipeline_class = getattr(diffusers, class_name, None)
     if pipeline_class is None:
         raise PipelineError(f"`{class_name}` (from {folder}/model_index.json) is not a diffusers pipeline class; custom pipelines need --trust-remote-code")
@@ -168,6 +181,10 @@ def load_pipeline(
     folder, commit = resolve_model(model, revision)
     if not trust_remote_code:
         check_text_to_image(folder)
+    for option, paths in (("--lora", [lora] if lora else []), ("--embeddings", embeddings)):  # before the slow part
+        for path in paths:
+            if Path(path).expanduser().exists():
+                check_safetensors(Path(path).expanduser(), option, allow_pickle)
     try:
         pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=torch_dtype(dtype, device), use_safetensors=True, trust_remote_code=trust_remote_code)
     except Exception as err:
@@ -178,7 +195,6 @@ def load_pipeline(
         lora_path = Path(lora).expanduser()
         if not lora_path.exists():
             raise PipelineError(f"`--lora {lora}` does not exist; pass the folder written by `skinsynth finetune --method lora`")
-        check_safetensors(lora_path, "--lora", allow_pickle)
         try:
             pipe.load_lora_weights(str(lora_path), use_safetensors=not allow_pickle or None)
         except Exception as err:
@@ -188,8 +204,6 @@ def load_pipeline(
     embedding_info = []
     for path in embeddings:
         embedding_path = Path(path).expanduser()
-        if embedding_path.exists():
-            check_safetensors(embedding_path, "--embeddings", allow_pickle)
         suffixes = (".safetensors", *PICKLE_SUFFIXES) if allow_pickle else (".safetensors",)
         files = sorted(f for f in embedding_path.iterdir() if f.suffix in suffixes) if embedding_path.is_dir() else [embedding_path]
         if not files or not all(f.is_file() for f in files):

@@ -66,3 +66,7 @@ def test_a_custom_pipeline_class_as_module_and_class_is_refused(tiny_pipeline_di
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "names the custom pipeline class ['my_pipeline', 'MyPipeline']; custom pipelines need --trust-remote-code" in err
+    index["_class_name"], index["unet"] = "StableDiffusionPipeline", ["my_module", "MyUNet"]
+    (custom / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(PipelineError, match=r"names the custom class \['my_module', 'MyUNet'\] for `unet`; custom code runs only with --trust-remote-code"):
+        load_pipeline(str(custom), device="cpu")
