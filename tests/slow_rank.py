@@ -4,6 +4,7 @@ Every rank but 0 sleeps after each collective call (barrier or broadcast), so ra
 `write_shard` call is appended to $SKINSYNTH_TEST_CALLS as `RANK:FILE`, so the test sees who wrote what.
 """
 
+import importlib
 import os
 import sys
 import time
@@ -11,8 +12,9 @@ import time
 import accelerate.utils
 from accelerate import PartialState
 
-import skinsynth.generate
 from skinsynth.cli import main
+
+generate_module = importlib.import_module("skinsynth.generate")  # `skinsynth.generate` is also the function
 
 RANK = int(os.environ.get("RANK", "0"))
 DELAY = 3.0
@@ -39,7 +41,7 @@ def recorded(function):
 
 PartialState.wait_for_everyone = slowed(PartialState.wait_for_everyone)
 accelerate.utils.broadcast_object_list = slowed(accelerate.utils.broadcast_object_list)
-skinsynth.generate.write_shard = recorded(skinsynth.generate.write_shard)
+generate_module.write_shard = recorded(generate_module.write_shard)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

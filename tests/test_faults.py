@@ -77,8 +77,9 @@ def files(root: Path, volatile: dict[str, tuple[str, ...]]) -> dict[str, object]
 def generated_reference(tiny_pipeline_dir, tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("faults-generate")
     recipe = small_recipe(root, per_class=12, shard_size=4)  # 10 shards: 9 train, 1 validation
-    generate(recipe, str(tiny_pipeline_dir), root / "reference", batch_size=3, device="cpu", progress=False)
-    return recipe, root / "reference"
+    reference = root / "reference" / "out"  # the card names the folder: the same name as the killed run's
+    generate(recipe, str(tiny_pipeline_dir), reference, batch_size=3, device="cpu", progress=False)
+    return recipe, reference
 
 
 @pytest.mark.slow
@@ -105,7 +106,7 @@ def test_generate_killed_at_a_random_moment_resumes_to_the_same_files(seed, gene
 
 @pytest.fixture(scope="module")
 def prepared_reference(ham_subset, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("faults-prepare") / "reference"
+    out = tmp_path_factory.mktemp("faults-prepare") / "out"  # the card names the folder: the same name as the killed run's
     prepare(ham_subset, "ham10000", out, progress=False, shard_size=10)
     return out
 
@@ -268,6 +269,16 @@ def test_damage_is_caught_by_verify_and_stops_push_before_any_request(kind, push
 
 
 # ---------------------------------------------------------------- paths inside their root
+
+
+@pytest.mark.parametrize("kind", ["shard outside the folder", "shard as an absolute path"])
+def test_card_reads_no_shard_outside_the_dataset(kind, pushable, tmp_path, capsys):
+    root = Path(shutil.copytree(pushable, tmp_path / "dataset"))
+    DAMAGE[kind][0](root)
+    before = (root / "README.md").read_bytes()
+    assert main(["-q", "card", str(root)]) == 2
+    assert DAMAGE[kind][1] in capsys.readouterr().err
+    assert (root / "README.md").read_bytes() == before
 
 
 def _table(root: Path, image: str, mapping_extra: str = "") -> tuple[Path, Path]:
