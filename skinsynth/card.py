@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DatasetError, PipelineError, SkinsynthError
+from .paths import inside as inside_root
 from .shards import DATA_DIR, atomic_write_json, atomic_write_text, read_manifest
 
 logger = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ def read_summary(root: Path, manifest: dict, columns: list[str]) -> DataSummary:
     for split, info in manifest["splits"].items():
         values: dict[str, list] = {name: [] for name in ["label", *columns]}
         for shard in info["shards"]:
-            path = root / shard["file"]
+            path = inside_root(root, shard["file"], "the manifest's shard list")
             if not path.is_file():
                 raise DatasetError(f"shard `{shard['file']}` is missing from {root}; run `skinsynth verify {root}` for details")
             table = _open_stream(path).read_all()
@@ -225,7 +226,7 @@ def sample_grid(root: Path, manifest: dict, summary: DataSummary, split: str, pe
     for shard in manifest["splits"][split]["shards"]:
         inside = [i for i in needed if offset <= i < offset + shard["num_rows"]]
         if inside:
-            column = _open_stream(root / shard["file"]).read_all().column("image")
+            column = _open_stream(inside_root(root, shard["file"], "the manifest's shard list")).read_all().column("image")
             for i in inside:
                 data = column[i - offset].as_py()["bytes"]
                 images[i] = ImageOps.contain(Image.open(io.BytesIO(data)).convert("RGB"), (tile, tile), Image.Resampling.LANCZOS)
@@ -425,8 +426,6 @@ def _synthetic_card(root: Path, manifest: dict, repo_id: str | None):
         finetunes=finetunes,
         recipe_sha256=manifest.get("identity", {}).get("recipe_sha256", recipe.fingerprint()),
         library_versions=versions,
-        started=manifest.get("started"),
-        finished=manifest.get("finished"),
         rejections=manifest.get("rejections"),
         filter=manifest.get("filter"),
         missing_attribute_values=missing_values(summary, attribute_values),
@@ -442,7 +441,8 @@ def _real_card(root: Path, manifest: dict, repo_id: str | None):
     from huggingface_hub import DatasetCard
 
     first_shard = next(shard for info in manifest["splits"].values() for shard in info["shards"])
-    names = _open_stream(root / first_shard["file"]).schema.names if (root / first_shard["file"]).is_file() else []
+    first_path = inside_root(root, first_shard["file"], "the manifest's shard list")
+    names = _open_stream(first_path).schema.names if first_path.is_file() else []
     attributes = list(manifest.get("attributes") or [name for name in REAL_ATTRIBUTES if name in names])
     has_groups = "group_id" in names
     summary = read_summary(root, manifest, attributes + (["group_id"] if has_groups else []))

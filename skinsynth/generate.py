@@ -6,7 +6,9 @@ its unfinished shards, several processes can share the shards, and the result is
 
 A shard is complete when its record (`.skinsynth/shards/*.json`: rows, sha256, rejections, timing) exists; the
 record is written after the shard file has been renamed into place. `generation.json` states the run's identity
-(recipe hash, model, LoRA, embeddings) from the first moment, and its shard list once everything is done.
+(everything that changes a shard's bytes: recipe hash, model, LoRA, embeddings, batch size, filter, device type,
+library versions) from the first moment, and its shard list once everything is done; its `run` section (start and
+end times, timings) is the only part that differs between two runs of the same command.
 """
 
 from __future__ import annotations
@@ -235,6 +237,39 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
+# What a folder holding a generate run may contain besides foreign files a user added after it finished.
+RUN_STATE_ONLY = {STATE_DIR}
+# Identity keys and the option a user changes to change them: named when a resume is refused.
+IDENTITY_OPTIONS = {
+    "recipe_sha256": "recipe", "limit": "--limit", "batch_size": "--batch-size", "device_type": "--device",
+    "libraries": "installed library versions", "filter": "--filter-* options", "model": "--model",
+    "revision": "--revision", "commit": "--model/--revision (Hub commit)", "fingerprint": "--model (the folder's files changed)",
+    "pipeline_class": "--model", "scheduler": "recipe's generation.scheduler", "dtype": "--dtype", "lora": "--lora",
+    "embeddings": "--embeddings",
+}
+ABSENT = "<absent>"  # an identity key one side does not have
+IDENTITY_LIBRARIES = ("torch", "diffusers", "transformers")  # their versions change pixels
+
+
+def check_output(out: str | Path) -> None:
+    """Refuse `out` unless it is absent, empty, or holds a `skinsynth generate` run; reads only, writes nothing.
+
+    A run is recognised by its manifest, or, for a run stopped before writing one, by a folder holding nothing but
+    `.skinsynth/`. Anything else (a project, a `prepare` dataset, a home folder) would get its files overwritten.
+    """
+    if not str(out).strip():  # Path("") is the working directory
+        raise OutputError("`--out` is empty; name the dataset folder (a new or empty one, or an unfinished run to resume)")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"`--out {out}` is a file; give a new or empty folder")
+    if not out.is_dir() or (out / MANIFEST).is_file():
+        return
+    found = sorted(entry.name for entry in out.iterdir() if entry.name not in RUN_STATE_ONLY)
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise OutputError(f"`{out}` is not empty ({shown}) and holds no `skinsynth generate` run; choose a new or empty --out")
+
+
 def _prepare_output(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -245,33 +280,62 @@ def _prepare_output(out: Path) -> None:
         raise OutputError(f"output directory `{out}` is not writable")
 
 
-def _check_same_run(out: Path, identity: dict) -> dict | None:
-    """The manifest already in `out`, after checking it describes the same run; None if `out` holds no run."""
+def identity_difference(previous: dict, current: dict, keys=None) -> tuple[str, object, object] | None:
+    """The first key whose value differs between two identities, with both values (inside `model`, the model's own
+    key); a key present on one side only differs too. `keys` limits the comparison to those top-level keys."""
+    for key in sorted(set(previous) | set(current) if keys is None else keys):
+        old, new = previous.get(key, ABSENT), current.get(key, ABSENT)
+        if key == "model" and isinstance(old, dict) and isinstance(new, dict) and old != new:
+            return identity_difference(old, new)
+        if old != new:
+            return key, old, new
+    return None
+
+
+def _check_same_run(out: Path, identity: dict, keys=None) -> dict | None:
+    """The manifest already in `out`, after checking it describes the same run; None if `out` holds no run.
+
+    Everything that changes the bytes of a shard is in the identity, and both sides are compared, so a resume can
+    never mix shards of two runs. `keys` checks only those (before the model is loaded)."""
     path = out / MANIFEST
     if not path.is_file():
-        if any((out / "data").glob("*.arrow")):
-            raise OutputError(f"`{out}` already holds a dataset that `skinsynth generate` did not start; choose another --out")
         return None
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    previous = manifest.get("identity", {})
-    for key, value in identity.items():
-        if previous.get(key) != value:
-            raise OutputError(
-                f"`{out}` holds a run with another {key.replace('_', ' ')} ({previous.get(key)!r}, now {value!r}); "
-                "resume it with the same recipe, model and options, or choose another --out"
-            )
+    difference = identity_difference(manifest.get("identity", {}), identity, keys)
+    if difference is not None:
+        key, old, new = difference
+        raise OutputError(
+            f"`{out}` holds a run with another {IDENTITY_OPTIONS.get(key, key)} ({key}: {old!r}, now {new!r}); "
+            "resume it with the same recipe, model and options, or choose another --out"
+        )
     return manifest
 
 
 def _acquire_lock(out: Path):
+    """The run's lock, held by the main process for the whole run; None if another run holds it."""
     from filelock import FileLock, Timeout
 
     lock = FileLock(str(out / STATE_DIR / "lock"))
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise OutputError(f"another `skinsynth generate` is writing to `{out}` (lock {lock.lock_file}); wait for it or choose another --out") from None
+        return None
     return lock
+
+
+def _broadcast(state, value):
+    """`value` as the main process has it, on every process (several processes: one collective call)."""
+    if state.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value])[0]
+
+
+def remaining_tasks(out: Path, tasks: list[ShardTask]) -> list[ShardTask]:
+    """The shards without both a record and a file: what this run still has to write."""
+    records = out / STATE_DIR / "shards"
+    return [t for t in tasks if not (records / t.record_name).is_file() or not (out / t.file).is_file()]
 
 
 def generate(
@@ -287,6 +351,7 @@ def generate(
     embeddings: list[str] | tuple[str, ...] = (),
     limit: int | None = None,
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
     progress: bool = True,
     pipeline=None,
     push_to_hub: str | None = None,
@@ -299,13 +364,16 @@ def generate(
     `pipeline` (a loaded pipeline, with its `ModelInfo`) skips loading, for callers that hold one already.
     Writes the dataset card (`out/README.md`) and, with `push_to_hub`, publishes the dataset under that Hub id.
     `image_filter` (`skinsynth.audit.filter.FilterConfig`, or an `ImageFilter` already built) keeps only images that
-    pass it, retrying the others with their next seeds.
+    pass it, retrying the others with their next seeds. `allow_pickle` lets LoRA and textual-inversion weights load
+    from pickled `.bin` files (which can run code); by default only safetensors load.
+    `out` must be absent, empty, or an earlier run of this same command: everything that changes the images'
+    bytes (recipe, model, options, library versions) must match, or the run is refused before anything is written.
     Returns the manifest (`out/generation.json`).
     """
     from accelerate import PartialState
     from tqdm.auto import tqdm
 
-    from .card import write_dataset_card
+    from .card import CARD_FILE, GRID_FILE, write_dataset_card
     from .hub import check_repo_id
     from .hub import push_to_hub as push
     from .pipeline import default_device, load_pipeline
@@ -317,39 +385,56 @@ def generate(
         raise SkinsynthError(f"`--limit` must be zero or more, got {limit}")
     if push_to_hub is not None:
         check_repo_id(push_to_hub)
+    check_output(out)
     out = Path(out)
     use_cpu = (device or default_device()) == "cpu"
     state = PartialState(cpu=use_cpu)
     device = device if state.num_processes == 1 and device else str(state.device)
+    versions = library_versions()
+    identity = {"recipe_sha256": recipe.fingerprint(), "limit": limit, "batch_size": batch_size, "device_type": device.split(":")[0],
+                "libraries": {name: versions.get(name) for name in IDENTITY_LIBRARIES}}
+    _check_same_run(out, identity, keys=identity)  # fail fast, before loading the model
 
-    _prepare_output(out)
-    _check_same_run(out, {"recipe_sha256": recipe.fingerprint(), "limit": limit})  # fail fast, before loading the model
-    lock = _acquire_lock(out) if state.is_main_process else None
+    # The main process holds the lock for the whole run; every process learns whether it got it.
+    lock, refusal = None, None
+    if state.is_main_process:
+        try:
+            _prepare_output(out)
+            lock = _acquire_lock(out)
+        except OutputError as err:
+            refusal = str(err)
+        if lock is None and refusal is None:
+            refusal = f"another `skinsynth generate` is writing to `{out}` (lock {out / STATE_DIR / 'lock'}); wait for it or choose another --out"
+    refusal = _broadcast(state, refusal)
+    if refusal is not None:
+        raise OutputError(refusal)
     try:
         pipe, model_info = pipeline or load_pipeline(
             model, revision=revision, device=device, dtype=dtype, lora=lora, embeddings=embeddings,
-            scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code,
+            scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
         )
-        identity = {"recipe_sha256": recipe.fingerprint(), "limit": limit, "model": model_info.identity()}
+        identity["model"] = model_info.identity()
         if image_filter is not None:
             image_filter = _build_filter(image_filter, recipe, device, progress)
             identity["filter"] = image_filter.summary()
         manifest = _check_same_run(out, identity)
         plans = plan(recipe, limit)
         tasks = shard_tasks(plans, recipe.generation.shard_size)
+        # The work is shared out once, by the main process, from the state before anyone starts: a process that
+        # finishes a shard early cannot change what another one is given.
+        remaining_indices = None
         if state.is_main_process:
             for stale in (out / "data").glob(".*.tmp"):
                 stale.unlink()
             if manifest is None:
                 manifest = {"identity": identity, "status": "incomplete", "recipe": recipe.to_dict(), "model": model_info.to_dict(),
-                            "library_versions": library_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                            "library_versions": versions, "run": {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
                 if image_filter is not None:
                     manifest["filter"] = image_filter.summary()
                 atomic_write_json(out / MANIFEST, manifest)
-        state.wait_for_everyone()
+            remaining_indices = [tasks.index(t) for t in remaining_tasks(out, tasks)]
+        remaining = [tasks[i] for i in _broadcast(state, remaining_indices)]
 
-        records_dir = out / STATE_DIR / "shards"
-        remaining = [t for t in tasks if not (records_dir / t.record_name).is_file() or not (out / t.file).is_file()]
         started = time.perf_counter()
         with state.split_between_processes(remaining) as mine, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as encoder:
             total = sum(t.stop - t.start for t in mine)
@@ -357,9 +442,13 @@ def generate(
                 for task in mine:
                     write_shard(out, task, plans[task.split], ImageMaker(pipe, recipe, image_filter), batch_size, encoder, bar)
         state.wait_for_everyone()
-        if state.is_main_process and (remaining or manifest["status"] != "complete"):
-            manifest = finalize_manifest(out, manifest, tasks, time.perf_counter() - started)
-            write_dataset_card(out)
+        if state.is_main_process:
+            # Finishing resumes like the rest: a run killed after its manifest said complete gets its card on the next try.
+            finishing = bool(remaining) or manifest["status"] != "complete"
+            if finishing:
+                manifest = finalize_manifest(out, manifest, tasks, time.perf_counter() - started)
+            if finishing or not (out / CARD_FILE).is_file() or not (out / GRID_FILE).is_file():
+                write_dataset_card(out)
         state.wait_for_everyone()
         if push_to_hub is not None and state.is_main_process:  # after the barrier: the other processes may exit meanwhile
             push(out, push_to_hub, private=private, progress=progress)
@@ -393,8 +482,8 @@ def finalize_manifest(out: Path, manifest: dict, tasks: list[ShardTask], seconds
         "splits": splits_manifest(infos),
         "rejections": dict(rejections),
         **({"filter": {**manifest["filter"], "rejections": dict(rejections)}} if "filter" in manifest else {}),
-        "timing": {"last_run_seconds": round(seconds, 3), "shard_seconds": round(busy, 3), "images_per_second": round(generated / busy, 3) if busy else None},
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "run": {**manifest.get("run", {}), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "timing": {"last_run_seconds": round(seconds, 3), "shard_seconds": round(busy, 3), "images_per_second": round(generated / busy, 3) if busy else None}},
     }
     atomic_write_json(out / MANIFEST, manifest)
     return manifest

@@ -81,15 +81,30 @@ def resolve_model(model: str, revision: str | None = None) -> tuple[Path, str | 
     return folder, folder.name if folder.parent.name == "snapshots" else None
 
 
+def _known_library(library) -> bool:
+    """Whether a model_index.json component comes from code skinsynth already has (not from a module it would import)."""
+    import importlib.util
+
+    if library in (None, "diffusers", "transformers"):
+        return True
+    return isinstance(library, str) and library.isidentifier() and importlib.util.find_spec(f"diffusers.pipelines.{library}") is not None
+
+
 def check_text_to_image(folder: Path) -> type:
     """The pipeline class named by `model_index.json`, if it makes images from text alone; else a `PipelineError`."""
     import diffusers
     from diffusers.pipelines.auto_pipeline import AUTO_TEXT2IMAGE_PIPELINES_MAPPING
 
     try:
-        class_name = json.loads((folder / "model_index.json").read_text())["_class_name"]
-    except (OSError, KeyError, json.JSONDecodeError) as err:
+        index = json.loads((folder / "model_index.json").read_text())
+        class_name = index["_class_name"]
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as err:
         raise PipelineError(f"{folder / 'model_index.json'} is not a valid diffusers model index: {err}") from None
+    if not isinstance(class_name, str):  # ["module", "Class"]: a class from a custom module
+        raise PipelineError(f"{folder}/model_index.json names the custom pipeline class {class_name!r}; custom pipelines need --trust-remote-code")
+    for name, component in index.items():
+        if not name.startswith("_") and isinstance(component, list) and component and not _known_library(component[0]):
+            raise PipelineError(f"{folder}/model_index.json names the custom class {component!r} for `{name}`; custom code runs only with --trust-remote-code")
     pipeline_class = getattr(diffusers, class_name, None)
     if pipeline_class is None:
         raise PipelineError(f"`{class_name}` (from {folder}/model_index.json) is not a diffusers pipeline class; custom pipelines need --trust-remote-code")
@@ -98,6 +113,27 @@ def check_text_to_image(folder: Path) -> type:
     if pipeline_class not in AUTO_TEXT2IMAGE_PIPELINES_MAPPING.values() and ("prompt" not in parameters or "image" in parameters or needs_image):
         raise PipelineError(f"`{class_name}` is not a text-to-image pipeline (it needs an input image); use a text-to-image model such as a StableDiffusionPipeline")
     return pipeline_class
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_safetensors(path: Path, option: str, allow_pickle: bool) -> None:
+    """Refuse pickled weights (loading them can run any code) unless the user opted in; say how to convert them."""
+    if allow_pickle:
+        return
+    files = [path] if path.is_file() else [p for p in path.iterdir() if p.is_file()]
+    if any(f.suffix == ".safetensors" for f in files):
+        return
+    pickled = sorted(f.name for f in files if f.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        source = path / pickled[0] if path.is_dir() else path
+        raise PipelineError(
+            f"`{option} {path}` holds pickled weights ({', '.join(pickled)}), which can run code when loaded; skinsynth loads "
+            f"safetensors only. Convert them: python -c \"import torch, safetensors.torch as st; "
+            f"st.save_file(torch.load('{source}', weights_only=True), '{source.with_suffix('.safetensors')}')\" "
+            "(or pass --allow-pickle if you trust the file)"
+        )
 
 
 def default_device() -> str:
@@ -130,10 +166,12 @@ def load_pipeline(
     embeddings: list[str] | tuple[str, ...] = (),
     scheduler: str | None = None,
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ):
     """Load a text-to-image pipeline ready to generate, and the `ModelInfo` that a manifest records.
 
-    Weights are read from safetensors only; remote code runs only with `trust_remote_code=True`.
+    Weights are read from safetensors only (LoRA and embeddings from pickled files with `allow_pickle=True`);
+    remote code runs only with `trust_remote_code=True`.
     """
     from diffusers import DiffusionPipeline
 
@@ -143,6 +181,10 @@ def load_pipeline(
     folder, commit = resolve_model(model, revision)
     if not trust_remote_code:
         check_text_to_image(folder)
+    for option, paths in (("--lora", [lora] if lora else []), ("--embeddings", embeddings)):  # before the slow part
+        for path in paths:
+            if Path(path).expanduser().exists():
+                check_safetensors(Path(path).expanduser(), option, allow_pickle)
     try:
         pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=torch_dtype(dtype, device), use_safetensors=True, trust_remote_code=trust_remote_code)
     except Exception as err:
@@ -154,7 +196,7 @@ def load_pipeline(
         if not lora_path.exists():
             raise PipelineError(f"`--lora {lora}` does not exist; pass the folder written by `skinsynth finetune --method lora`")
         try:
-            pipe.load_lora_weights(str(lora_path))
+            pipe.load_lora_weights(str(lora_path), use_safetensors=not allow_pickle or None)
         except Exception as err:
             raise PipelineError(f"could not load LoRA weights from {lora}: {err}") from err
         lora_info = {"path": str(lora), "fingerprint": folder_fingerprint(lora_path), "finetune": _read_metadata(lora_path)}
@@ -162,14 +204,15 @@ def load_pipeline(
     embedding_info = []
     for path in embeddings:
         embedding_path = Path(path).expanduser()
-        files = sorted(embedding_path.glob("*.safetensors")) if embedding_path.is_dir() else [embedding_path]
+        suffixes = (".safetensors", *PICKLE_SUFFIXES) if allow_pickle else (".safetensors",)
+        files = sorted(f for f in embedding_path.iterdir() if f.suffix in suffixes) if embedding_path.is_dir() else [embedding_path]
         if not files or not all(f.is_file() for f in files):
             raise PipelineError(f"textual-inversion embeddings `{path}` not found; pass a .safetensors file or a folder of them")
         tokens = []
         for file in files:
             try:
                 before = len(pipe.tokenizer)
-                pipe.load_textual_inversion(str(file))
+                pipe.load_textual_inversion(str(file), use_safetensors=not allow_pickle or None)
                 tokens += pipe.tokenizer.convert_ids_to_tokens(list(range(before, len(pipe.tokenizer))))
             except Exception as err:
                 raise PipelineError(f"could not load textual-inversion embeddings from {file}: {err}") from err

@@ -16,6 +16,7 @@ a complete dataset or nothing new.
 
 from __future__ import annotations
 
+import glob
 import io
 import logging
 import os
@@ -262,6 +263,26 @@ def check_output(out: Path, overwrite: bool, source: Path, format: str) -> None:
         raise OutputError(f"`{out.parent}` is not writable")
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_leftovers(out: Path) -> None:
+    """Remove what an interrupted `prepare` into `out` left beside it (`kill -9`, a power cut): the hidden temporary
+    folders `.OUT.prepare-PID` and `.OUT.replaced-PID` of processes that are no longer running."""
+    for path in out.parent.glob(f".{glob.escape(out.name)}.*-*"):
+        stem, _, pid = path.name.rpartition("-")
+        if stem in (f".{out.name}.prepare", f".{out.name}.replaced") and pid.isdigit() and not _running(int(pid)):
+            logger.info("removing %s, left by an interrupted prepare", path)
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
     old = out.with_name(f".{out.name}.replaced-{os.getpid()}")
     if out.exists():
@@ -345,6 +366,7 @@ def prepare(
     config = replace(config or PrepareConfig(), **options) if options else (config or PrepareConfig())
     out = Path(out).expanduser()
     check_output(out, overwrite, Path(source), format)
+    remove_leftovers(out)
     started = time.perf_counter()
     data = read_source(source, format, mapping)
     skipped = Counter(data.skipped)

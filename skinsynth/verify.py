@@ -1,4 +1,5 @@
-"""Check that a dataset folder is exactly what its manifest says: complete, every shard present, intact and alone.
+"""Check that a dataset folder is exactly what its manifest says: complete, carded, every shard present, intact, alone,
+and inside the folder (a manifest naming `../elsewhere.arrow` is refused, so `push` never uploads a file from outside).
 
 `push` runs these checks before uploading anything, so the Hub never receives a half-written or damaged dataset;
 `skinsynth verify OUT` runs them on their own. Cheap checks (presence, size, row count from the Arrow stream's
@@ -10,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .card import CARD_FILE, GRID_FILE
 from .errors import DatasetError
+from .paths import inside
 from .shards import DATA_DIR, read_manifest, sha256_file
 
 
@@ -36,9 +39,11 @@ def arrow_num_rows(path: str | Path) -> int:
         return sum(batch.num_rows for batch in reader)
 
 
-def _check_shard(root: Path, shard: dict) -> None:
+def _check_shard(root: Path, shard: dict, where: str) -> None:
     name = shard["file"]
-    path = root / name
+    path = inside(root, name, where)
+    if name != f"{DATA_DIR}/{path.name}":
+        raise DatasetError(f"{where} names `{name}`, which is not in {DATA_DIR}/ where loaders look for shards: the manifest is damaged")
     if not path.is_file():
         raise DatasetError(f"shard `{name}` is missing from {root}; finish or rerun the command that wrote the dataset")
     size = path.stat().st_size
@@ -62,13 +67,16 @@ def verify_dataset(root: str | Path, *, progress: bool = False) -> VerifiedDatas
     status = manifest.get("status", "complete")
     if status != "complete" or not manifest.get("splits"):
         raise DatasetError(f"{root / manifest_name} says the dataset is {status if status != 'complete' else 'empty'}: run the same `skinsynth generate` command again to finish it")
+    for name, what in ((CARD_FILE, "dataset card"), (GRID_FILE, "sample grid")):
+        if not (root / name).is_file():
+            raise DatasetError(f"the {what} `{name}` is missing from {root}: run the same command again to finish the dataset, or `skinsynth card {root}`")
     listed = set()
     for split, info in manifest["splits"].items():
         shards = info.get("shards", [])
         if sum(shard["num_rows"] for shard in shards) != info["num_rows"]:
             raise DatasetError(f"{manifest_name}: split `{split}` lists shards whose rows do not add up to its num_rows ({info['num_rows']})")
         for shard in shards:
-            _check_shard(root, shard)
+            _check_shard(root, shard, f"{manifest_name} (split `{split}`)")
             listed.add(shard["file"])
     # `load_dataset` reads every data/{split}-* file: one the manifest does not list would add rows nobody checked.
     for path in sorted((root / DATA_DIR).iterdir()) if (root / DATA_DIR).is_dir() else []:

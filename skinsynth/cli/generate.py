@@ -28,6 +28,7 @@ def register(subparsers) -> None:
     parser.add_argument("--embeddings", action="append", default=[], metavar="PATH", help="textual-inversion embeddings (.safetensors file or folder); repeatable")
     parser.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images of each split (a quick preview; a separate run)")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a custom pipeline's own code to run")
+    parser.add_argument("--allow-pickle", action="store_true", help="let --lora and --embeddings load pickled .bin weights (they can run code; default: safetensors only)")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="when done, publish the dataset on the Hub under REPO_ID (as `skinsynth push`; token from HF_TOKEN or `hf auth login`)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo as private")
     filtering = parser.add_argument_group("filtering", "keep only images a classifier trained on real data recognizes; rejected images are retried with their next seed (up to the recipe's max_attempts), so every class still reaches its count")
@@ -47,7 +48,7 @@ def run(args) -> None:
         raise SkinsynthError("the --filter-* options need at least one `--filter-classifier DIR`")
     manifest = generate(
         args.recipe, args.model, args.out, batch_size=args.batch_size, device=args.device, dtype=args.dtype, revision=args.revision,
-        lora=args.lora, embeddings=args.embeddings, limit=args.limit, trust_remote_code=args.trust_remote_code, progress=not args.quiet,
+        lora=args.lora, embeddings=args.embeddings, limit=args.limit, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle, progress=not args.quiet,
         push_to_hub=args.push_to_hub, private=args.private,
         image_filter=image_filter,
     )

@@ -8,8 +8,9 @@ def register(subparsers) -> None:
         "verify",
         help="check that a dataset folder matches its manifest (shards, rows, sha256)",
         description=(
-            "Check DATASET against its manifest: the run is complete, every shard exists with the number of rows and "
-            "the sha256 the manifest records, and data/ holds no other shard. Exit code 2 names the first problem. "
+            "Check DATASET against its manifest: the run is complete, the card (README.md) and sample_grid.png exist, "
+            "every shard is a file in data/ with the number of rows and the sha256 the manifest records, and data/ "
+            "holds no other shard. Exit code 2 names the first problem. "
             "`skinsynth push` runs the same checks before uploading anything."
         ),
         epilog="Example: skinsynth verify ./demo-output",

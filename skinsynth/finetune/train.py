@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "finetune_config.json"
-CHECKPOINTS_DIR = ".skinsynth/checkpoints"
+LOCK_DIR = ".skinsynth"  # holds the lock, and the checkpoints
+CHECKPOINTS_DIR = f"{LOCK_DIR}/checkpoints"
 KEEP_CHECKPOINTS = 2
 TRAINER_STATE = "trainer_state.json"
 FINAL_GRID = "sample_grid.png"  # the name the model card embeds
@@ -165,9 +166,41 @@ def _prepare_output(out: Path, identity: dict, resume: bool) -> Path | None:
             if previous.get(key) != identity.get(key):
                 raise OutputError(f"`{out}` holds a run with another {key} ({previous.get(key)!r}, now {identity.get(key)!r}); resume it with the same options, or choose another --out")
         return latest_checkpoint(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.exists() and (not out.is_dir() or any(entry.name != LOCK_DIR for entry in out.iterdir())):
         raise OutputError(f"`{out}` exists and is not an empty folder; choose a new --out")
     return None
+
+
+def _lock_output(accelerator, out: Path, identity: dict, resume: bool):
+    """Hold `out`'s lock (main process) for the whole run, then check `out` again under it: a second run into the
+    same folder is refused with exit code 2 on every process, even one that started after the first had checked."""
+    lock, refusal, created = None, None, not out.exists()
+    if accelerator.is_main_process:
+        from filelock import FileLock, Timeout
+
+        try:
+            (out / LOCK_DIR).mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(out / LOCK_DIR / "lock"))
+            lock.acquire(timeout=0)
+            _prepare_output(out, identity, resume)
+        except Timeout:
+            lock, refusal = None, f"another `skinsynth finetune` is writing to `{out}`; wait for it or choose another --out"
+        except OSError as err:
+            refusal = f"cannot create `{out}`: {err.strerror or err}"
+        except OutputError as err:
+            refusal = str(err)
+        if refusal is not None and lock is not None:
+            lock.release()
+            lock = None
+            if created:  # a refused start leaves no trace
+                shutil.rmtree(out, ignore_errors=True)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        refusal = broadcast_object_list([refusal])[0]
+    if refusal is not None:
+        raise OutputError(refusal)
+    return lock
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -453,42 +486,47 @@ def finetune(
         reached = int(checkpoint.name.split("-")[1])
         if reached > hyper.max_steps:
             raise SkinsynthError(f"the run in `{out}` is at step {reached}, past `--max-steps {hyper.max_steps}`; pass a larger --max-steps")
-    if accelerator.is_main_process:
-        from ..generate import library_versions
+    lock = _lock_output(accelerator, out, identity, resume)
+    try:
+        if accelerator.is_main_process:
+            from ..generate import library_versions
 
-        out.mkdir(parents=True, exist_ok=True)
-        config = {"identity": identity, "recipe": recipe.to_dict(), "hyperparameters": hyper.model_dump(), "num_processes": accelerator.num_processes, "library_versions": library_versions()}
-        atomic_write_json(out / CONFIG_FILE, config)
-    accelerator.wait_for_everyone()
+            out.mkdir(parents=True, exist_ok=True)
+            config = {"identity": identity, "recipe": recipe.to_dict(), "hyperparameters": hyper.model_dump(), "num_processes": accelerator.num_processes, "library_versions": library_versions()}
+            atomic_write_json(out / CONFIG_FILE, config)
+        accelerator.wait_for_everyone()
 
-    trainer = Trainer(accelerator, hyper, recipe, folder, pipeline_class, out)
-    rows = TrainingRows(train_split, captioner, trainer.parts.tokenizer, hyper.resolution, seed=hyper.seed)
-    if checkpoint is not None:
-        trainer.resume(checkpoint)
-    started = time.perf_counter()
-    trainer.train(rows, order, progress)
-    seconds = time.perf_counter() - started
+        trainer = Trainer(accelerator, hyper, recipe, folder, pipeline_class, out)
+        rows = TrainingRows(train_split, captioner, trainer.parts.tokenizer, hyper.resolution, seed=hyper.seed)
+        if checkpoint is not None:
+            trainer.resume(checkpoint)
+        started = time.perf_counter()
+        trainer.train(rows, order, progress)
+        seconds = time.perf_counter() - started
 
-    metadata = None
-    if accelerator.is_main_process:
-        extra = trainer.method.export(out, pipeline_class)
-        training_license, citation = data_terms(str(data), data_revision)
-        recent = trainer.losses[-FINAL_LOSS_WINDOW:]
-        metadata = {
-            "base_model": base,
-            "base_revision": commit or revision,
-            "method": hyper.method,
-            "training_data": str(data),
-            "training_license": training_license,
-            "training_citation": citation,
-            "steps": trainer.step,
-            "hyperparameters": hyper.model_dump(),
-            "final_loss": round(sum(recent) / len(recent), 6) if recent else None,
-            **extra,
-        }
-        atomic_write_json(out / MODEL_METADATA_FILE, metadata)
-        write_model_card(out)
-        logger.info("fine-tuned %s for %d steps in %.1f s; wrote %s", base, trainer.step, seconds, out)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
+        metadata = None
+        if accelerator.is_main_process:
+            extra = trainer.method.export(out, pipeline_class)
+            training_license, citation = data_terms(str(data), data_revision)
+            recent = trainer.losses[-FINAL_LOSS_WINDOW:]
+            metadata = {
+                "base_model": base,
+                "base_revision": commit or revision,
+                "method": hyper.method,
+                "training_data": str(data),
+                "training_license": training_license,
+                "training_citation": citation,
+                "steps": trainer.step,
+                "hyperparameters": hyper.model_dump(),
+                "final_loss": round(sum(recent) / len(recent), 6) if recent else None,
+                **extra,
+            }
+            atomic_write_json(out / MODEL_METADATA_FILE, metadata)
+            write_model_card(out)
+            logger.info("fine-tuned %s for %d steps in %.1f s; wrote %s", base, trainer.step, seconds, out)
+        accelerator.wait_for_everyone()
+        accelerator.end_training()
+    finally:
+        if lock is not None:
+            lock.release()
     return FinetuneResult(out, metadata or json.loads((out / MODEL_METADATA_FILE).read_text()), trainer.losses)

@@ -34,6 +34,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import DatasetError
+from ..paths import inside
 from ..recipe import RESERVED_COLUMNS
 from . import Example, Source, SourceInfo, label_name
 
@@ -117,15 +118,17 @@ def _find_table(source: Path, mapping: ColumnMapping) -> Path:
         if len(tables) != 1:
             raise DatasetError(f"`{source}` holds {len(tables)} .csv files; name the table with `table:` in the mapping or pass the file itself")
         return tables[0]
-    if not (source / mapping.table).is_file():
+    table = inside(source, mapping.table, "the mapping's `table`")
+    if not table.is_file():
         raise DatasetError(f"table `{mapping.table}` not found in `{source}`")
-    return source / mapping.table
+    return table
 
 
 def read(source: Path, mapping) -> Source:
     mapping = load_mapping(mapping)
     table = _find_table(source, mapping)
-    image_root = table.parent / mapping.images if mapping.images else table.parent
+    root = source if source.is_dir() else table.parent
+    image_root = inside(root, mapping.images, "the mapping's `images`") if mapping.images else table.parent
     with open(table, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, delimiter=mapping.delimiter)
         header = reader.fieldnames or []
@@ -138,7 +141,7 @@ def read(source: Path, mapping) -> Source:
 
     known_labels = None if mapping.label.values is None else {label_name(v) for v in mapping.label.values.values() if v is not None}
     examples, skipped, labels = [], Counter(), set()
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
         raw_label = _number_text((row.get(mapping.label.column) or "").strip())
         if raw_label in mapping.label.missing:
             skipped["missing_label"] += 1
@@ -152,7 +155,7 @@ def read(source: Path, mapping) -> Source:
             continue
         label = label_name(label)
         image = _value(row, mapping.image)
-        path = image_root / mapping.image.template.format(image) if image else None
+        path = inside(image_root, mapping.image.template.format(image), f"{table.name} (data row {number}, column `{mapping.image.column}`)") if image else None
         if path is None or not path.is_file():
             skipped["missing_file"] += 1
             continue
