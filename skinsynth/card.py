@@ -468,6 +468,7 @@ def _real_card(root: Path, manifest: dict, repo_id: str | None):
         source=source,
         extra_columns=[name for name in summary.features if name not in ("image", "label", *attributes)],
         skipped=manifest.get("skipped") or {},
+        duplicates=manifest.get("duplicates"),
         has_groups=has_groups,
         shared_groups=shared_groups(summary) if has_groups else None,
         citations={"source": citation, "akrout": AKROUT_2023, "skinsynth": skinsynth_citation(manifest.get("library_versions", {}).get("skinsynth", _version()))},

@@ -15,7 +15,10 @@ def register(subparsers) -> None:
             "prepare.json manifest), with the same label names and attribute columns as synthetic datasets, so that "
             "`benchmark` and `finetune` read both alike. Splits are stratified by label and grouped by lesion or "
             "patient (`group_id`): no group is in two splits. Images keep their original bytes unless they must be "
-            "converted to RGB or resized; corrupt, missing and unlabeled images are skipped and counted by reason."
+            "converted to RGB or resized; corrupt, missing and unlabeled images are skipped and counted by reason. "
+            "Exact copies (same decoded pixels) and near copies (resized, re-encoded) are found and put in one group; "
+            "copies with different labels are dropped (--conflicts), copies across the source's own train/test split are "
+            "reported (--cross-split); the file names go to duplicates.json."
         ),
         epilog=(
             "Examples:\n"
@@ -37,6 +40,13 @@ def register(subparsers) -> None:
     splits.add_argument("--test", type=float, default=0.1, metavar="FRACTION", help="share of images in test (default: 0.1); train gets the rest")
     splits.add_argument("--seed", type=int, default=0, help="seed of the split and of the per-class cap (default: 0)")
     splits.add_argument("--per-class-cap", type=int, default=None, metavar="N", help="keep at most N images per class (whole groups, chosen by --seed)")
+
+    dedup = parser.add_argument_group("duplicates")
+    dedup.add_argument("--no-dedup", dest="dedup", action="store_false", help="skip duplicate detection (it decodes every image in full)")
+    dedup.add_argument("--conflicts", choices=("drop", "majority", "keep"), default="drop",
+                       help="copies of one image with different labels: drop them all (default), keep those with the majority label, or keep all")
+    dedup.add_argument("--cross-split", choices=("report", "drop-train"), default="report",
+                       help="copies in more than one of the splits the source fixed (train/test folders): report them (default) or drop the train side")
 
     images = parser.add_argument_group("images")
     size = images.add_mutually_exclusive_group()
@@ -87,6 +97,7 @@ def run(args) -> None:
     config = PrepareConfig(
         validation=args.validation, test=args.test, seed=args.seed, resize=parse_size(args.resize) if args.resize else None,
         max_size=args.max_size, per_class_cap=args.per_class_cap, shard_size=args.shard_size, quality=args.quality, workers=args.workers,
+        dedup=args.dedup, conflicts=args.conflicts, cross_split=args.cross_split,
     )
     manifest = prepare(args.source, args.format, args.out, mapping=mapping_from_args(args), config=config, overwrite=args.overwrite, progress=not args.quiet)
     counts = ", ".join(f"{split}: {info['num_rows']}" for split, info in manifest["splits"].items())
@@ -95,4 +106,9 @@ def run(args) -> None:
     for title, key in (("skipped", "skipped"), ("converted to RGB or resized", "converted")):
         if manifest[key]:
             print(f"{title}: " + ", ".join(f"{reason}: {n}" for reason, n in manifest[key].items()))
+    found = manifest["duplicates"]
+    if found and found["clusters"]:
+        print(f"duplicates: {found['exact_copies']} exact and {found['near_copies']} near copies in {found['clusters']} sets, one group_id each; "
+              f"{found['conflicting']['clusters']} sets with different labels ({found['conflicting']['dropped']} images dropped); "
+              f"{found['cross_split']['clusters']} sets across the source's splits; file names in {args.out}/{found['report']}")
     print(f"load it with:  from datasets import load_dataset; ds = load_dataset({str(args.out)!r})")
