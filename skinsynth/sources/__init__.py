@@ -10,10 +10,11 @@ train/test), `csv` (a table plus a column mapping; see dataset_scripts/mappings/
 
 from __future__ import annotations
 
+import os
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..errors import DatasetError
 
@@ -63,6 +64,40 @@ def label_name(text: str) -> str:
     if not name:
         raise DatasetError(f"label {text!r} has no letters or digits to name a class with")
     return name
+
+
+class FileIndex:
+    """Every file under an images root, listed once (one `os.walk`, no `stat` per file), so that a table's image is
+    found wherever the download unzipped it (PAD-UFES-20: `imgs_part_1/` … `imgs_part_3/`; ISIC: a nested folder).
+
+    `find(name)` takes the name as the table writes it: a path relative to the root is used as it is; otherwise the
+    file name is looked up anywhere under the root, and a name found in two places is an error naming both, since
+    picking one would silently give an image the wrong label. Hidden files and folders are ignored.
+    """
+
+    def __init__(self, root: Path):
+        if not root.is_dir():
+            raise DatasetError(f"images folder `{root}` does not exist or is not a folder; set `images:` in the mapping to where the images are")
+        self.root = root
+        self.relative: dict[str, Path] = {}
+        self.by_name: dict[str, list[Path]] = defaultdict(list)
+        for directory, folders, files in os.walk(root):
+            folders[:] = sorted(f for f in folders if not f.startswith("."))
+            for name in sorted(files):
+                if not name.startswith("."):
+                    path = Path(directory) / name
+                    self.relative[path.relative_to(root).as_posix()] = path
+                    self.by_name[name].append(path)
+
+    def find(self, name: str) -> Path | None:
+        relative = PurePosixPath(name.replace("\\", "/")).as_posix()
+        if relative in self.relative:
+            return self.relative[relative]
+        matches = self.by_name.get(PurePosixPath(relative).name, [])
+        if len(matches) > 1:
+            raise DatasetError(f"image `{name}` is found twice under `{self.root}`: `{matches[0]}` and `{matches[1]}`; "
+                               "remove one copy, or write its path relative to the images folder in the table")
+        return matches[0] if matches else None
 
 
 def read_source(source: str | Path, format: str, mapping=None) -> Source:

@@ -20,6 +20,9 @@ Without `values`, a label is its text in snake_case and an attribute value is ke
 `missing` (default: empty, `unknown`, `nan`) become None. Numbers written as `2.0` are read as `2`. A label
 outside a `values` table is counted as `unknown_label` (one mapped to null as `excluded_label`), a row whose file is
 absent as `missing_file`.
+
+Images are found anywhere under `images` (an index of the folder is built once): a download unzipped into several
+folders (`imgs_part_1/` … `imgs_part_3/`) needs no merging; a file name found in two places is an error naming both.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import DatasetError
 from ..recipe import RESERVED_COLUMNS
-from . import Example, Source, SourceInfo, label_name
+from . import Example, FileIndex, Source, SourceInfo, label_name
 
 DEFAULT_MISSING = ("", "unknown", "nan", "NaN", "None", "null")
 
@@ -126,6 +129,7 @@ def read(source: Path, mapping) -> Source:
     mapping = load_mapping(mapping)
     table = _find_table(source, mapping)
     image_root = table.parent / mapping.images if mapping.images else table.parent
+    files = FileIndex(image_root)
     with open(table, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f, delimiter=mapping.delimiter)
         header = reader.fieldnames or []
@@ -152,8 +156,8 @@ def read(source: Path, mapping) -> Source:
             continue
         label = label_name(label)
         image = _value(row, mapping.image)
-        path = image_root / mapping.image.template.format(image) if image else None
-        if path is None or not path.is_file():
+        path = files.find(mapping.image.template.format(image)) if image else None
+        if path is None:
             skipped["missing_file"] += 1
             continue
         group = _value(row, mapping.group_id) if mapping.group_id else None
