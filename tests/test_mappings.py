@@ -89,3 +89,127 @@ def test_an_image_name_found_twice_is_one_clear_error(tmp_path, capsys):
     code = main(["prepare", str(root), "--format", "csv", "--mapping", str(MAPPINGS / "pad_ufes_20.yaml"), "--out", str(tmp_path / "out")])
     assert code == 2 and "found twice" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+# --- ISIC challenges ------------------------------------------------------------------------------------------------
+
+HAM_NAMES = {"melanoma", "melanocytic_nevus", "basal_cell_carcinoma", "actinic_keratosis", "benign_keratosis", "dermatofibroma", "vascular_lesion"}
+
+
+def one_hot(image: str, codes: list[str], *on: str) -> dict:
+    return {"image": image, **{code: "1.0" if code in on else "0.0" for code in codes}}
+
+
+def test_isic_2018_one_hot_labels_lesion_groups_and_bad_rows(tmp_path):
+    codes = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    root = tmp_path / "isic2018"
+    rows, groupings = [], []
+    for i in range(28):
+        image = f"ISIC_{24306 + i:07d}"
+        picture(root / "ISIC2018_Task3_Training_Input" / f"{image}.jpg", seed=i)
+        rows.append(one_hot(image, codes, codes[i % 7]))
+        groupings.append({"image": image, "lesion_id": f"HAM_{i // 2:07d}", "diagnosis_confirm_type": "histopathology"})
+    picture(root / "ISIC2018_Task3_Training_Input" / "ISIC_0099998.jpg", seed=98)
+    picture(root / "ISIC2018_Task3_Training_Input" / "ISIC_0099999.jpg", seed=99)
+    rows += [one_hot("ISIC_0099998", codes), one_hot("ISIC_0099999", codes, "MEL", "NV")]  # no 1, two 1s
+    write_csv(root / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_GroundTruth.csv", rows)
+    write_csv(root / "ISIC2018_Task3_Training_LesionGroupings.csv", groupings)
+
+    manifest = prepare(root, "csv", tmp_path / "out", mapping=MAPPINGS / "isic_2018.yaml", progress=False, validation=0.25, test=0.25)
+    assert manifest["skipped"] == {"no_label": 1, "several_labels": 1}
+    assert set(manifest["label_names"]) == HAM_NAMES
+    rows = {r["diagnosis_confirm_type"] + r["group_id"]: r for r in dataset_rows(tmp_path / "out")}
+    assert len(rows) == 14  # 28 images, two per lesion
+    assert rows["histopathologyHAM_0000000"]["label"] in ("melanoma", "melanocytic_nevus")
+    assert {r["label"] for r in rows.values()} == HAM_NAMES
+
+
+def isic_2019_tree(root: Path) -> Path:
+    codes = ["MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK"]
+    sites = ["anterior torso", "posterior torso", "head/neck", "palms/soles", ""]
+    truth, metadata = [], []
+    for i in range(32):
+        image = f"ISIC_{i:07d}" + ("_downsampled" if i % 5 == 0 else "")
+        picture(root / "ISIC_2019_Training_Input" / f"{image}.jpg", seed=i)
+        truth.append(one_hot(image, codes, codes[i % 8]))
+        if i != 3:  # a ground-truth row without metadata: attributes unknown
+            metadata.append({"image": image, "age_approx": f"{30 + i}.0", "anatom_site_general": sites[i % 5],
+                             "lesion_id": f"BCN_{i // 2:07d}" if i < 16 else "", "sex": ["male", "female", ""][i % 3]})
+    picture(root / "ISIC_2019_Training_Input" / "ISIC_0100000.jpg", seed=100)
+    truth.append(one_hot("ISIC_0100000", codes, "UNK"))
+    metadata.append({"image": "ISIC_0999999", "age_approx": "50.0", "anatom_site_general": "", "lesion_id": "", "sex": ""})  # no such image
+    write_csv(root / "ISIC_2019_Training_GroundTruth.csv", truth)
+    write_csv(root / "ISIC_2019_Training_Metadata.csv", metadata)
+    return root
+
+
+def test_isic_2019_one_hot_labels_joined_metadata_and_groups(tmp_path):
+    root = isic_2019_tree(tmp_path / "isic2019")
+    manifest = prepare(root, "csv", tmp_path / "out", mapping=MAPPINGS / "isic_2019.yaml", progress=False, validation=0.25, test=0.25)
+    assert manifest["skipped"] == {"excluded_label": 1, "metadata_without_image": 1}
+    assert set(manifest["label_names"]) == HAM_NAMES | {"squamous_cell_carcinoma"}
+    rows = dataset_rows(tmp_path / "out")
+    assert len(rows) == 32
+    by_group = {}
+    for r in rows:
+        by_group.setdefault(r["group_id"], []).append(r)
+    assert len(by_group["BCN_0000000"]) == 2 and {r["label"] for r in by_group["BCN_0000000"]} == {"melanoma", "melanocytic_nevus"}
+    assert len({r["split"] for r in by_group["BCN_0000000"]}) == 1
+    alone = by_group["ISIC_0000020_downsampled"][0]  # no lesion id: its own group
+    assert (alone["label"], alone["body_site"], alone["age"], alone["sex"]) == ("benign_keratosis", "trunk", "50", None)
+    unjoined = by_group["ISIC_0000003"]  # no metadata row: no lesion id, no attributes
+    assert [(r["label"], r["body_site"], r["age"], r["sex"]) for r in unjoined] == [("actinic_keratosis", None, None, None)]
+    assert {r["body_site"] for r in rows} == {"trunk", "back", "head/neck", "acral", None}
+
+
+def isic_2020_rows(n: int) -> list[dict]:
+    diagnoses = ["nevus", "melanoma", "unknown", "seborrheic keratosis", "lentigo NOS", "solar lentigo"]
+    return [{"image_name": f"ISIC_{2637011 + i:07d}", "patient_id": f"IP_{7279968 + i // 3:07d}", "sex": ["male", "female"][i % 2],
+             "age_approx": f"{45 + 5 * (i % 4)}.0", "anatom_site_general_challenge": ["torso", "head/neck", "lower extremity", ""][i % 4],
+             "diagnosis": diagnoses[i % 6], "benign_malignant": "malignant" if i % 6 == 1 else "benign", "target": str(int(i % 6 == 1))}
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("layout", ["isic", "kaggle"])
+def test_isic_2020_from_the_isic_download_and_from_kaggle(tmp_path, layout):
+    root = tmp_path / layout
+    rows = isic_2020_rows(36)
+    if layout == "isic":
+        rows = [{**r, "lesion_id": f"IL_{i:07d}"} for i, r in enumerate(rows)]
+        write_csv(root / "ISIC_2020_Training_GroundTruth_v2.csv", rows)
+        folder = root / "ISIC_2020_Training_JPEG" / "train"
+    else:
+        write_csv(root / "train.csv", rows)
+        folder = root / "jpeg" / "train"
+    for i, row in enumerate(rows):
+        picture(folder / f"{row['image_name']}.jpg", seed=i)
+    picture(root / "jpeg" / "test" / "ISIC_0052060.jpg", seed=500)  # another split's image: not in the table, ignored
+
+    manifest = prepare(root, "csv", tmp_path / "out", mapping=MAPPINGS / "isic_2020.yaml", progress=False, validation=0.25, test=0.25)
+    assert manifest["skipped"] == {"missing_label": 6}  # diagnosis `unknown`
+    assert manifest["label_names"] == ["atypical_melanocytic_proliferation", "benign_keratosis", "cafe_au_lait_macule", "melanocytic_nevus", "melanoma"]
+    out = dataset_rows(tmp_path / "out")
+    assert len(out) == 30 and {r["label"] for r in out} == {"benign_keratosis", "melanocytic_nevus", "melanoma"}
+    first = next(r for r in out if r["group_id"] == "IP_7279968" and r["label"] == "melanocytic_nevus")
+    assert (first["body_site"], first["sex"], first["age"], first["benign_malignant"]) == ("trunk", "male", "45", "benign")
+    assert all(r["benign_malignant"] == ("malignant" if r["label"] == "melanoma" else "benign") for r in out)
+    patients = {}
+    for r in out:
+        patients.setdefault(r["group_id"], set()).add(r["split"])
+    assert len(patients) == 12 and all(len(s) == 1 for s in patients.values())
+
+
+def test_bad_mappings_and_tables_are_clear_errors(tmp_path, capsys):
+    root = isic_2019_tree(tmp_path / "isic2019")
+    mapping = {"table": "ISIC_2019_Training_GroundTruth.csv", "images": "ISIC_2019_Training_Input", "image": {"column": "image", "template": "{}.jpg"}}
+    with pytest.raises(DatasetError, match="exactly one"):
+        prepare(root, "csv", tmp_path / "out", mapping={**mapping, "label": {"column": "MEL", "one_hot": {"MEL": "melanoma"}}})
+    with pytest.raises(DatasetError, match="no column.*'XX'"):
+        prepare(root, "csv", tmp_path / "out", mapping={**mapping, "label": {"one_hot": {"MEL": "melanoma", "XX": "other"}}})
+    with pytest.raises(DatasetError, match="not found"):
+        prepare(root, "csv", tmp_path / "out", mapping={**mapping, "label": {"one_hot": {"MEL": "melanoma"}}, "join": {"table": "absent.csv", "key": "image"}})
+    metadata = root / "ISIC_2019_Training_Metadata.csv"
+    metadata.write_text(metadata.read_text() + metadata.read_text().splitlines()[1] + "\n")
+    code = main(["prepare", str(root), "--format", "csv", "--mapping", str(MAPPINGS / "isic_2019.yaml"), "--out", str(tmp_path / "out")])
+    assert code == 2 and "on two rows" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
