@@ -143,13 +143,13 @@ class Check:
     fingerprint: dup.Fingerprint | None = None
 
 
-def check_image(path: Path, config: PrepareConfig) -> Check:
-    """Open `path`, read its header and decode it to prove it is whole: in full and fingerprinted with `dedup`,
+def check_image(example: Example, config: PrepareConfig) -> Check:
+    """Open the example's image, read its header and decode it to prove it is whole: in full and fingerprinted with `dedup`,
     else at reduced size (JPEG: 1/8 scale)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        data = path.read_bytes()
+        data = example.data()
     except FileNotFoundError:
         return Check(skip="missing_file")
     except OSError:
@@ -195,13 +195,13 @@ def to_rgb(image):
     return image.convert("RGB")
 
 
-def image_bytes(path: Path, check: Check, config: PrepareConfig) -> tuple[bytes, str]:
+def image_bytes(example: Example, check: Check, config: PrepareConfig) -> tuple[bytes, str]:
     """The bytes to store and the file name to record: the original file when nothing must change, else an RGB
     (and, if asked, resized) re-encoding, JPEG for JPEG sources and PNG for the rest. A re-encoded image is turned
     upright first (the EXIF orientation is not carried over; `datasets` applies it when decoding kept bytes)."""
     from PIL import Image, ImageOps
 
-    data = path.read_bytes()
+    data, path = example.data(), example.path
     if check.convert is None:
         return data, path.name
     with Image.open(io.BytesIO(data)) as image:
@@ -396,7 +396,7 @@ def write_splits(root: Path, data: Source, usable: list[tuple[Example, Check]], 
     def row(item: tuple[Example, Check]) -> dict:
         example, check = item
         try:
-            content, name = image_bytes(example.path, check, config)
+            content, name = image_bytes(example, check, config)
         except OSError as err:
             raise DatasetError(f"`{example.path}` passed the check but could not be converted (did it change meanwhile?): {err}") from err
         return {"image": {"bytes": content, "path": name}, "label": label_index[example.label], "group_id": example.group_id,
@@ -423,7 +423,7 @@ def write_splits(root: Path, data: Source, usable: list[tuple[Example, Check]], 
 
 
 def prepare(
-    source: str | Path,
+    source: str | Path | list,
     format: str,
     out: str | Path,
     *,
@@ -433,7 +433,8 @@ def prepare(
     progress: bool = True,
     **options,
 ) -> dict:
-    """Convert the dataset at `source` (`format`: ham10000, imagefolder or csv) into `out`; return the manifest.
+    """Convert the dataset at `source` (`format`: ham10000, imagefolder, csv, or skinsynth: a list of `prepare`
+    outputs to combine) into `out`; return the manifest.
 
     Mirrors `skinsynth prepare`. `mapping` is the CSV column mapping (YAML file, dict or `sources.csv.ColumnMapping`).
     Options are `PrepareConfig` fields (`validation=0.1, test=0.1, seed=0, resize=(w, h), max_size,
@@ -446,7 +447,9 @@ def prepare(
 
     config = replace(config or PrepareConfig(), **options) if options else (config or PrepareConfig())
     out = Path(out).expanduser()
-    check_output(out, overwrite, Path(source), format)
+    sources = [Path(s) for s in source] if isinstance(source, (list, tuple)) else [Path(source)]
+    for one in sources:
+        check_output(out, overwrite, one, format)
     started = time.perf_counter()
     data = read_source(source, format, mapping)
     skipped = Counter(data.skipped)
@@ -457,13 +460,13 @@ def prepare(
 
     config = replace(config, workers=config.workers or os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
-        checks = list(tqdm(pool.map(lambda e: check_image(e.path, config), examples), total=len(examples), unit="img", desc="checking", disable=not progress))
+        checks = list(tqdm(pool.map(lambda e: check_image(e, config), examples), total=len(examples), unit="img", desc="checking", disable=not progress))
         skipped.update(c.skip for c in checks if c.skip)
         converted = Counter(c.convert for c in checks if c.convert)
         usable = [(e, c) for e, c in zip(examples, checks) if c.skip is None]
         duplicates, entries = None, []
         if config.dedup and usable:
-            root = Path(source).expanduser()
+            root = Path(os.path.commonpath([s.expanduser() for s in sources])) if len(sources) > 1 else sources[0].expanduser()
             usable, duplicates, entries, dropped = resolve_duplicates(usable, config, root if root.is_dir() else root.parent)
             skipped.update(dropped)
         if not usable:
@@ -477,7 +480,7 @@ def prepare(
             manifest = {
                 "kind": "real",
                 "status": "complete",
-                "source": {"name": data.info.name, "homepage": data.info.homepage, "format": format, "path": str(source),
+                "source": {"name": data.info.name, "homepage": data.info.homepage, "format": format, "path": str(sources[0]) if len(sources) == 1 else [str(s) for s in sources],
                            "num_examples": len(data.examples) + sum(data.skipped.values()), **data.reader_options},
                 "license": data.info.license,
                 "citation": data.info.citation,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -130,7 +131,7 @@ def isic_2019_tree(root: Path) -> Path:
     truth, metadata = [], []
     for i in range(32):
         image = f"ISIC_{i:07d}" + ("_downsampled" if i % 5 == 0 else "")
-        picture(root / "ISIC_2019_Training_Input" / f"{image}.jpg", seed=i)
+        picture(root / "ISIC_2019_Training_Input" / f"{image}.jpg", seed=1000 + i)
         truth.append(one_hot(image, codes, codes[i % 8]))
         if i != 3:  # a ground-truth row without metadata: attributes unknown
             metadata.append({"image": image, "age_approx": f"{30 + i}.0", "anatom_site_general": sites[i % 5],
@@ -212,4 +213,57 @@ def test_bad_mappings_and_tables_are_clear_errors(tmp_path, capsys):
     metadata.write_text(metadata.read_text() + metadata.read_text().splitlines()[1] + "\n")
     code = main(["prepare", str(root), "--format", "csv", "--mapping", str(MAPPINGS / "isic_2019.yaml"), "--out", str(tmp_path / "out")])
     assert code == 2 and "on two rows" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# --- combining converted datasets -----------------------------------------------------------------------------------
+
+
+def test_combining_datasets_keeps_sources_and_dedups_across_them(tmp_path, capsys):
+    pad = pad_ufes_tree(tmp_path / "pad-ufes-20")
+    isic = isic_2019_tree(tmp_path / "isic2019")
+    pad_images = {p.name: p for p in (pad / "images").rglob("*.png")}
+    # ISIC holds a re-encoded copy of a PAD nevus (same label) and of a PAD melanoma (labelled BCC in ISIC).
+    Image.open(pad_images["PAT_1000_101_001.png"]).convert("RGB").save(isic / "ISIC_2019_Training_Input" / "ISIC_0000001.jpg", quality=95)
+    Image.open(pad_images["PAT_1001_102_002.png"]).convert("RGB").save(isic / "ISIC_2019_Training_Input" / "ISIC_0000002.jpg", quality=95)
+    prepare(pad, "csv", tmp_path / "pad", mapping=MAPPINGS / "pad_ufes_20.yaml", progress=False, validation=0.25, test=0.25)
+    prepare(isic, "csv", tmp_path / "isic", mapping=MAPPINGS / "isic_2019.yaml", progress=False, validation=0.25, test=0.25)
+
+    code = main(["-q", "prepare", str(tmp_path / "pad"), str(tmp_path / "isic"), "--format", "skinsynth", "--out", str(tmp_path / "both"),
+                 "--validation", "0.25", "--test", "0.25"])
+    assert code == 0, capsys.readouterr().err
+    manifest = json.loads((tmp_path / "both" / "prepare.json").read_text())
+    assert manifest["source"]["name"] == "PAD-UFES-20 + ISIC 2019" and manifest["license"] == "other"  # CC BY 4.0 + CC BY-NC 4.0
+    assert [(c["name"], c["rows"]) for c in manifest["source"]["combined"]] == [("PAD-UFES-20", 24), ("ISIC 2019", 32)]
+    found = manifest["duplicates"]
+    assert (found["clusters"], found["across_groups"], found["conflicting"]["clusters"], found["conflicting"]["dropped"]) == (2, 2, 1, 2)
+    assert manifest["attributes"] == ["fitzpatrick", "body_site", "sex", "age"]
+    assert manifest["source_columns"] == ["lesion_id", "diagnostic", "biopsed", "source"]
+    assert "squamous_cell_carcinoma" in manifest["label_names"] and "dermatofibroma" in manifest["label_names"]
+
+    rows = dataset_rows(tmp_path / "both")
+    assert len(rows) == 24 + 32 - 2
+    assert Counter(r["source"] for r in rows) == {"PAD-UFES-20": 23, "ISIC 2019": 31}
+    pad_nevus = next(r for r in rows if r["source"] == "PAD-UFES-20" and r["lesion_id"] == "101")
+    assert pad_nevus["group_id"] == "ISIC 2019/BCN_0000000"  # joined with the copy's lesion (and so its patient's other lesion too)
+    group = [r for r in rows if r["group_id"] == pad_nevus["group_id"]]
+    assert Counter(r["source"] for r in group) == {"PAD-UFES-20": 2, "ISIC 2019": 2} and len({r["split"] for r in group}) == 1
+    assert {r["group_id"].split("/")[0] for r in rows} == {"PAD-UFES-20", "ISIC 2019"}
+    assert all(r["fitzpatrick"] is None for r in rows if r["source"] == "ISIC 2019")
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["group_id"], set()).add(r["split"])
+    assert all(len(splits) == 1 for splits in groups.values())
+
+
+def test_combining_refuses_what_it_cannot_combine(tmp_path, capsys):
+    pad = pad_ufes_tree(tmp_path / "pad-ufes-20", n=8)
+    prepare(pad, "csv", tmp_path / "a", mapping=MAPPINGS / "pad_ufes_20.yaml", progress=False, validation=0.25, test=0.25)
+    prepare(pad, "csv", tmp_path / "b", mapping=MAPPINGS / "pad_ufes_20.yaml", progress=False, validation=0.25, test=0.25)
+    with pytest.raises(DatasetError, match="both named"):
+        prepare([tmp_path / "a", tmp_path / "b"], "skinsynth", tmp_path / "out", progress=False)
+    assert main(["prepare", str(tmp_path / "a"), str(tmp_path / "b"), "--format", "csv", "--out", str(tmp_path / "out")]) == 2
+    assert "only `--format skinsynth` combines" in capsys.readouterr().err
+    with pytest.raises(DatasetError, match="no skinsynth manifest"):
+        prepare([tmp_path / "a", pad], "skinsynth", tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()

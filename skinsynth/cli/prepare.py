@@ -1,7 +1,8 @@
-"""`skinsynth prepare SOURCE --format ham10000|imagefolder|csv --out DIR`."""
+"""`skinsynth prepare SOURCE --format ham10000|imagefolder|csv --out DIR`; `prepare A B … --format skinsynth` combines."""
 
 import argparse
 
+from ..errors import SkinsynthError
 from ..prepare import PrepareConfig, parse_size, prepare
 from ..sources import FORMATS
 
@@ -9,7 +10,7 @@ from ..sources import FORMATS
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "prepare",
-        help="convert a real dataset (HAM10000, ImageFolder, CSV) into the skinsynth layout with leak-free splits",
+        help="convert a real dataset (HAM10000, ImageFolder, CSV) into the skinsynth layout with leak-free splits, or combine converted ones",
         description=(
             "Convert a real image dataset into the layout `generate` writes (data/{split}-…arrow shards and a "
             "prepare.json manifest), with the same label names and attribute columns as synthetic datasets, so that "
@@ -18,7 +19,9 @@ def register(subparsers) -> None:
             "converted to RGB or resized; corrupt, missing and unlabeled images are skipped and counted by reason. "
             "Exact copies (same decoded pixels) and near copies (resized, re-encoded) are found and put in one group; "
             "copies with different labels are dropped (--conflicts), copies across the source's own train/test split are "
-            "reported (--cross-split); the file names go to duplicates.json."
+            "reported (--cross-split); the file names go to duplicates.json. `--format skinsynth A B …` combines datasets "
+            "converted this way into one: rows keep their dataset in a `source` column, copies across them are found, "
+            "and the combined rows are split again, grouped."
         ),
         epilog=(
             "Examples:\n"
@@ -26,12 +29,13 @@ def register(subparsers) -> None:
             "  skinsynth prepare ./my_images --format imagefolder --max-size 512 --out ./mine\n"
             "  skinsynth prepare ~/data/pad-ufes-20 --format csv --mapping dataset_scripts/mappings/pad_ufes_20.yaml --out ./pad\n"
             "  skinsynth prepare ./table.csv --format csv --image-column file --label-column dx --group-column patient \\\n"
-            "      --attribute body_site=site --out ./table"
+            "      --attribute body_site=site --out ./table\n"
+            "  skinsynth prepare ./ham10000 ./isic2019 --format skinsynth --out ./ham-isic"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("source", metavar="SOURCE", help="the dataset as downloaded: a folder (or, for csv, the table file)")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="ham10000: images + HAM10000_metadata.csv; imagefolder: SOURCE/[train|test/]CLASS/IMAGE; csv: a table + a column mapping")
+    parser.add_argument("source", metavar="SOURCE", nargs="+", help="the dataset as downloaded: a folder (or, for csv, the table file); for skinsynth, two or more `prepare` outputs")
+    parser.add_argument("--format", required=True, choices=FORMATS, help="ham10000: images + HAM10000_metadata.csv; imagefolder: SOURCE/[train|test/]CLASS/IMAGE; csv: a table + a column mapping; skinsynth: combine `prepare` outputs")
     parser.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (must be absent or empty unless --overwrite)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (only once the new dataset is complete)")
 
@@ -68,8 +72,6 @@ def register(subparsers) -> None:
 
 def mapping_from_args(args):
     """The --mapping file, or a mapping made of the column options; None when neither is given."""
-    from ..errors import SkinsynthError
-
     columns = [args.image_column, args.label_column, args.group_column, args.image_dir, *args.attribute]
     if args.mapping is not None:
         if any(columns):
@@ -99,7 +101,10 @@ def run(args) -> None:
         max_size=args.max_size, per_class_cap=args.per_class_cap, shard_size=args.shard_size, quality=args.quality, workers=args.workers,
         dedup=args.dedup, conflicts=args.conflicts, cross_split=args.cross_split,
     )
-    manifest = prepare(args.source, args.format, args.out, mapping=mapping_from_args(args), config=config, overwrite=args.overwrite, progress=not args.quiet)
+    if len(args.source) > 1 and args.format != "skinsynth":
+        raise SkinsynthError(f"`--format {args.format}` reads one SOURCE, got {len(args.source)}; only `--format skinsynth` combines several")
+    source = args.source if args.format == "skinsynth" else args.source[0]
+    manifest = prepare(source, args.format, args.out, mapping=mapping_from_args(args), config=config, overwrite=args.overwrite, progress=not args.quiet)
     counts = ", ".join(f"{split}: {info['num_rows']}" for split, info in manifest["splits"].items())
     size = sum(info["num_bytes"] for info in manifest["splits"].values()) / 1e6
     print(f"wrote {args.out} ({counts}; {len(manifest['label_names'])} classes, {size:.1f} MB) in {manifest['seconds']:.1f} s")

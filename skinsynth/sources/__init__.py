@@ -5,7 +5,8 @@ source columns) plus what it could not use (`skipped`, counted by reason). Reade
 write: checking, converting, splitting and writing happen once, in `skinsynth.prepare`, for every format alike.
 
 Formats: `ham10000` (images + HAM10000_metadata.csv), `imagefolder` (one folder per class, optionally under
-train/test), `csv` (a table plus a column mapping; see dataset_scripts/mappings/ for public datasets).
+train/test), `csv` (a table plus a column mapping; see dataset_scripts/mappings/ for public datasets), `skinsynth`
+(datasets `prepare` wrote, combined into one).
 """
 
 from __future__ import annotations
@@ -13,18 +14,21 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import DatasetError
 
-FORMATS = ("ham10000", "imagefolder", "csv")
+FORMATS = ("ham10000", "imagefolder", "csv", "skinsynth")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
 class Example:
-    """One image as the source describes it. `split` is set only when the source itself fixes it (train/test folders)."""
+    """One image as the source describes it. `split` is set only when the source itself fixes it (train/test folders).
+    `read` returns the image's bytes when they are not a file at `path` (a row of a dataset's shard; `path` then
+    only names it)."""
 
     path: Path
     label: str
@@ -32,6 +36,10 @@ class Example:
     attributes: dict[str, str | None] = field(default_factory=dict)
     columns: dict[str, str | None] = field(default_factory=dict)
     split: str | None = None
+    read: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
+
+    def data(self) -> bytes:
+        return self.read() if self.read is not None else self.path.read_bytes()
 
 
 @dataclass(frozen=True)
@@ -100,13 +108,20 @@ class FileIndex:
         return matches[0] if matches else None
 
 
-def read_source(source: str | Path, format: str, mapping=None) -> Source:
-    """Read `source` with the reader of `format` (`mapping`: the CSV column mapping, a file or a `ColumnMapping`)."""
-    from . import csv, ham10000, imagefolder
+def read_source(source: str | Path | list, format: str, mapping=None) -> Source:
+    """Read `source` with the reader of `format` (`mapping`: the CSV column mapping, a file or a `ColumnMapping`).
+    Only `skinsynth` takes several sources (a list), combining them."""
+    from . import csv, ham10000, imagefolder, skinsynth
 
-    source = Path(source).expanduser()
-    if not source.exists():
-        raise DatasetError(f"source `{source}` does not exist")
+    sources = [Path(s).expanduser() for s in (source if isinstance(source, (list, tuple)) else [source])]
+    for one in sources:
+        if not one.exists():
+            raise DatasetError(f"source `{one}` does not exist")
+    if format == "skinsynth":
+        return skinsynth.read(sources)
+    if len(sources) != 1:
+        raise DatasetError(f"`--format {format}` reads one source, got {len(sources)}; only `--format skinsynth` combines several")
+    source = sources[0]
     if format == "csv":
         return csv.read(source, mapping)
     if mapping is not None:
