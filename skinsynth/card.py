@@ -157,8 +157,11 @@ def count_tables(summary: DataSummary, attributes: list[str], attribute_values: 
     """Per-class and per-attribute-value image counts for each split, as Markdown-ready tables.
 
     `attribute_values` fixes the row order (the recipe's values); values found in the data but not listed follow,
-    sorted, and missing values (None) are shown as `unknown`.
+    sorted, and missing values (None) are shown as `unknown`. Ages written in years are counted in decades
+    (`40-49`), as twins' recipes and prompts use them: one row per year says little and runs long.
     """
+    from .recipe_from import BANDED, age_band
+
     splits = list(summary.columns)
     header = ["", *splits, "total"]
 
@@ -174,9 +177,10 @@ def count_tables(summary: DataSummary, attributes: list[str], attribute_values: 
     labels = {split: Counter(columns["label"]) for split, columns in summary.columns.items()}
     tables = [table("Images per class", list(range(len(summary.label_names))), labels, dict(enumerate(summary.label_names)))]
     for name in attributes:
-        counts = {split: Counter(columns[name]) for split, columns in summary.columns.items()}
+        band = age_band if name in BANDED else (lambda value: value)
+        counts = {split: Counter(None if v is None else band(v) for v in columns[name]) for split, columns in summary.columns.items()}
         seen = set().union(*counts.values())
-        listed = list(attribute_values.get(name, []))
+        listed = list(dict.fromkeys(band(v) for v in attribute_values.get(name, [])))
         extra = sorted((v for v in seen if v is not None and v not in listed), key=_natural)
         keys = listed + extra + ([None] if None in seen else [])
         tables.append(table(f"Images per {name}", keys, counts, {None: "unknown"}))
@@ -429,12 +433,26 @@ def _synthetic_card(root: Path, manifest: dict, repo_id: str | None):
         rejections=manifest.get("rejections"),
         filter=manifest.get("filter"),
         missing_attribute_values=missing_values(summary, attribute_values),
+        joint_fit=_joint_fit(recipe, summary),
         training_data_names=_unique(t.name for t in trained_on),
         tuned=[{"part": part["part"], "data": data} for part, data in tuned],
         other_licenses=other_licenses,
         citations={"akrout": AKROUT_2023, "training": _unique(t.citation for t in trained_on), "skinsynth": skinsynth_citation(versions.get("skinsynth", _version()))},
     )
     return DatasetCard.from_template(card_data, template_path=str(templates_dir() / "synthetic_dataset.md"), **variables)
+
+
+def _joint_fit(recipe, summary: DataSummary) -> dict[str, dict]:
+    """`plan.joint_fit` of the generated train split (the first split when there is no `train`)."""
+    from .plan import joint_fit
+
+    split = "train" if "train" in summary.columns else next(iter(summary.columns), None)
+    if split is None or split not in recipe.splits or recipe.splits[split].attributes != "weighted":
+        return {}
+    columns = summary.columns[split]
+    names = summary.label_names
+    rows = {"label": [names[k] for k in columns["label"]], **{name: columns[name] for name in recipe.attributes if name in columns}}
+    return joint_fit(recipe, split, rows) if all(name in rows for name in recipe.attributes) else {}
 
 
 def _real_card(root: Path, manifest: dict, repo_id: str | None):
@@ -468,6 +486,7 @@ def _real_card(root: Path, manifest: dict, repo_id: str | None):
         source=source,
         extra_columns=[name for name in summary.features if name not in ("image", "label", *attributes)],
         skipped=manifest.get("skipped") or {},
+        duplicates=manifest.get("duplicates"),
         has_groups=has_groups,
         shared_groups=shared_groups(summary) if has_groups else None,
         citations={"source": citation, "akrout": AKROUT_2023, "skinsynth": skinsynth_citation(manifest.get("library_versions", {}).get("skinsynth", _version()))},

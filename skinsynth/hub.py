@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .card import CARD_FILE, GRID_FILE, REPORTS, REPORTS_DIR, write_dataset_card
 from .errors import HubError
+from .prepare import DUPLICATES_REPORT
 from .shards import DATA_DIR
 from .verify import verify_dataset
 
@@ -141,7 +142,7 @@ def push_to_hub(
 
         # Last commit: what describes the shards, and the removal of shards an earlier push left that the card's
         # `data/{split}-*` patterns would otherwise pick up.
-        files = [verified.manifest_name, GRID_FILE, *(f"{REPORTS_DIR}/{name}.json" for name in REPORTS), CARD_FILE]
+        files = [verified.manifest_name, DUPLICATES_REPORT, GRID_FILE, *(f"{REPORTS_DIR}/{name}.json" for name in REPORTS), CARD_FILE]
         operations = [CommitOperationAdd(path_in_repo=file, path_or_fileobj=str(root / file)) for file in files if (root / file).is_file()]
         listed = {shard["file"] for shard in verified.shards}
         patterns = [f"{DATA_DIR}/{split}-*" for split in verified.manifest["splits"]]

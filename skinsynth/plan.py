@@ -10,6 +10,7 @@ planning a million images takes about a second; `SplitPlan.job(i)` builds one jo
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -131,6 +132,16 @@ def _attribute_codes(recipe: Recipe, split: str, labels: np.ndarray, ranks: np.n
         for name, spec in specs.items():
             weights = np.asarray(spec.weights if spec.weights is not None else [1.0] * len(spec.values), dtype=float)
             codes[name] = _stream(base, split, f"attribute:{name}").choice(len(spec.values), size=len(labels), p=weights / weights.sum())
+            # Classes with their own weights draw from their own stream, indexed by their rank within the class, so
+            # an image's value depends on (seed, split, attribute, class, rank) only, like everything else here.
+            for k, class_spec in enumerate(recipe.classes):
+                if name not in (class_spec.attributes or {}):
+                    continue
+                members = np.flatnonzero(labels == k)
+                if len(members):
+                    own = np.asarray(recipe.attribute_weights(k, name))
+                    draws = _stream(base, split, f"attribute:{name}:class:{class_spec.name}").choice(len(spec.values), size=int(ranks[members].max()) + 1, p=own / own.sum())
+                    codes[name][members] = draws[ranks[members]]
         return codes
     # Balanced: class k's j-th image takes combination perm_k[j mod M], perm_k a shuffle of all M combinations.
     sizes = [len(spec.values) for spec in specs.values()]
@@ -144,6 +155,52 @@ def _attribute_codes(recipe: Recipe, split: str, labels: np.ndarray, ranks: np.n
     for name, size in zip(reversed(list(specs)), reversed(sizes)):  # mixed-radix decode, last attribute fastest
         codes[name], combo = combo % size, combo // size
     return {name: codes[name] for name in specs}
+
+
+def expected_table(recipe: Recipe, split: str, name: str) -> dict[tuple[str, str], float]:
+    """The share of `split` each (class, value of attribute `name`) should have under `weighted` sampling: the
+    class's share of the split times the value's share of the class's weights."""
+    counts = recipe.class_counts(split)
+    total = sum(counts) or 1
+    table = {}
+    for k, spec in enumerate(recipe.classes):
+        weights = recipe.attribute_weights(k, name)
+        for value, weight in zip(recipe.attributes[name].values, weights):
+            if weight > 0:
+                table[(spec.name, value)] = counts[k] / total * weight / sum(weights)
+    return table
+
+
+def total_variation(p: dict, q: dict) -> float:
+    """Half the L1 distance between two distributions given as {key: share} (0: identical, 1: disjoint)."""
+    return 0.5 * sum(abs(p.get(key, 0.0) - q.get(key, 0.0)) for key in set(p) | set(q))
+
+
+def sampling_noise(p: dict, n: int) -> float:
+    """The total-variation distance a sample of `n` draws from `p` is expected to show from `p` itself (normal
+    approximation, sum of E|x - np| / n over cells): the yardstick for "within sampling noise"."""
+    return 0.5 * sum(float(np.sqrt(2 * share * (1 - share) / (np.pi * n))) for share in p.values()) if n else 0.0
+
+
+def joint_fit(recipe: Recipe, split: str, rows: dict[str, list] | None = None) -> dict[str, dict]:
+    """How close a split's class x attribute tables are to what the recipe asks for, for each attribute that some
+    class weights on its own: {attribute: {"distance", "noise", "images"}} (total variation, and what a random
+    sample of that size would show). `rows` are the split's columns ({"label": class names, attribute: values});
+    by default the planned split, so a twin can be checked before an image is made."""
+    names = [name for name in recipe.attributes if any(name in (c.attributes or {}) for c in recipe.classes)]
+    if rows is None:
+        planned = plan_split(recipe, split)
+        rows = {"label": [recipe.label_names[k] for k in planned.labels],
+                **{name: [recipe.attributes[name].values[c] for c in planned.attribute_codes[name]] for name in names}}
+    fit = {}
+    for name in names:
+        pairs = [(label, value) for label, value in zip(rows["label"], rows[name]) if value is not None]
+        if not pairs:
+            continue
+        observed = {key: count / len(pairs) for key, count in Counter(pairs).items()}
+        expected = expected_table(recipe, split, name)
+        fit[name] = {"distance": round(total_variation(expected, observed), 4), "noise": round(sampling_noise(expected, len(pairs)), 4), "images": len(pairs)}
+    return fit
 
 
 def plan(recipe: Recipe, limit: int | None = None) -> dict[str, SplitPlan]:

@@ -1,6 +1,7 @@
 """Convert a real dataset (HAM10000, an ImageFolder, a CSV table) into the layout `generate` writes, with leak-free splits.
 
-    read (skinsynth.sources)  ->  cap per class  ->  check images  ->  split by group  ->  write shards + prepare.json
+    read (skinsynth.sources)  ->  cap per class  ->  check + fingerprint images  ->  duplicates  ->  split by group
+    ->  write shards + prepare.json (+ duplicates.json)
 
 Images keep their original bytes unless something has to change: a mode other than RGB (greyscale, CMYK, alpha,
 palette, 16-bit), a format other than JPEG/PNG/WebP, or a resize that was asked for. Only those are decoded in full
@@ -8,6 +9,12 @@ and re-encoded (JPEG sources as JPEG, others as PNG); the rest are checked with 
 reads the whole compressed stream and so catches truncated files. Converting all 10,015 HAM10000 JPEGs this way takes
 seconds, and the output is the size of the source (decoding into PIL images and letting `datasets` store them
 as PNG takes over a minute and writes 8x the bytes).
+
+Duplicates (`skinsynth.duplicates`: same pixels, or resized / re-encoded copies) are found in the check pass, which
+then decodes every image in full; they share a `group_id`, so they never straddle the splits skinsynth makes.
+Copies with different labels follow `conflicts`; copies on both sides of a split the source fixed are reported
+(and with `cross_split="drop-train"` removed from train). The counts go to the manifest and the card, the file
+names to `duplicates.json`.
 
 Unusable images are skipped and counted by reason (`corrupt_image`, `missing_file`, `unknown_label`…) in the manifest.
 Everything is written into a hidden folder beside `out` and renamed into place at the end, so `out` either holds
@@ -28,6 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from . import duplicates as dup
 from .errors import DatasetError, OutputError, SkinsynthError
 from .shards import ShardInfo, ShardWriter, atomic_write_json, shard_file, shard_ranges, splits_manifest
 from .sources import Example, Source, read_source
@@ -36,6 +44,7 @@ from .splits import SPLITS, assign_splits, cap_per_class
 logger = logging.getLogger(__name__)
 
 MANIFEST = "prepare.json"
+DUPLICATES_REPORT = "duplicates.json"
 KEPT_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 # Why an image in this mode is re-encoded (the reason is counted under "converted" in the manifest).
 CONVERSIONS = {"L": "greyscale", "LA": "greyscale", "1": "greyscale", "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "16-bit",
@@ -50,6 +59,10 @@ class PrepareConfig:
     `validation` and `test` are fractions of the whole dataset (train gets the rest). When the source fixes some
     splits itself (ImageFolder train/test folders), those are kept and the missing ones are carved out of train.
     `resize` is an exact (width, height); `max_size` bounds the longer side and keeps the aspect ratio.
+    `dedup` finds exact and near copies (see `skinsynth.duplicates`); `conflicts` says what becomes of copies with
+    different labels (`drop`: all of them, the default, since the source contradicts itself; `majority`: keep those
+    with the strictly most common label; `keep`: keep all, only count them); `cross_split` what becomes of copies
+    on both sides of a split the source fixed (`report`, the default, or `drop-train`: remove the train side).
     """
 
     validation: float = 0.1
@@ -61,8 +74,15 @@ class PrepareConfig:
     shard_size: int = 1000
     quality: int = 95
     workers: int | None = None
+    dedup: bool = True
+    conflicts: str = "drop"
+    cross_split: str = "report"
 
     def __post_init__(self):
+        if self.conflicts not in dup.CONFLICT_POLICIES:
+            raise SkinsynthError(f"`--conflicts` must be one of {', '.join(dup.CONFLICT_POLICIES)}, got {self.conflicts!r}")
+        if self.cross_split not in dup.CROSS_SPLIT_POLICIES:
+            raise SkinsynthError(f"`--cross-split` must be one of {', '.join(dup.CROSS_SPLIT_POLICIES)}, got {self.cross_split!r}")
         for name in ("validation", "test"):
             if not 0 <= getattr(self, name) < 1:
                 raise SkinsynthError(f"`--{name}` must be a fraction in [0, 1), got {getattr(self, name)}")
@@ -121,14 +141,16 @@ class Check:
 
     skip: str | None = None
     convert: str | None = None
+    fingerprint: dup.Fingerprint | None = None
 
 
-def check_image(path: Path, config: PrepareConfig) -> Check:
-    """Open `path`, read its header and decode it at reduced size (JPEG: 1/8 scale) to prove it is whole."""
-    from PIL import Image, UnidentifiedImageError
+def check_image(example: Example, config: PrepareConfig) -> Check:
+    """Open the example's image, read its header and decode it to prove it is whole: in full and fingerprinted with `dedup`,
+    else at reduced size (JPEG: 1/8 scale)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        data = path.read_bytes()
+        data = example.data()
     except FileNotFoundError:
         return Check(skip="missing_file")
     except OSError:
@@ -136,21 +158,26 @@ def check_image(path: Path, config: PrepareConfig) -> Check:
     try:
         with Image.open(io.BytesIO(data)) as image:
             mode, fmt, size = image.mode, image.format, image.size[::-1] if _rotated(image) else image.size
-            image.draft(None, (max(1, size[0] // 8), max(1, size[1] // 8)))
-            image.load()
+            if config.dedup:
+                image.load()
+                fingerprint = dup.fingerprint(to_rgb(ImageOps.exif_transpose(image)))
+            else:
+                image.draft(None, (max(1, size[0] // 8), max(1, size[1] // 8)))
+                image.load()
+                fingerprint = None
     except UnidentifiedImageError:
         return Check(skip="not_an_image")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         return Check(skip="corrupt_image")
     if fmt == "PNG" and len(data) > 24 and data[24] > 8:  # IHDR bit depth; Pillow opens 16-bit RGB PNGs as 8-bit RGB
-        return Check(convert="16-bit")
+        return Check(convert="16-bit", fingerprint=fingerprint)
     if mode != "RGB":
-        return Check(convert=CONVERSIONS.get(mode, "colour_space"))
+        return Check(convert=CONVERSIONS.get(mode, "colour_space"), fingerprint=fingerprint)
     if fmt not in KEPT_FORMATS:
-        return Check(convert="format")
+        return Check(convert="format", fingerprint=fingerprint)
     if config.target_size(size) is not None:
-        return Check(convert="resize")
-    return Check()
+        return Check(convert="resize", fingerprint=fingerprint)
+    return Check(fingerprint=fingerprint)
 
 
 def to_rgb(image):
@@ -169,13 +196,13 @@ def to_rgb(image):
     return image.convert("RGB")
 
 
-def image_bytes(path: Path, check: Check, config: PrepareConfig) -> tuple[bytes, str]:
+def image_bytes(example: Example, check: Check, config: PrepareConfig) -> tuple[bytes, str]:
     """The bytes to store and the file name to record: the original file when nothing must change, else an RGB
     (and, if asked, resized) re-encoding, JPEG for JPEG sources and PNG for the rest. A re-encoded image is turned
     upright first (the EXIF orientation is not carried over; `datasets` applies it when decoding kept bytes)."""
     from PIL import Image, ImageOps
 
-    data = path.read_bytes()
+    data, path = example.data(), example.path
     if check.convert is None:
         return data, path.name
     with Image.open(io.BytesIO(data)) as image:
@@ -203,6 +230,81 @@ def ordered_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, ahead: 
             yield pending.popleft().result()
     while pending:
         yield pending.popleft().result()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Duplicates: group them, settle conflicting labels, report copies across the source's own splits.
+
+
+def _file_name(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+
+
+def resolve_duplicates(usable: list[tuple[Example, Check]], config: PrepareConfig, root: Path) -> tuple[list[tuple[Example, Check]], dict, list[dict], Counter]:
+    """Find the duplicate clusters among the usable images and apply the config's policies. Returns the images kept
+    (copies now share one `group_id`), the counts for the manifest, one report entry per cluster (file names
+    relative to `root`) and the images dropped, by reason."""
+    examples = [e for e, _ in usable]
+    found = dup.clusters(len(usable), dup.duplicate_pairs([c.fingerprint for _, c in usable]))
+    preset = any(e.split is not None for e in examples)
+    keep = [True] * len(usable)
+    dropped: Counter = Counter()
+    counts: Counter = Counter()
+    entries = []
+    for members in found:
+        labels = [examples[i].label for i in members]
+        entry = {"kind": "exact" if len({usable[i][1].fingerprint.pixels for i in members}) == 1 else "near",
+                 "files": [_file_name(examples[i].path, root) for i in members], "labels": labels,
+                 "groups": [examples[i].group_id for i in members]}
+        counts["across_groups"] += len(set(entry["groups"])) > 1
+        if len(set(labels)) > 1:
+            counts["conflicting_clusters"] += 1
+            counts["conflicting_images"] += len(members)
+            for i, kept in zip(members, dup.conflict_keep(labels, config.conflicts)):
+                if not kept:
+                    keep[i] = False
+                    dropped["conflicting_label"] += 1
+        if preset:
+            entry["splits"] = [examples[i].split or "train" for i in members]
+            sides = {split for i, split in zip(members, entry["splits"]) if keep[i]}
+            if len(sides) > 1:
+                counts["cross_split_clusters"] += 1
+                counts["cross_split_images"] += len(members)
+                if config.cross_split == "drop-train":
+                    for i, split in zip(members, entry["splits"]):
+                        if keep[i] and split == "train":
+                            keep[i] = False
+                            dropped["duplicate_across_splits"] += 1
+        entry["dropped"] = [name for i, name in zip(members, entry["files"]) if not keep[i]]
+        entries.append(entry)
+
+    exact = Counter(c.fingerprint.pixels for _, c in usable)
+    in_clusters = sum(len(m) for m in found)
+    summary = {
+        "method": {"exact": "SHA-256 of the decoded RGB pixels",
+                   "near": f"64-bit DCT pHash within {dup.PHASH_DISTANCE} bits and 32x32 grey thumbnails within {dup.THUMBNAIL_DIFFERENCE} grey levels"},
+        "clusters": len(found),
+        "images": in_clusters,
+        "exact_copies": sum(n - 1 for n in exact.values()),
+        "near_copies": in_clusters - len(found) - sum(n - 1 for n in exact.values()),
+        "across_groups": counts["across_groups"],
+        "conflicting": {"clusters": counts["conflicting_clusters"], "images": counts["conflicting_images"], "policy": config.conflicts,
+                        "dropped": dropped["conflicting_label"]},
+        "cross_split": {"clusters": counts["cross_split_clusters"], "images": counts["cross_split_images"], "policy": config.cross_split,
+                        "removed_from_train": dropped["duplicate_across_splits"]},
+        "report": DUPLICATES_REPORT,
+    }
+    if summary["conflicting"]["clusters"]:
+        logger.warning("%d images are copies of one another with different labels (%d sets); --conflicts %s dropped %d of them",
+                       summary["conflicting"]["images"], summary["conflicting"]["clusters"], config.conflicts, summary["conflicting"]["dropped"])
+    if summary["cross_split"]["clusters"]:
+        logger.warning("WARNING: %d sets of copies (%d images) sit in more than one of the splits the source fixed%s; see %s",
+                       summary["cross_split"]["clusters"], summary["cross_split"]["images"],
+                       f": {dropped['duplicate_across_splits']} removed from train" if config.cross_split == "drop-train"
+                       else ": evaluation on them measures memory (`--cross-split drop-train` removes the train side)", DUPLICATES_REPORT)
+    mapping = dup.merged_groups([e.group_id for e in examples], [[i for i in m if keep[i]] for m in found])
+    kept = [(replace(e, group_id=mapping.get(e.group_id, e.group_id)), c) for (e, c), k in zip(usable, keep) if k]
+    return kept, summary, entries, dropped
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -315,7 +417,7 @@ def write_splits(root: Path, data: Source, usable: list[tuple[Example, Check]], 
     def row(item: tuple[Example, Check]) -> dict:
         example, check = item
         try:
-            content, name = image_bytes(example.path, check, config)
+            content, name = image_bytes(example, check, config)
         except OSError as err:
             raise DatasetError(f"`{example.path}` passed the check but could not be converted (did it change meanwhile?): {err}") from err
         return {"image": {"bytes": content, "path": name}, "label": label_index[example.label], "group_id": example.group_id,
@@ -342,7 +444,7 @@ def write_splits(root: Path, data: Source, usable: list[tuple[Example, Check]], 
 
 
 def prepare(
-    source: str | Path,
+    source: str | Path | list,
     format: str,
     out: str | Path,
     *,
@@ -352,7 +454,8 @@ def prepare(
     progress: bool = True,
     **options,
 ) -> dict:
-    """Convert the dataset at `source` (`format`: ham10000, imagefolder or csv) into `out`; return the manifest.
+    """Convert the dataset at `source` (`format`: ham10000, imagefolder, csv, or skinsynth: a list of `prepare`
+    outputs to combine) into `out`; return the manifest.
 
     Mirrors `skinsynth prepare`. `mapping` is the CSV column mapping (YAML file, dict or `sources.csv.ColumnMapping`).
     Options are `PrepareConfig` fields (`validation=0.1, test=0.1, seed=0, resize=(w, h), max_size,
@@ -365,7 +468,9 @@ def prepare(
 
     config = replace(config or PrepareConfig(), **options) if options else (config or PrepareConfig())
     out = Path(out).expanduser()
-    check_output(out, overwrite, Path(source), format)
+    sources = [Path(s) for s in source] if isinstance(source, (list, tuple)) else [Path(source)]
+    for one in sources:
+        check_output(out, overwrite, one, format)
     remove_leftovers(out)
     started = time.perf_counter()
     data = read_source(source, format, mapping)
@@ -377,10 +482,15 @@ def prepare(
 
     config = replace(config, workers=config.workers or os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=config.workers) as pool:
-        checks = list(tqdm(pool.map(lambda e: check_image(e.path, config), examples), total=len(examples), unit="img", desc="checking", disable=not progress))
+        checks = list(tqdm(pool.map(lambda e: check_image(e, config), examples), total=len(examples), unit="img", desc="checking", disable=not progress))
         skipped.update(c.skip for c in checks if c.skip)
         converted = Counter(c.convert for c in checks if c.convert)
         usable = [(e, c) for e, c in zip(examples, checks) if c.skip is None]
+        duplicates, entries = None, []
+        if config.dedup and usable:
+            root = Path(os.path.commonpath([s.expanduser() for s in sources])) if len(sources) > 1 else sources[0].expanduser()
+            usable, duplicates, entries, dropped = resolve_duplicates(usable, config, root if root.is_dir() else root.parent)
+            skipped.update(dropped)
         if not usable:
             raise SkinsynthError(f"no usable image in `{source}` (skipped: {dict(skipped) or 'none found'})")
         splits = split_examples([e for e, _ in usable], config)
@@ -392,7 +502,7 @@ def prepare(
             manifest = {
                 "kind": "real",
                 "status": "complete",
-                "source": {"name": data.info.name, "homepage": data.info.homepage, "format": format, "path": str(source),
+                "source": {"name": data.info.name, "homepage": data.info.homepage, "format": format, "path": str(sources[0]) if len(sources) == 1 else [str(s) for s in sources],
                            "num_examples": len(data.examples) + sum(data.skipped.values()), **data.reader_options},
                 "license": data.info.license,
                 "citation": data.info.citation,
@@ -404,11 +514,14 @@ def prepare(
                 "class_counts": class_counts,
                 "skipped": dict(sorted(skipped.items())),
                 "converted": dict(sorted(converted.items())),
+                "duplicates": duplicates,
                 "features": dataset_features(data).to_dict(),
                 "library_versions": library_versions(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "seconds": round(time.perf_counter() - started, 3),
             }
+            if duplicates is not None:
+                atomic_write_json(tmp / DUPLICATES_REPORT, {"method": duplicates["method"], "clusters": entries})
             atomic_write_json(tmp / MANIFEST, manifest)
             _move_into_place(tmp, out)
         except BaseException:

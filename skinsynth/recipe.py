@@ -42,11 +42,25 @@ class _Frozen(BaseModel):
 
 
 class ClassSpec(_Frozen):
-    """One label. `prompt` is the text that fills `{class}` in templates (defaults to the name with spaces)."""
+    """One label. `prompt` is the text that fills `{class}` in templates (defaults to the name with spaces).
+
+    `attributes` optionally gives this class its own weights over an attribute's values (`{body_site: {back: 3,
+    face: 1}}`; values left out get weight 0): in `weighted` splits they replace the attribute's weights for this
+    class, so that melanomas and nevi can keep the body sites, ages and sexes they have in real data.
+    """
 
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     prompt: str | None = None
     weight: Annotated[float, Field(gt=0)] = 1.0
+    attributes: dict[str, dict[str, Annotated[float, Field(ge=0)]]] | None = None
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _text_values(cls, data):
+        # YAML reads `{1: 0.5}` with a number key; attribute values are strings (`1` -> "1"), as in `AttributeSpec`.
+        if isinstance(data, dict):
+            return {name: {_as_text(k): w for k, w in weights.items()} if isinstance(weights, dict) else weights for name, weights in data.items()}
+        return data
 
     @property
     def text(self) -> str:
@@ -144,6 +158,15 @@ class Recipe(_Frozen):
         reserved = set(self.attributes) & RESERVED_COLUMNS
         if reserved:
             raise ValueError(f"attribute names {sorted(reserved)} are reserved for dataset columns")
+        for spec in self.classes:
+            for name, weights in (spec.attributes or {}).items():
+                if name not in self.attributes:
+                    raise ValueError(f"class `{spec.name}` weights attribute `{name}`, which is not in `attributes` ({sorted(self.attributes)})")
+                unknown = sorted(set(weights) - set(self.attributes[name].values))
+                if unknown:
+                    raise ValueError(f"class `{spec.name}`: `{name}` values {unknown} are not among the attribute's values {list(self.attributes[name].values)}")
+                if sum(weights.values()) <= 0:
+                    raise ValueError(f"class `{spec.name}`: `{name}` weights must not all be zero")
         for template in self.prompts.templates:
             unknown = template_fields(template) - {"class", *self.attributes}
             if unknown:
@@ -154,6 +177,15 @@ class Recipe(_Frozen):
     @property
     def label_names(self) -> list[str]:
         return [c.name for c in self.classes]
+
+    def attribute_weights(self, class_index: int, name: str) -> list[float]:
+        """The weights `weighted` sampling uses for attribute `name` in class `class_index`, one per value: the
+        class's own when it has them, else the attribute's, else uniform."""
+        spec = self.attributes[name]
+        own = (self.classes[class_index].attributes or {}).get(name)
+        if own is not None:
+            return [float(own.get(value, 0.0)) for value in spec.values]
+        return list(spec.weights) if spec.weights is not None else [1.0] * len(spec.values)
 
     def class_counts(self, split: str) -> list[int]:
         """Images per class in `split`; a `total` is shared by class weight (largest remainders, ties to earlier classes)."""

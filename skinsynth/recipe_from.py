@@ -4,7 +4,10 @@ The benchmark asks "what is a synthetic image worth compared to a real one?"; th
 synthetic set has the real training split's label distribution and the same attribute values in the same
 proportions. This module counts them in the train split and writes them into a recipe: class weights are the
 train counts (so `total` reproduces the class distribution), attribute weights are the train frequencies
-(unknown values left out), and the prompt templates mention every attribute.
+(unknown values left out), each class also gets its own attribute weights (melanomas and nevi do not share body
+sites, ages or sexes, so the twin reproduces the class x attribute table, not just each margin), and the prompt
+templates mention every attribute. Ages go in decades (`40-49`): one value per year would make prompts and card
+tables as fine-grained as the source's rounding, and sparse per class.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ PHRASES = {
     "sex": "{sex} patient",
     "age": "age {age}",
 }
+BANDED = ("age",)  # numeric attributes written as decades
 MAX_AUTO_VALUES = 100  # a string column of a Hub dataset with more distinct values is an id, not an attribute
 
 
@@ -49,6 +53,35 @@ def _class_spec(name: str) -> dict:
     if re.fullmatch(NAME_PATTERN, name):
         return {"name": name}
     return {"name": re.sub(r"[^0-9A-Za-z]+", "_", name).strip("_") or "class", "prompt": name}
+
+
+def age_band(value: str) -> str:
+    """`47` or `47.0` -> `40-49`; a value that is not a number (a source's own band, `40-49`) is kept."""
+    try:
+        low = int(float(value)) // 10 * 10
+    except ValueError:
+        return value
+    return f"{low}-{low + 9}"
+
+
+def _band_order(value: str) -> tuple:
+    match = re.match(r"-?\d+(\.\d+)?", value)
+    return (0, float(match.group()), value) if match else (1, 0.0, value)
+
+
+def source_name(dataset: str) -> str:
+    """How a twin names its source: the dataset's own name (from `prepare.json` or the recipe) for a local
+    skinsynth folder, the Hub id as given otherwise; never a local path, which would be published in the card."""
+    path = Path(dataset).expanduser()
+    if path.is_dir():
+        try:
+            kind, manifest = read_manifest(path)
+        except SkinsynthError:
+            return path.resolve().name
+        if kind == "prepare.json":
+            return (manifest.get("source") or {}).get("repo_id") or (manifest.get("source") or {}).get("name") or path.resolve().name
+        return manifest.get("recipe", {}).get("name") or path.resolve().name
+    return dataset
 
 
 def default_templates(attributes: list[str]) -> list[str]:
@@ -113,15 +146,21 @@ def recipe_from(
     unknown = [a for a in attributes if a not in part.features]
     if unknown:
         raise SkinsynthError(f"`{dataset}` has no column(s) {unknown}; its columns are {list(part.features)}")
-    attribute_specs = {}
+    attribute_specs, class_weights = {}, {i: {} for i in present}
     for attribute in attributes:
-        values = Counter(v for v in part[attribute] if v is not None)
+        column = [None if v is None else age_band(v) if attribute in BANDED else v for v in part[attribute]]
+        values = Counter(v for v in column if v is not None)
         if not values:
             logger.warning("attribute `%s` is unknown for every image of `%s`; left out of the recipe", attribute, split)
             continue
-        numeric = all(re.fullmatch(r"-?\d+(\.\d+)?", v) for v in values)
-        ranked = sorted(values, key=lambda v: float(v)) if numeric else sorted(values, key=lambda v: (-values[v], v))
+        numeric = all(re.fullmatch(r"-?\d+(\.\d+)?", v) for v in values) or attribute in BANDED
+        ranked = sorted(values, key=_band_order) if numeric else sorted(values, key=lambda v: (-values[v], v))
         attribute_specs[attribute] = {v: values[v] for v in ranked}
+        joint = Counter((label, v) for label, v in zip(part["label"], column) if v is not None)
+        for i in present:
+            own = {v: joint[(i, v)] for v in ranked if joint[(i, v)]}
+            if own:  # a class whose images all lack the value keeps the attribute's overall weights
+                class_weights[i][attribute] = own
 
     n_train = sum(counts.values())
     count = {"per_class": per_class} if per_class is not None else {"total": total or n_train}
@@ -131,13 +170,13 @@ def recipe_from(
         val_count = {"per_class": max(1, round(per_class * ratio))} if per_class is not None else {"total": max(1, round((total or n_train) * ratio))}
         splits["validation"] = {**val_count, "attributes": "weighted"}
 
-    source_name = Path(str(dataset)).name or str(dataset)
+    source = source_name(str(dataset))
     recipe = parse_recipe(
         {
-            "name": name or re.sub(r"[^0-9A-Za-z_\-]+", "-", f"{source_name}-synthetic").strip("-_"),
-            "description": f"Synthetic twin of {dataset} ({split} split: {n_train} images): same classes, class balance and attribute frequencies.",
+            "name": name or re.sub(r"[^0-9A-Za-z_\-]+", "-", f"{source}-synthetic").strip("-_"),
+            "description": f"Synthetic twin of {source} ({split} split: {n_train} images): same classes, class balance and class x attribute frequencies.",
             "license": _source_license(str(dataset)),
-            "classes": [{**_class_spec(label_names[i]), "weight": counts[i]} for i in present],
+            "classes": [{**_class_spec(label_names[i]), "weight": counts[i], **({"attributes": class_weights[i]} if class_weights[i] else {})} for i in present],
             "attributes": attribute_specs,
             "prompts": {"templates": templates or default_templates(list(attribute_specs))},
             "splits": splits,

@@ -238,7 +238,7 @@ def test_real_dataset_card(tmp_path):
     assert tables["Images per class"]["nv"] == [2, 1, 5, 8]
     assert tables["Images per fitzpatrick"] == {"unknown": [10, 4, 5, 19], "total": [10, 4, 5, 19]}
     assert tables["Images per body_site"]["unknown"] == [3, 1, 1, 5]
-    assert list(tables["Images per age"]) == ["30", "35", "40", "45", "total"]
+    assert list(tables["Images per age"]) == ["30-39", "40-49", "total"]  # ages in decades
     for expected in ["@article{tschandl2018ham10000", "missing_image 2", "No `group_id` (lesion or patient) has images in two splits", "real patient images",
                      "Not for diagnosis", "`dx_type`"]:
         assert expected in card.text, expected

@@ -86,3 +86,45 @@ def test_an_empty_split_gets_no_shard():
     data["splits"]["test"] = {"per_class": 0}
     tasks = shard_tasks(plan(parse_recipe(data)), shard_size=10)
     assert [t.file for t in tasks] == ["data/train-00000-of-00003.arrow", "data/train-00001-of-00003.arrow", "data/train-00002-of-00003.arrow", "data/validation-00000-of-00001.arrow"]
+
+
+def _per_class_recipe(**train):
+    data = yaml.safe_load(DEMO_RECIPE.read_text())
+    data["attributes"]["body_site"] = {"back": 1, "face": 1, "lower extremity": 1}
+    data["classes"][0]["attributes"] = {"body_site": {"back": 3, "face": 1}}  # melanoma: never on the legs
+    data["classes"][1]["attributes"] = {"body_site": {"lower extremity": 1}}  # nevus: only on the legs
+    data["splits"]["train"] = {"total": 3000, "attributes": "weighted", **train}
+    return parse_recipe(data)
+
+
+def test_per_class_attribute_weights_are_honoured_deterministically():
+    from skinsynth.plan import expected_table, joint_fit
+
+    recipe = _per_class_recipe()
+    jobs = _jobs(plan_split(recipe, "train"))
+    sites = {name: collections.Counter(j.attributes["body_site"] for j in jobs if recipe.label_names[j.label] == name) for name in recipe.label_names}
+    assert set(sites["nevus"]) == {"lower extremity"} and set(sites["melanoma"]) == {"back", "face"}
+    assert abs(sites["melanoma"]["back"] / sites["melanoma"].total() - 0.75) < 0.04
+    assert len(sites["basal_cell_carcinoma"]) == 3  # no weights of its own: the attribute's uniform ones
+    assert _jobs(plan_split(recipe, "train")) == jobs
+    assert _jobs(plan_split(recipe, "train", limit=50)) == jobs[:50]  # a preview is the start of the full run
+    assert [j.attributes["fitzpatrick"] for j in jobs] == [j.attributes["fitzpatrick"] for j in _jobs(plan_split(parse_recipe({**recipe.to_dict(), "classes": [
+        {k: v for k, v in c.items() if k != "attributes"} for c in recipe.to_dict()["classes"]]}), "train"))]  # other attributes untouched
+    assert expected_table(recipe, "train", "body_site")[("melanoma", "back")] == 0.25
+    fit = joint_fit(recipe, "train")
+    assert set(fit) == {"body_site"} and fit["body_site"]["distance"] < 2 * fit["body_site"]["noise"] and fit["body_site"]["images"] == 3000
+
+
+def test_per_class_attribute_weights_are_validated():
+    import pytest
+
+    from skinsynth.errors import RecipeError
+
+    data = _per_class_recipe().to_dict()
+    for change, message in (({"colour": {"red": 1}}, "not in `attributes`"), ({"body_site": {"arm": 1}}, "not among"), ({"body_site": {"back": 0}}, "all be zero")):
+        data["classes"][2]["attributes"] = change
+        with pytest.raises(RecipeError, match=message):
+            parse_recipe(data)
+    data["classes"][2]["attributes"] = {"fitzpatrick": {1: 2}}
+    with pytest.raises(RecipeError, match=r"\['1'\]"):  # number keys are read as text, like attribute values
+        parse_recipe(data)

@@ -8,6 +8,7 @@ import io
 import json
 import random
 import shutil
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -232,7 +233,7 @@ def test_ham10000_per_class_cap(ham_subset, tmp_path):
 def image_file(path: Path, kind: str) -> Path:
     """Write a small test image of `kind` to `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    rgb = Image.fromarray(np.random.default_rng(len(str(path))).integers(0, 255, (24, 32, 3), dtype=np.uint8))
+    rgb = Image.fromarray(np.random.default_rng(zlib.crc32(str(path).encode())).integers(0, 255, (24, 32, 3), dtype=np.uint8))
     if kind == "rgb":
         rgb.save(path, format="JPEG")
     elif kind == "greyscale":
@@ -408,7 +409,7 @@ def test_out_is_refused_when_not_empty_and_replaced_only_when_complete(image_tre
 
     monkeypatch.setattr(module, "image_bytes", original)
     prepare(image_tree, "imagefolder", out, progress=False, overwrite=True)
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "prepare.json", "sample_grid.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "duplicates.json", "prepare.json", "sample_grid.png"]
 
     for bad_out in (image_tree, tmp_path, image_tree / "prepared"):
         with pytest.raises(OutputError, match="source|inside"):

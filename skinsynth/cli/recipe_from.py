@@ -1,5 +1,6 @@
 """`skinsynth recipe-from DATASET --out RECIPE.yaml`."""
 
+from ..plan import joint_fit
 from ..recipe_from import recipe_from
 
 
@@ -10,7 +11,10 @@ def register(subparsers) -> None:
         description=(
             "Count the classes and attribute values of a dataset's train split (a `skinsynth prepare` output or a Hub "
             "dataset) and write a generation recipe with the same classes, class proportions and attribute "
-            "frequencies, and prompt templates that use those attributes. Edit it, then `skinsynth generate` it."
+            "frequencies (overall and per class, so the class x attribute tables match too; ages in decades), and prompt "
+            "templates that use those attributes. It prints how far the planned train split's class x attribute tables "
+            "are from the real ones (total-variation distance) beside the distance sampling noise alone would give. "
+            "Edit it, then `skinsynth generate` it."
         ),
         epilog="Example: skinsynth recipe-from ./ham10000 --out ham10000-twin.yaml --total 2000 --size 512",
     )
@@ -37,4 +41,7 @@ def run(args) -> None:
     )
     counts = ", ".join(f"{split}: {sum(recipe.class_counts(split))}" for split in recipe.splits)
     print(f"wrote {args.out}: {len(recipe.classes)} classes, attributes {', '.join(recipe.attributes) or 'none'} ({counts} images)")
+    for attribute, fit in joint_fit(recipe, "train").items():
+        print(f"planned class x {attribute} table: total-variation distance {fit['distance']:.4f} from the real one "
+              f"(sampling noise at {fit['images']} images: {fit['noise']:.4f})")
     print(f"generate it with:  skinsynth generate {args.out} --model MODEL --out DIR")

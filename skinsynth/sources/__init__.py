@@ -5,25 +5,30 @@ source columns) plus what it could not use (`skipped`, counted by reason). Reade
 write: checking, converting, splitting and writing happen once, in `skinsynth.prepare`, for every format alike.
 
 Formats: `ham10000` (images + HAM10000_metadata.csv), `imagefolder` (one folder per class, optionally under
-train/test), `csv` (a table plus a column mapping; see dataset_scripts/mappings/ for public datasets).
+train/test), `csv` (a table plus a column mapping; see dataset_scripts/mappings/ for public datasets), `skinsynth`
+(datasets `prepare` wrote, combined into one).
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..errors import DatasetError
 
-FORMATS = ("ham10000", "imagefolder", "csv")
+FORMATS = ("ham10000", "imagefolder", "csv", "skinsynth")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
 class Example:
-    """One image as the source describes it. `split` is set only when the source itself fixes it (train/test folders)."""
+    """One image as the source describes it. `split` is set only when the source itself fixes it (train/test folders).
+    `read` returns the image's bytes when they are not a file at `path` (a row of a dataset's shard; `path` then
+    only names it)."""
 
     path: Path
     label: str
@@ -31,6 +36,10 @@ class Example:
     attributes: dict[str, str | None] = field(default_factory=dict)
     columns: dict[str, str | None] = field(default_factory=dict)
     split: str | None = None
+    read: Callable[[], bytes] | None = field(default=None, compare=False, repr=False)
+
+    def data(self) -> bytes:
+        return self.read() if self.read is not None else self.path.read_bytes()
 
 
 @dataclass(frozen=True)
@@ -65,13 +74,54 @@ def label_name(text: str) -> str:
     return name
 
 
-def read_source(source: str | Path, format: str, mapping=None) -> Source:
-    """Read `source` with the reader of `format` (`mapping`: the CSV column mapping, a file or a `ColumnMapping`)."""
-    from . import csv, ham10000, imagefolder
+class FileIndex:
+    """Every file under an images root, listed once (one `os.walk`, no `stat` per file), so that a table's image is
+    found wherever the download unzipped it (PAD-UFES-20: `imgs_part_1/` … `imgs_part_3/`; ISIC: a nested folder).
 
-    source = Path(source).expanduser()
-    if not source.exists():
-        raise DatasetError(f"source `{source}` does not exist")
+    `find(name)` takes the name as the table writes it: a path relative to the root is used as it is; otherwise the
+    file name is looked up anywhere under the root, and a name found in two places is an error naming both, since
+    picking one would silently give an image the wrong label. Hidden files and folders are ignored.
+    """
+
+    def __init__(self, root: Path):
+        if not root.is_dir():
+            raise DatasetError(f"images folder `{root}` does not exist or is not a folder; set `images:` in the mapping to where the images are")
+        self.root = root
+        self.relative: dict[str, Path] = {}
+        self.by_name: dict[str, list[Path]] = defaultdict(list)
+        for directory, folders, files in os.walk(root):
+            folders[:] = sorted(f for f in folders if not f.startswith("."))
+            for name in sorted(files):
+                if not name.startswith("."):
+                    path = Path(directory) / name
+                    self.relative[path.relative_to(root).as_posix()] = path
+                    self.by_name[name].append(path)
+
+    def find(self, name: str) -> Path | None:
+        relative = PurePosixPath(name.replace("\\", "/")).as_posix()
+        if relative in self.relative:
+            return self.relative[relative]
+        matches = self.by_name.get(PurePosixPath(relative).name, [])
+        if len(matches) > 1:
+            raise DatasetError(f"image `{name}` is found twice under `{self.root}`: `{matches[0]}` and `{matches[1]}`; "
+                               "remove one copy, or write its path relative to the images folder in the table")
+        return matches[0] if matches else None
+
+
+def read_source(source: str | Path | list, format: str, mapping=None) -> Source:
+    """Read `source` with the reader of `format` (`mapping`: the CSV column mapping, a file or a `ColumnMapping`).
+    Only `skinsynth` takes several sources (a list), combining them."""
+    from . import csv, ham10000, imagefolder, skinsynth
+
+    sources = [Path(s).expanduser() for s in (source if isinstance(source, (list, tuple)) else [source])]
+    for one in sources:
+        if not one.exists():
+            raise DatasetError(f"source `{one}` does not exist")
+    if format == "skinsynth":
+        return skinsynth.read(sources)
+    if len(sources) != 1:
+        raise DatasetError(f"`--format {format}` reads one source, got {len(sources)}; only `--format skinsynth` combines several")
+    source = sources[0]
     if format == "csv":
         return csv.read(source, mapping)
     if mapping is not None:

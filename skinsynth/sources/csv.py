@@ -8,7 +8,7 @@ every source ends up with the same names (`melanoma`, `body_site: back`, `fitzpa
     license: cc-by-4.0
     citation: "..."
     table: metadata.csv            # inside SOURCE (SOURCE may also be the table itself)
-    images: images                 # folder the image paths are relative to (default: the table's folder)
+    images: images                 # where the images are, relative to SOURCE (default: SOURCE, or the table file's folder)
     image: {column: img_id}        # `template: "{}.jpg"` when the column holds ids, not file names
     label: {column: diagnostic, values: {MEL: melanoma, NEV: melanocytic_nevus}}
     group_id: {column: patient_id} # optional: each image is its own group without it
@@ -16,10 +16,22 @@ every source ends up with the same names (`melanoma`, `body_site: back`, `fitzpa
       fitzpatrick: {column: fitspatrick, values: {"1": I, "2": II}}
     columns: [lesion_id]           # source columns kept as they are
 
+Challenge tables give the label as one-hot columns and the metadata in a second table (ISIC 2018, 2019)::
+
+    table: [ISIC_2019_Training_GroundTruth.csv]   # a list: the first that exists (e.g. the ISIC and the Kaggle name)
+    images: ISIC_2019_Training_Input              # relative to SOURCE (the table's folder when SOURCE is the table)
+    image: {column: image, template: "{}.jpg"}
+    label: {one_hot: {MEL: melanoma, NV: melanocytic_nevus, UNK: null}}   # column -> class; 1 / 1.0 marks it
+    join: {table: ISIC_2019_Training_Metadata.csv, key: image}            # its columns join each row by `key`
+
 Without `values`, a label is its text in snake_case and an attribute value is kept as written. Values listed in
 `missing` (default: empty, `unknown`, `nan`) become None. Numbers written as `2.0` are read as `2`. A label
 outside a `values` table is counted as `unknown_label` (one mapped to null as `excluded_label`), a row whose file is
-absent as `missing_file`.
+absent as `missing_file`; a one-hot row with no 1 as `no_label`, with several as `several_labels`; a row of the
+joined table naming no image of the main table as `metadata_without_image`.
+
+Images are found anywhere under `images` (an index of the folder is built once): a download unzipped into several
+folders (`imgs_part_1/` … `imgs_part_3/`) needs no merging; a file name found in two places is an error naming both.
 """
 
 from __future__ import annotations
@@ -31,12 +43,12 @@ from pathlib import Path
 from typing import Annotated
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import DatasetError
 from ..paths import inside
 from ..recipe import RESERVED_COLUMNS
-from . import Example, Source, SourceInfo, label_name
+from . import Example, FileIndex, Source, SourceInfo, label_name
 
 DEFAULT_MISSING = ("", "unknown", "nan", "NaN", "None", "null")
 
@@ -52,6 +64,33 @@ class Column(BaseModel):
     missing: tuple[str, ...] = DEFAULT_MISSING
 
 
+class Label(Column):
+    """The label: one column (with optional `values`), or `one_hot`: {column: class} where the column holding 1 names it."""
+
+    column: str | None = None
+    one_hot: dict[str, str | None] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.column is None) == (self.one_hot is None):
+            raise ValueError("give the label as `column` (one column holding the class) or `one_hot` ({column: class}), exactly one of them")
+        if self.one_hot is not None and self.values is not None:
+            raise ValueError("`values` renames a label column's values; with `one_hot`, name the classes in its {column: class} table")
+        return self
+
+
+class Join(BaseModel):
+    """A second table whose columns are joined to each row of the main one: `key` in the main table matches
+    `other_key` (default: the same name) in this one. (Not `on`: YAML reads a bare `on` as `true`.)"""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table: str
+    key: str
+    other_key: str | None = None
+    delimiter: Annotated[str, Field(min_length=1, max_length=1)] = ","
+
+
 class ColumnMapping(BaseModel):
     """How a table describes a dataset; validated before any image is read."""
 
@@ -61,11 +100,12 @@ class ColumnMapping(BaseModel):
     license: str | None = None
     citation: str | None = None
     homepage: str | None = None
-    table: str | None = None
+    table: str | list[str] | None = None
     images: str | None = None
     delimiter: Annotated[str, Field(min_length=1, max_length=1)] = ","
     image: Column
-    label: Column
+    label: Label
+    join: Join | None = None
     group_id: Column | None = None
     attributes: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Column] = {}
     columns: tuple[str, ...] = ()
@@ -118,45 +158,98 @@ def _find_table(source: Path, mapping: ColumnMapping) -> Path:
         if len(tables) != 1:
             raise DatasetError(f"`{source}` holds {len(tables)} .csv files; name the table with `table:` in the mapping or pass the file itself")
         return tables[0]
-    table = inside(source, mapping.table, "the mapping's `table`")
-    if not table.is_file():
-        raise DatasetError(f"table `{mapping.table}` not found in `{source}`")
-    return table
+    names = [mapping.table] if isinstance(mapping.table, str) else mapping.table
+    for name in names:
+        if inside(source, name, "the mapping's `table`").is_file():
+            return source / name
+    raise DatasetError(f"table {' or '.join(f'`{n}`' for n in names)} not found in `{source}`; pass the table file itself as SOURCE if it has another name")
+
+
+def _read_table(path: Path, delimiter: str) -> tuple[list[str], list[dict]]:
+    if not path.is_file():
+        raise DatasetError(f"table `{path}` not found")
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f, delimiter=delimiter)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _joined(rows: list[dict], header: list[str], join: Join, base: Path, skipped: Counter) -> tuple[list[dict], list[str]]:
+    """The main table's rows with the joined table's columns added (the main table's own values win)."""
+    other_path = inside(base, join.table, "the mapping's `join.table`")
+    other_header, other_rows = _read_table(other_path, join.delimiter)
+    key = join.other_key or join.key
+    if join.key not in header:
+        raise DatasetError(f"`join.key`: the main table has no column `{join.key}`; its columns are {header}")
+    if key not in other_header:
+        raise DatasetError(f"`join`: {other_path} has no column `{key}`; its columns are {other_header}")
+    by_key: dict[str, dict] = {}
+    for row in other_rows:
+        name = (row.get(key) or "").strip()
+        if name in by_key:
+            raise DatasetError(f"{other_path}: `{key}` {name!r} is on two rows; the join needs one row per image")
+        by_key[name] = row
+    names = {(row.get(join.key) or "").strip() for row in rows}
+    skipped["metadata_without_image"] += sum(name not in names for name in by_key)
+    return [{**by_key.get((row.get(join.key) or "").strip(), {}), **row} for row in rows], header + [c for c in other_header if c not in header]
+
+
+def _is_one(text: str | None) -> bool:
+    try:
+        return float(text or "") == 1
+    except ValueError:
+        return False
+
+
+def _label(row: dict, spec: Label) -> tuple[str | None, str | None]:
+    """(class name, None), or (None, why the row has none): missing_label, no_label, several_labels, unknown_label,
+    excluded_label."""
+    if spec.one_hot is not None:
+        on = [column for column in spec.one_hot if _is_one(row.get(column))]
+        if len(on) != 1:
+            return None, "no_label" if not on else "several_labels"
+        label = spec.one_hot[on[0]]
+    else:
+        raw = _number_text((row.get(spec.column) or "").strip())
+        if raw in spec.missing:
+            return None, "missing_label"
+        if spec.values is not None and raw not in spec.values:
+            return None, "unknown_label"
+        label = spec.values[raw] if spec.values is not None else raw
+    if label is None:
+        return None, "excluded_label"
+    return label_name(label), None
 
 
 def read(source: Path, mapping) -> Source:
     mapping = load_mapping(mapping)
     table = _find_table(source, mapping)
-    root = source if source.is_dir() else table.parent
-    image_root = inside(root, mapping.images, "the mapping's `images`") if mapping.images else table.parent
-    with open(table, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f, delimiter=mapping.delimiter)
-        header = reader.fieldnames or []
-        needed = [mapping.image.column, mapping.label.column, *(c.column for c in mapping.attributes.values()), *mapping.columns]
-        needed += [mapping.group_id.column] if mapping.group_id else []
-        absent = sorted({c for c in needed if c not in header})
-        if absent:
-            raise DatasetError(f"{table} has no column(s) {absent}; its columns are {header}")
-        rows = list(reader)
+    base = source if source.is_dir() else table.parent
+    header, rows = _read_table(table, mapping.delimiter)
+    skipped: Counter = Counter()
+    if mapping.join is not None:
+        rows, header = _joined(rows, header, mapping.join, base, skipped)
+    label_columns = list(mapping.label.one_hot or {}) if mapping.label.one_hot is not None else [mapping.label.column]
+    needed = [mapping.image.column, *label_columns, *(c.column for c in mapping.attributes.values()), *mapping.columns]
+    needed += [mapping.group_id.column] if mapping.group_id else []
+    absent = sorted({c for c in needed if c not in header})
+    if absent:
+        raise DatasetError(f"{table}{' (with the joined table)' if mapping.join else ''} has no column(s) {absent}; its columns are {header}")
+    files = FileIndex(inside(base, mapping.images, "the mapping's `images`") if mapping.images else base)
 
-    known_labels = None if mapping.label.values is None else {label_name(v) for v in mapping.label.values.values() if v is not None}
-    examples, skipped, labels = [], Counter(), set()
+    renamed = mapping.label.one_hot if mapping.label.one_hot is not None else mapping.label.values
+    known_labels = None if renamed is None else {label_name(v) for v in renamed.values() if v is not None}
+    examples, labels = [], set()
     for number, row in enumerate(rows, start=1):
-        raw_label = _number_text((row.get(mapping.label.column) or "").strip())
-        if raw_label in mapping.label.missing:
-            skipped["missing_label"] += 1
+        label, reason = _label(row, mapping.label)
+        if reason is not None:
+            skipped[reason] += 1
             continue
-        if mapping.label.values is not None and raw_label not in mapping.label.values:
-            skipped["unknown_label"] += 1
-            continue
-        label = mapping.label.values[raw_label] if mapping.label.values is not None else raw_label
-        if label is None:
-            skipped["excluded_label"] += 1
-            continue
-        label = label_name(label)
         image = _value(row, mapping.image)
-        path = inside(image_root, mapping.image.template.format(image), f"{table.name} (data row {number}, column `{mapping.image.column}`)") if image else None
-        if path is None or not path.is_file():
+        name = mapping.image.template.format(image) if image else None
+        if name is not None:  # an absolute path or a `..` climbing out is refused, not looked up
+            inside(files.root, name, f"{table.name} (data row {number}, column `{mapping.image.column}`)")
+        path = files.find(name) if name is not None else None
+        if path is None:
             skipped["missing_file"] += 1
             continue
         group = _value(row, mapping.group_id) if mapping.group_id else None
@@ -172,4 +265,4 @@ def read(source: Path, mapping) -> Source:
         )
     names = sorted(known_labels) if known_labels is not None else sorted(labels)
     info = SourceInfo(name=mapping.name or table.stem, license=mapping.license, citation=mapping.citation, homepage=mapping.homepage)
-    return Source(info, examples, names, tuple(mapping.attributes), tuple(mapping.columns), skipped, {"mapping": mapping.model_dump(mode="json")})
+    return Source(info, examples, names, tuple(mapping.attributes), tuple(mapping.columns), +skipped, {"mapping": mapping.model_dump(mode="json")})
