@@ -204,7 +204,7 @@ def test_resuming_with_another_batch_size_or_without_the_filter_is_refused(tiny_
     manifest = json.loads((out / "generation.json").read_text())
     manifest["identity"]["filter"] = {"classifiers": ["clf"], "thresholds": {"melanoma": 0.5}}  # as a filtered run records it
     (out / "generation.json").write_text(json.dumps(manifest))
-    with pytest.raises(OutputError, match=r"another --filter-\* options \(filter: \{.*\}, now '<absent>'\)"):
+    with pytest.raises(OutputError, match=r"another filter \(--filter-\* options\) \(filter: \{.*\}, now '<absent>'\)"):
         generate(recipe, str(tiny_pipeline_dir), out, device="cpu", batch_size=2, progress=False)
     del manifest["identity"]["filter"], manifest["identity"]["model"]["lora"]  # a key missing on the old side differs too
     (out / "generation.json").write_text(json.dumps(manifest))
