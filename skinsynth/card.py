@@ -483,7 +483,7 @@ def _real_card(root: Path, manifest: dict, repo_id: str | None):
     variables = _common_variables(root, summary, attributes, {}, repo_id, reports, grid)
     variables.update(
         source_name=source_name,
-        source=source,
+        source={key: value for key, value in source.items() if key != "path"},  # a local path is nobody else's business
         extra_columns=[name for name in summary.features if name not in ("image", "label", *attributes)],
         skipped=manifest.get("skipped") or {},
         duplicates=manifest.get("duplicates"),

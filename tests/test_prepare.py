@@ -410,6 +410,7 @@ def test_out_is_refused_when_not_empty_and_replaced_only_when_complete(image_tre
     monkeypatch.setattr(module, "image_bytes", original)
     prepare(image_tree, "imagefolder", out, progress=False, overwrite=True)
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "data", "duplicates.json", "prepare.json", "sample_grid.png"]
+    assert str(image_tree) not in (out / "README.md").read_text()  # the card is published: no local path in it
 
     for bad_out in (image_tree, tmp_path, image_tree / "prepared"):
         with pytest.raises(OutputError, match="source|inside"):
