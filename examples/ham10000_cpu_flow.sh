@@ -39,3 +39,7 @@ time skinsynth -q benchmark --real "$WORK/ham10000" --synthetic "$WORK/twin" --p
     --model "$WORK/resnet-small" --image-size 64 --epochs 20 --patience 10 --batch-size 32 --seeds 3 --device cpu \
     --out "$WORK/benchmark" --update-card "$WORK/twin"
 cat "$WORK/benchmark/results.md"
+
+step "audits: memorization (threshold at a 1 % false-positive rate, measured, with planted-copy recall) and quality"
+time skinsynth -q audit memorization "$WORK/twin" --train "$WORK/ham10000" --features contrastive --out "$WORK/audit" --update-card
+time skinsynth -q audit quality "$WORK/twin" --real "$WORK/ham10000" --features contrastive --out "$WORK/audit-quality" --update-card

@@ -28,12 +28,14 @@ def ham_rows(ham_dir: Path, per_class: int, skip: int = 0) -> list[dict]:
         lesions.append(row["lesion_id"])
         if skip <= len(lesions) - 1 < skip + per_class:
             data = (ham_dir / "images" / f"{row['image_id']}.jpg").read_bytes()
-            rows.append({"image": {"bytes": data, "path": f"{row['image_id']}.jpg"}, "label": CLASSES.index(row["dx"]), "image_id": row["image_id"]})
+            rows.append({"image": {"bytes": data, "path": f"{row['image_id']}.jpg"}, "label": CLASSES.index(row["dx"]), "image_id": row["image_id"],
+                         "group_id": row["lesion_id"]})
     return rows
 
 
 def features(names: list[str] = CLASSES) -> datasets.Features:
-    return datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names), "image_id": datasets.Value("string")})
+    return datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names), "image_id": datasets.Value("string"),
+                              "group_id": datasets.Value("string")})
 
 
 def write_dataset(root: Path, splits: dict[str, list[dict]], manifest: dict | None = None, names: list[str] = CLASSES) -> Path:
@@ -52,7 +54,8 @@ def planted_copy(row: dict, how: str) -> dict:
     """A real image, flipped / rotated / re-compressed, as a synthetic row."""
     image = Image.open(io.BytesIO(row["image"]["bytes"]))
     changed = {"flip": ImageOps.mirror, "rotate": lambda im: im.rotate(90, expand=True), "jpeg": lambda im: im}[how](image)
-    return {"image": {"bytes": jpeg(changed, 35 if how == "jpeg" else 90), "path": f"copy-{how}-{row['image_id']}.jpg"}, "label": row["label"], "image_id": f"copy-{how}-{row['image_id']}"}
+    return {"image": {"bytes": jpeg(changed, 35 if how == "jpeg" else 90), "path": f"copy-{how}-{row['image_id']}.jpg"}, "label": row["label"], "image_id": f"copy-{how}-{row['image_id']}",
+            "group_id": row["group_id"]}
 
 
 def tiny_classifier(path: Path, names: list[str], bias: list[float] | None = None, seed: int = 0) -> Path:

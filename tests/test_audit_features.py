@@ -2,11 +2,12 @@
 
 import numpy as np
 import pytest
-from .audit_datasets import CLASSES, ham_rows, tiny_classifier, write_dataset
 
 from skinsynth.audit.features import ClassifierFeatures, HubFeatures, load_extractor
 from skinsynth.data import open_dataset
 from skinsynth.errors import PipelineError, SkinsynthError
+
+from .audit_datasets import CLASSES, ham_rows, tiny_classifier, write_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -17,7 +18,7 @@ def images(ham10000_dir, tmp_path_factory):
     return open_dataset(root)["train"]
 
 
-def test_backbone_folder_gives_unit_cls_features(images, tmp_path):
+def test_backbone_folder_gives_cls_features(images, tmp_path):
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
     Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=28, patch_size=14)).save_pretrained(tmp_path)
@@ -26,7 +27,7 @@ def test_backbone_folder_gives_unit_cls_features(images, tmp_path):
     assert isinstance(extractor, HubFeatures) and extractor.name == str(tmp_path)
     features = extractor.extract(images, progress=False)
     assert features.shape == (len(images), 16) and features.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(features, axis=1), 1.0, rtol=1e-5)
+    assert np.isfinite(features).all() and not np.allclose(np.linalg.norm(features, axis=1), 1.0)  # raw, as FD needs
 
 
 def test_classifier_features_are_the_heads_input(images, tmp_path):
@@ -59,3 +60,48 @@ def test_auto_falls_back_to_contrastive_offline(monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert default_features() == "contrastive"
+
+
+@pytest.mark.slow
+def test_fd_dinov2_is_vit_l14_on_224_bicubic_imagenet_normalized_cls(images):
+    """The published FD-DINOv2 path, on a random-weight ViT-L/14 built from its config (no download)."""
+    import torch
+    from PIL import Image
+    from transformers import Dinov2Config, Dinov2Model
+
+    from skinsynth.audit.features import DINOV2_VITL14_CONFIG, Dinov2Features
+
+    torch.manual_seed(0)
+    model = Dinov2Model(Dinov2Config(**DINOV2_VITL14_CONFIG, intermediate_size=4096))
+    extractor = Dinov2Features("random-vitl14", model=model)
+    assert extractor.name == "dinov2-vitl14:random-vitl14"
+    image = images[0]["image"].convert("RGB")
+    seen = {}
+    model.register_forward_hook(lambda module, args, kwargs, output: seen.update(pixels=kwargs["pixel_values"], output=output), with_kwargs=True)
+    features = extractor.embed([image])  # one forward pass of the 0.3B-parameter model
+    assert features.shape == (1, 1024)
+    # the reference preprocessing: resize to 224x224 bicubic, [0, 1], ImageNet mean/std
+    pixels = (np.asarray(image.resize((224, 224), Image.BICUBIC), dtype=np.float64) / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    np.testing.assert_allclose(seen["pixels"][0].permute(1, 2, 0).numpy(), pixels, rtol=1e-5, atol=1e-5)
+    # the feature: the final layer-normed CLS token
+    np.testing.assert_array_equal(features[0], seen["output"].last_hidden_state[0, 0].numpy())
+    small = Dinov2Model(Dinov2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, patch_size=14))
+    with pytest.raises(PipelineError, match="not a DINOv2 ViT-L/14"):
+        Dinov2Features("small", model=small)
+
+
+def test_inception_needs_torchvision_and_says_so(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    monkeypatch.setitem(sys.modules, "torchvision.models", None)
+    with pytest.raises(SkinsynthError, match="needs torchvision"):
+        load_extractor("inception-v3")
+
+
+def test_inception_pool_features_when_torchvision_is_installed(images):
+    pytest.importorskip("torchvision")
+    from skinsynth.audit.features import InceptionFeatures
+
+    extractor = InceptionFeatures(pretrained=False)
+    assert extractor.embed([images[0]["image"].convert("RGB")]).shape == (1, 2048)

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from skinsynth.audit.metrics import all_metrics, frechet_distance, kernel_inception_distance, manifold_metrics
+from skinsynth.audit.metrics import (
+    all_metrics,
+    frechet_distance,
+    kernel_inception_distance,
+    manifold_metrics,
+    mmd2_unbiased,
+)
 from skinsynth.audit.neighbors import count_within, knn
 from skinsynth.errors import SkinsynthError
 
@@ -27,6 +33,47 @@ def test_frechet_matches_the_closed_form_on_gaussians():
     c1, c2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
     sample = ((x.mean(0) - y.mean(0)) ** 2).sum() + np.trace(c1 + c2 - 2 * scipy.linalg.sqrtm(c1 @ c2).real)
     assert frechet_distance(x, y) == pytest.approx(sample, rel=1e-6)
+
+
+def fixed_features(n, d, seed, scale=3.0):
+    """Raw (unnormalized) features with correlated dimensions, a mean offset and a spread of scales, like a network's."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)) @ rng.normal(size=(d, d)) * scale + rng.normal(size=d) * 5
+
+
+def test_frechet_equals_scipy_sqrtm_on_raw_features():
+    x, y = fixed_features(300, 32, 0), fixed_features(200, 32, 1, scale=2.0)
+    c1, c2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    reference = ((x.mean(0) - y.mean(0)) ** 2).sum() + np.trace(c1) + np.trace(c2) - 2 * np.trace(scipy.linalg.sqrtm(c1 @ c2).real)
+    assert reference > 100  # raw scale: far from the [0, 4] range of unit vectors
+    assert frechet_distance(x, y) == pytest.approx(reference, rel=1e-6)
+    assert frechet_distance(x.astype(np.float32), y.astype(np.float32)) == pytest.approx(reference, rel=1e-6)
+
+
+def test_kid_equals_a_direct_computation_on_raw_features():
+    x, y = fixed_features(60, 16, 2), fixed_features(50, 16, 3)
+    d = x.shape[1]
+    def k(a, b):
+        return (float(a @ b) / d + 1) ** 3
+    xx = sum(k(x[i], x[j]) for i in range(60) for j in range(60) if i != j) / (60 * 59)
+    yy = sum(k(y[i], y[j]) for i in range(50) for j in range(50) if i != j) / (50 * 49)
+    xy = sum(k(x[i], y[j]) for i in range(60) for j in range(50)) / (60 * 50)
+    reference = xx + yy - 2 * xy
+    # one subset of all rows of the smaller set: the estimate is exactly the unbiased MMD² of those rows
+    mean, std = kernel_inception_distance(x[:50], y, subsets=1, subset_size=50)
+    x50 = x[:50]
+    xx50 = sum(k(x50[i], x50[j]) for i in range(50) for j in range(50) if i != j) / (50 * 49)
+    xy50 = sum(k(x50[i], y[j]) for i in range(50) for j in range(50)) / (50 * 50)
+    assert mean == pytest.approx(xx50 + yy - 2 * xy50, rel=1e-6) and std == 0.0
+    assert mmd2_unbiased(x, y) == pytest.approx(reference, rel=1e-6)
+
+
+def test_all_metrics_use_raw_features_for_fd_and_kid_and_unit_ones_for_the_balls():
+    x, y = fixed_features(80, 8, 4), fixed_features(80, 8, 5)
+    results = all_metrics(x, y, kid_subsets=3, kid_subset_size=80)
+    assert results["fd"] == pytest.approx(frechet_distance(y, x), rel=1e-12)
+    assert results["kid"] == pytest.approx(kernel_inception_distance(y, x, 3, 80)[0], rel=1e-12)
+    assert manifold_metrics(x, y) == manifold_metrics(unit(x), 7 * unit(y))  # scale-free: cosine balls
 
 
 def test_kid_is_unbiased_on_a_known_case():

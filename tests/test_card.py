@@ -158,19 +158,27 @@ def test_reports_become_sections(synthetic_copy):
                  {"name": "real+synthetic", "real_per_class": 10, "synthetic_per_class": 20,
                   "metrics": {"top1": {"mean": 0.625, "std": 0.015, "ci95": [0.6, 0.65]}, "balanced_accuracy": {"mean": 0.45, "std": 0.01, "ci95": [0.43, 0.47]}}}],
     })
-    atomic_write_json(reports / "memorization.json", {
-        "features": "dinov2-small", "threshold": 0.95, "threshold_method": "99th percentile of real-real similarity", "num_synthetic": 12,
-        "num_train": 100, "num_flagged": 1, "rate": 1 / 12, "per_class": {"melanoma": 0.25, "nevus": 0.0, "basal_cell_carcinoma": 0.0}, "flagged": [],
-    })
+    from skinsynth.audit.memorization import DEFINITIONS, excess, share, verdict
+
+    memorization = {
+        "features": "dinov2-small", "threshold": 0.95, "threshold_method": "split-conformal 0.99 quantile", "num_synthetic": 12,
+        "num_train": 100, "num_flagged": 1, "rate": 1 / 12, "per_class": {"melanoma": 0.25, "nevus": 0.0, "basal_cell_carcinoma": None}, "flagged": [],
+        "false_positive_rate": share(1, 50), "excess": excess(1, 12, 1, 50), "planted_copy_recall": {"heavy": share(45, 50)},
+        "definitions": DEFINITIONS, "rows": {"reference": "100 train rows", "calibration": "50 test rows", "measurement": "50 other test rows", "encoder": "pretrained"},
+    }
+    atomic_write_json(reports / "memorization.json", memorization | {"verdict": verdict(memorization)})
     atomic_write_json(reports / "quality.json", {
         "features": "inception", "overall": {"fid": 123.4, "kid": 0.05}, "real_vs_real": {"fid": 20.1, "kid": 0.001},
         "per_class": {"melanoma": {"fid": 150.0, "kid": 0.06}},
     })
     text = DatasetCard.load(write_dataset_card(synthetic_copy)).text
     assert "## Benchmark" in text and "| real+synthetic | 10 | 20 | 0.625 ± 0.015 [0.600, 0.650] | 0.450 ± 0.010 [0.430, 0.470] |" in text
-    assert "## Memorization" in text and "**1 of 12 images flagged (8.33%).**" in text and "| melanoma | 25.00% |" in text
+    assert "## Memorization" in text and "**1 of 12 synthetic images are above the threshold, as many as expected from new patients" in text
+    assert "| flagged synthetic images | 1 of 12 (8.33%) |" in text and "| melanoma | 25.00% |" in text and "| basal_cell_carcinoma | — |" in text
+    assert "| false-positive rate (measured) | 2.00% (95% CI 0.35–10.50%, 1/50) |" in text and "| planted-copy recall (heavy) | 90.0% (95% CI" in text
+    assert "a perfect generator" in text and "0, not significant" in text
     assert "Memorization was checked: 1 of 12 images (8.33%)" in text
-    assert "## Image quality" in text and "| synthetic vs real | 123.4 | 0.05 |" in text and "| real vs real | 20.1 | 0.001 |" in text
+    assert "## Image quality" in text and "| synthetic vs real | 123.4 | 0.05 |" in text and "| real vs real (a perfect generator) | 20.1 | 0.001 |" in text
     assert text.index("## Benchmark") < text.index("## Memorization") < text.index("## Image quality") < text.index("## Intended use")
 
     (reports / "quality.json").write_text("{not json")

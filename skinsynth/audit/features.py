@@ -1,7 +1,10 @@
-"""Image feature spaces for the audits: every extractor maps a dataset split to float32 rows of unit length.
+"""Image feature spaces for the audits: every extractor maps a dataset split to float32 rows.
 
 Cosine similarity (memorization) and k-NN balls (quality) are only as meaningful as the space they are taken in, so
-the space is always named in the report. Three kinds, one interface (`FeatureExtractor.extract(split)`):
+the space is always named in the report. One interface (`FeatureExtractor.extract(split)`), these kinds:
+
+- `dinov2-vitl14` and `inception-v3`: the published extractors of FD-DINOv2 (Stein et al. 2023) and FID (Heusel et
+  al. 2017), with their published preprocessing, so a Fréchet distance is comparable with the literature;
 
 - a Hub id or local folder of a transformers vision backbone (`AutoModel` + `AutoImageProcessor`): its pooled
   output, or the CLS token. DINOv2 is the default when the Hub is reachable (Stein et al. 2023: Inception features
@@ -9,8 +12,9 @@ the space is always named in the report. Three kinds, one interface (`FeatureExt
 - `classifier:DIR`: the penultimate layer of an `AutoModelForImageClassification` checkpoint (a `skinsynth
   benchmark` model), i.e. the space in which it tells the classes apart;
 - `contrastive`: a small CNN that skinsynth trains on the real training split itself (SimCLR's NT-Xent loss, with
-  flips, 90° rotations, crops and JPEG re-compression as positives), so an audit works with no download. Its
-  embedding is averaged over the eight flips/rotations of the image, so those copies map to the same point exactly.
+  crops, flips, any rotation, colour jitter and JPEG re-compression as positives: the alterations of the planted
+  copies), so an audit works with no download. Its embedding is averaged over the eight flips / 90° rotations of
+  the image, so those copies map to the same point exactly.
 
 Images are decoded batch by batch, so memory holds one batch of images plus the output matrix.
 """
@@ -59,14 +63,15 @@ class FeatureExtractor(ABC):
         """Raw (un-normalized) features of a batch of RGB PIL images, shape (len(images), dim)."""
 
     def extract(self, split, desc: str = "features", progress: bool = True) -> np.ndarray:
-        """float32 features of every image of `split`, L2-normalized, in row order."""
+        """float32 raw features of every image of `split`, in row order. Raw, because the Fréchet distance and KID are
+        published on raw features; cosine similarity and the k-NN metrics normalize them (`l2_normalize`)."""
         from tqdm.auto import tqdm
 
         out: np.ndarray | None = None
         row = 0
         with tqdm(total=len(split), unit="img", desc=desc, disable=not progress) as bar:
             for batch in image_batches(split, self.batch_size):
-                features = l2_normalize(np.asarray(self.embed(batch), dtype=np.float32).reshape(len(batch), -1))
+                features = np.asarray(self.embed(batch), dtype=np.float32).reshape(len(batch), -1)
                 if out is None:
                     out = np.empty((len(split), features.shape[1]), dtype=np.float32)
                 out[row : row + len(batch)] = features
@@ -122,6 +127,89 @@ class HubFeatures(FeatureExtractor):
         return features.float().cpu().numpy()
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def fixed_size_batch(images: list, size: int, resample: str):
+    """Images resized to size x size (no crop, aspect not kept) with PIL's `resample` filter, scaled to [0, 1] and
+    normalized with ImageNet's mean and std: the preprocessing of the published FD-DINOv2 and FID extractors."""
+    import torch
+    from PIL import Image
+
+    filter_ = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}[resample]
+    arrays = np.stack([np.asarray(image.convert("RGB").resize((size, size), filter_), dtype=np.float32) / 255.0 for image in images])
+    arrays = (arrays - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    return torch.from_numpy(arrays).permute(0, 3, 1, 2).contiguous()
+
+
+DINOV2_VITL14 = "facebook/dinov2-large"  # the ViT-L/14 of FD-DINOv2
+DINOV2_VITL14_CONFIG = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "mlp_ratio": 4, "patch_size": 14, "image_size": 518}
+
+
+class Dinov2Features(FeatureExtractor):
+    """FD-DINOv2 features (Stein et al. 2023, as in their `dgm-eval`): DINOv2 ViT-L/14, each image resized to
+    224 x 224 with a bicubic filter (no crop), ImageNet normalization, and the final layer-normed CLS token (1024
+    values): `x_norm_clstoken` of the torch-hub model, `pooler_output` of transformers' `Dinov2Model`. Fréchet
+    distances in this space are FD-DINOv2 values, comparable with published ones."""
+
+    image_size = 224
+
+    def __init__(self, source: str = DINOV2_VITL14, device: str | None = None, batch_size: int = 32, model=None):
+        self.name = "dinov2-vitl14" + ("" if source == DINOV2_VITL14 else f":{source}")
+        self.batch_size = batch_size
+        if model is None:
+            from transformers import Dinov2Model
+
+            try:
+                model = Dinov2Model.from_pretrained(source)
+            except (OSError, ValueError) as err:
+                raise PipelineError(f"could not load the DINOv2 ViT-L/14 from `{source}`: {err}; give `dinov2-vitl14:DIR` with a local copy") from err
+        got = {key: getattr(model.config, key) for key in DINOV2_VITL14_CONFIG if key != "image_size"}
+        expected = {key: value for key, value in DINOV2_VITL14_CONFIG.items() if key != "image_size"}
+        if got != expected:
+            raise PipelineError(f"`{source}` is not a DINOv2 ViT-L/14 ({got}); FD-DINOv2 is defined with {expected}")
+        self.model = model.to(torch_device(device)).eval()
+
+    def embed(self, images: list) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            output = self.model(pixel_values=fixed_size_batch(images, self.image_size, "bicubic").to(self.model.device))
+        return output.pooler_output.float().cpu().numpy()
+
+
+class InceptionFeatures(FeatureExtractor):
+    """FID features: Inception-v3's 2048 pool features, each image resized to 299 x 299 (bilinear, no crop) with
+    ImageNet normalization, from **torchvision's** ImageNet weights (`IMAGENET1K_V1`). The values match FIDs computed
+    with those weights (e.g. torchvision-based FID code), not the TensorFlow-ported weights of the original FID,
+    pytorch-fid, clean-fid or torch-fidelity, whose numbers are the ones usually published; they differ by a few
+    percent. Needs torchvision (optional)."""
+
+    image_size = 299
+
+    def __init__(self, device: str | None = None, batch_size: int = 32, pretrained: bool = True):
+        try:
+            from torchvision.models import Inception_V3_Weights, inception_v3
+        except ImportError:
+            raise SkinsynthError("`--features inception-v3` needs torchvision (`pip install torchvision`, the build matching your torch)") from None
+        from torch import nn
+
+        self.name = "inception-v3-torchvision" + ("" if pretrained else "-random")
+        self.batch_size = batch_size
+        weights = Inception_V3_Weights.IMAGENET1K_V1 if pretrained else None
+        model = inception_v3(weights=weights, aux_logits=pretrained, init_weights=not pretrained, transform_input=pretrained)
+        model.fc = nn.Identity()
+        self.model = model.to(torch_device(device)).eval()
+
+    def embed(self, images: list) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            features = self.model(fixed_size_batch(images, self.image_size, "bilinear").to(next(self.model.parameters()).device))
+        return features.float().cpu().numpy()
+
+
 def _classification_head(model):
     """The final linear layer of an image classifier (transformers names it `classifier`, sometimes `head`/`fc`)."""
     for name in ("classifier", "head", "fc"):
@@ -159,15 +247,15 @@ class ClassifierFeatures(FeatureExtractor):
 @dataclass(frozen=True)
 class ContrastiveConfig:
     """How the `contrastive` encoder is trained. Small on purpose: it learns what "the same photo" means on the
-    real training images (invariance to flips, rotations, crops and JPEG), not what a lesion is."""
+    real training images (invariance to crops, flips, any rotation, colour jitter and JPEG), not what a lesion is."""
 
     image_size: int = 64
     width: int = 32
     embed_dim: int = 128
-    steps: int = 500
-    batch_size: int = 64
-    learning_rate: float = 1e-3
-    temperature: float = 0.2
+    steps: int = 800
+    batch_size: int = 128
+    learning_rate: float = 2e-3
+    temperature: float = 0.1
     max_images: int = 20_000  # training images sampled from a larger split (the encoder, not the audit, is capped)
     seed: int = 0
 
@@ -197,22 +285,66 @@ def _resize(image, size: int) -> np.ndarray:
     return np.asarray(image.convert("RGB").resize((size, size), Image.BICUBIC))
 
 
-def _augment(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One positive view: random crop (40-100% of the area), flip, 90° rotation, JPEG re-compression, brightness."""
+def _jpeg_array(array: np.ndarray, quality: int) -> np.ndarray:
     from PIL import Image
 
-    size = pixels.shape[0]
-    side = int(round(size * np.sqrt(rng.uniform(0.4, 1.0))))
-    top, left = rng.integers(0, size - side + 1, size=2)
-    view = Image.fromarray(pixels[top : top + side, left : left + side]).resize((size, size), Image.BICUBIC)
-    if rng.random() < 0.5:
-        buffer = io.BytesIO()
-        view.save(buffer, format="JPEG", quality=int(rng.integers(30, 96)))
-        view = Image.open(buffer).convert("RGB")
-    array = np.asarray(view).astype(np.float32) * rng.uniform(0.85, 1.15)
-    if rng.random() < 0.5:
-        array = array[:, ::-1]
-    return np.rot90(array, k=int(rng.integers(4))).clip(0, 255)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def augment_batch(pixels: np.ndarray, size: int, rng: np.random.Generator):
+    """Positive views of a batch of uint8 images (N, S, S, 3), as a float tensor (N, 3, size, size) in [-1, 1].
+
+    The alterations of `copies.plant_copy(strength="heavy")`, a little wider and batched in torch: one affine map
+    per image (crop keeping 60-95 % of each side, up to 15 % anisotropic scale, a flip, any rotation; reflection
+    fills the corners), brightness / contrast / saturation in 0.75-1.25, a hue rotation of up to ±0.04 turn, then
+    JPEG re-encoding at quality 30-90 for half of the views."""
+    import torch
+    import torch.nn.functional as F
+
+    n = len(pixels)
+    x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float() / 255.0
+    angle = torch.from_numpy(rng.uniform(0, 2 * np.pi, n)).float()
+    keep = torch.from_numpy(rng.uniform(0.6, 0.95, n)).float()
+    aspect = torch.from_numpy(rng.uniform(0.87, 1.15, n)).float()
+    flip = torch.from_numpy(np.where(rng.random(n) < 0.5, -1.0, 1.0)).float()
+    shift = torch.from_numpy(rng.uniform(-1, 1, (n, 2))).float() * (1 - keep)[:, None]
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    sx, sy = keep * aspect.sqrt() * flip, keep / aspect.sqrt()
+    theta = torch.stack([torch.stack([cos * sx, -sin * sy, shift[:, 0]], 1), torch.stack([sin * sx, cos * sy, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, (n, 3, size, size), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    jitter = lambda: torch.from_numpy(rng.uniform(0.75, 1.25, (n, 1, 1, 1))).float()
+    x = x * jitter()
+    gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]).clamp(0, 1)
+    x = gray.mean((2, 3), keepdim=True) + (x - gray.mean((2, 3), keepdim=True)) * jitter()
+    x = gray + (x - gray) * jitter()
+    x = _hue_rotate(x.clamp(0, 1), torch.from_numpy(rng.uniform(-0.04, 0.04, n)).float() * 2 * np.pi)
+    out = (x.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+    for i in np.flatnonzero(rng.random(n) < 0.5):
+        out[i] = _jpeg_array(out[i], int(rng.integers(30, 91)))
+    return _to_tensor(list(out))
+
+
+def _hue_rotate(x, angle):
+    """Rotate the chroma of RGB images (N, 3, H, W) by `angle` radians in YIQ space (a hue shift)."""
+    import torch
+
+    to_yiq = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+    yiq = torch.einsum("ij,njhw->nihw", to_yiq, x)
+    cos, sin = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    i, q = yiq[:, 1] * cos - yiq[:, 2] * sin, yiq[:, 1] * sin + yiq[:, 2] * cos
+    return torch.einsum("ij,njhw->nihw", torch.linalg.inv(to_yiq), torch.stack([yiq[:, 0], i, q], 1))
+
+
+def dihedral(batch, rng: np.random.Generator):
+    """Each image of a (N, C, H, W) tensor flipped and rotated by a random multiple of 90°."""
+    import torch
+
+    views = [torch.rot90(image.flip(2) if rng.random() < 0.5 else image, int(rng.integers(4)), dims=(1, 2)) for image in batch]
+    return torch.stack(views)
 
 
 def _to_tensor(arrays: list[np.ndarray]):
@@ -248,7 +380,11 @@ def split_digest(split) -> str:
 
 
 def train_contrastive(train_split, config: ContrastiveConfig, device: str = "cpu", progress: bool = True):
-    """Fit the encoder on (at most `max_images` of) the real training images; seeded, so a rerun gives the same weights."""
+    """Fit the encoder on (at most `max_images` of) the real training images; seeded, so a rerun gives the same weights.
+
+    Each step pairs a batch of training images (as the audit sees them, flipped or rotated by 90°) with altered copies
+    of the same images (`augment_batch`, decoded from a 1.5x larger resize so crops keep their detail): NT-Xent pulls
+    every copy towards its source and away from the other images of the batch."""
     import torch
     from tqdm.auto import tqdm
 
@@ -257,23 +393,33 @@ def train_contrastive(train_split, config: ContrastiveConfig, device: str = "cpu
     rng = np.random.default_rng(config.seed)
     indices = np.sort(rng.permutation(len(train_split))[: config.max_images])
     subset = train_split.select(indices.tolist())
-    pixels = np.stack([_resize(image, config.image_size) for batch in image_batches(subset, 256) for image in batch])
+    large = config.image_size * 3 // 2
+    sources = np.stack([_resize(image, large) for batch in image_batches(subset, 256) for image in batch])
+    clean = _to_tensor([_resize(_pil(a), config.image_size) for a in sources])
     torch.manual_seed(config.seed)
     model = _encoder(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=1e-4)
-    batch_size = min(config.batch_size, len(pixels))
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, config.learning_rate, total_steps=config.steps, pct_start=0.1)
+    batch_size = min(config.batch_size, len(sources))
     model.train()
     with tqdm(range(config.steps), desc="training contrastive encoder", unit="step", disable=not progress) as bar:
         for _ in bar:
-            chosen = rng.choice(len(pixels), size=batch_size, replace=False)
-            views = [_to_tensor([_augment(pixels[i], rng) for i in chosen]).to(device) for _ in range(2)]
+            chosen = rng.choice(len(sources), size=batch_size, replace=False)
+            views = [dihedral(clean[chosen], rng).to(device), augment_batch(sources[chosen], config.image_size, rng).to(device)]
             z1, z2 = (model["head"](model["backbone"](v)) for v in views)
             loss = nt_xent(z1, z2, config.temperature)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            schedule.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
     return model.eval(), float(loss.item())
+
+
+def _pil(array: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(array)
 
 
 class ContrastiveFeatures(FeatureExtractor):
@@ -341,7 +487,8 @@ def default_features() -> str:
 
 def load_extractor(spec: str, *, train_split=None, cache_dir: str | Path | None = None, device: str | None = None,
                    contrastive: ContrastiveConfig = ContrastiveConfig(), progress: bool = True) -> FeatureExtractor:
-    """The extractor named by `spec`: "auto", "contrastive", "classifier:DIR", or a Hub id / model folder.
+    """The extractor named by `spec`: "auto", "contrastive", "dinov2-vitl14[:DIR]" (FD-DINOv2), "inception-v3" (FID,
+    torchvision weights), "classifier:DIR", or a Hub id / model folder.
 
     `contrastive` is trained on `train_split` (the real training images) and cached in `cache_dir`.
     """
@@ -351,6 +498,10 @@ def load_extractor(spec: str, *, train_split=None, cache_dir: str | Path | None 
         if train_split is None or cache_dir is None:
             raise SkinsynthError("the `contrastive` features need the real training split and a folder to cache the encoder in")
         return ContrastiveFeatures.fit_or_load(train_split, cache_dir, contrastive, device, progress)
+    if spec == "dinov2-vitl14" or spec.startswith("dinov2-vitl14:"):
+        return Dinov2Features(spec.partition(":")[2] or DINOV2_VITL14, device)
+    if spec == "inception-v3":
+        return InceptionFeatures(device)
     if spec.startswith("classifier:"):
         path = spec.removeprefix("classifier:")
         if not path:

@@ -1,16 +1,25 @@
 """Memorization audit: does any synthetic image copy a patient photo the generator was trained on?
 
 Every synthetic image's nearest real training image by cosine similarity in a feature space; an image is flagged
-when that similarity is above a threshold. The default threshold is the self-calibrated one of Dar et al. 2024
-("Unconditional latent diffusion models memorize patient imaging data"): the 95th percentile of each real training
-image's similarity to its nearest real *validation* image. Two different photos of different patients are that
-similar only 5% of the time, so a synthetic image closer than that to a training image is suspiciously close. A
-fixed threshold (SSCD's copy-detection cut-off, 0.5) is the alternative.
+when that similarity is above a threshold. The audit validates itself on real images the generator never saw (the
+real `test` split when there is one, else `validation`; lesions / patients the training split does not hold):
 
-`calibration="validation-to-train"` takes the baseline the other way round: each validation image's similarity to
-its nearest *training* image. That is exactly what a synthetic image that copies nobody would score (a query
-against the same training set), so its false-positive rate on new patients is the nominal 5% whatever the split
-sizes; Dar et al.'s direction searches the usually smaller validation split, which lowers the threshold.
+1. **Threshold at a stated false-positive rate.** The held-out images are cut in two halves by group. Each image of
+   the calibration half is scored against the training images exactly as a synthetic image is; the threshold is the
+   split-conformal quantile of those scores, so an image of a new patient is flagged with probability at most
+   `false_positive_rate` (default 1 %). The other half *measures* that rate, with a 95 % Wilson interval.
+2. **Excess.** The headline: the share of synthetic images above the threshold minus the share of measurement-half
+   real images above it, with Newcombe's 95 % interval and a one-sided Fisher exact p-value. A generator that copies
+   no one has an excess of 0 (its images are new patients too); "n images are suspiciously close" is a claim only
+   when the excess is significant.
+3. **Planted-copy recall.** Training images altered by crop, flip, rotation, colour jitter and JPEG (`copies`) are
+   scored like synthetic images: the share flagged *and* matched to their own lesion group is the audit's recall at
+   this threshold, with its interval. Flags are per image, so a planted copy's flag is what it would be inside the
+   synthetic set.
+4. **Group-aware.** A copy of another photo of the same lesion is a copy too: every flagged image names the nearest
+   training image's group (`group_id`: lesion or patient) and all training rows of that group.
+
+A fixed `--threshold` (SSCD's copy-detection cut-off is 0.5) skips step 1's calibration but not its measurement.
 """
 
 from __future__ import annotations
@@ -19,42 +28,104 @@ from pathlib import Path
 
 import numpy as np
 
+from ..card import add_report, report_folder
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, SkinsynthError
 from ..shards import atomic_write_json
-from .features import ContrastiveConfig, load_extractor, torch_device
-from .neighbors import knn
 from . import reports
-from ..card import add_report, report_folder
+from .copies import STRENGTHS, plant_copy
+from .features import ContrastiveConfig, l2_normalize, load_extractor, torch_device
+from .neighbors import knn
+from .stats import (
+    conformal_threshold,
+    difference_interval,
+    excess_p_value,
+    wilson_interval,
+)
 
 REPORT = "memorization.json"
 HISTOGRAM = "memorization_histogram.png"
 PAIRS = "memorization_closest_pairs.png"
+HELDOUT_SPLITS = ("test", "validation")
+SIGNIFICANCE = 0.05
+
+DEFINITIONS = {
+    "threshold": "cosine similarity above which a synthetic image is flagged as a possible copy of its nearest training image",
+    "false_positive_rate": "share of held-out real images (new patients, not used to set the threshold) above the threshold; "
+    "a perfect generator's images are flagged at this rate too, so it is the audit's false-alarm rate",
+    "rate": "share of synthetic images above the threshold; a perfect generator scores the false-positive rate",
+    "excess": "synthetic share above the threshold minus the held-out real share, with a 95 % interval and a one-sided test; "
+    "a perfect generator scores 0 (not significant)",
+    "planted_copy_recall": "share of planted copies (training images altered by crop, flip, rotation, colour jitter and JPEG) "
+    "flagged and matched to their own lesion group; a perfect audit scores 1, whatever the generator",
+}
 
 
-CALIBRATIONS = ("train-to-validation", "validation-to-train")
+def groups_of(split) -> np.ndarray:
+    """The `group_id` of every row (lesion / patient), or the row itself when the dataset has no groups."""
+    if "group_id" in split.column_names:
+        return np.asarray(split["group_id"], dtype=object)
+    return np.asarray([f"row-{i}" for i in range(len(split))], dtype=object)
 
 
-def _check_calibration(calibration: str) -> None:
-    if calibration not in CALIBRATIONS:
-        raise SkinsynthError(f"`--calibration` must be one of {', '.join(CALIBRATIONS)}, got {calibration!r}")
-
-
-def calibrated_threshold(train_features: np.ndarray, validation_features: np.ndarray, percentile: float = 95.0,
-                         calibration: str = "train-to-validation") -> tuple[float, np.ndarray]:
-    """(threshold, baseline): the `percentile` of every training image's similarity to its nearest validation image
-    (Dar et al.), or of every validation image's similarity to its nearest training image."""
-    if len(validation_features) == 0:
-        raise DatasetError("the self-calibrated threshold needs real validation images, and the validation split is empty; give --threshold")
-    _check_calibration(calibration)
-    queries, references = (train_features, validation_features) if calibration == "train-to-validation" else (validation_features, train_features)
-    baseline, _ = knn(queries, references, 1)
-    return float(np.percentile(baseline[:, 0], percentile)), baseline[:, 0]
+def halves_by_group(groups: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of two halves with no group in both (seeded): calibration and measurement."""
+    unique = np.unique(groups)
+    chosen = set(np.random.default_rng(seed).permutation(unique)[: len(unique) // 2])
+    first = np.asarray([g in chosen for g in groups], dtype=bool)
+    return np.flatnonzero(first), np.flatnonzero(~first)
 
 
 def flag_copies(similarities: np.ndarray, threshold: float) -> np.ndarray:
     """Rows whose nearest training image is more similar than the threshold."""
     return np.flatnonzero(similarities > threshold)
+
+
+def share(k: int, n: int) -> dict:
+    """A proportion with its 95 % Wilson interval and its counts."""
+    low, high = wilson_interval(k, n)
+    return {"value": k / n if n else None, "ci95": [round(low, 6), round(high, 6)], "count": int(k), "n": int(n)}
+
+
+def excess(k_syn: int, n_syn: int, k_real: int, n_real: int) -> dict:
+    """The synthetic share above the threshold minus the held-out real share, its interval and one-sided test."""
+    if not n_syn or not n_real:
+        return {"value": None, "ci95": None, "p_value": None, "significant": False, "num_excess_images": None}
+    low, high = difference_interval(k_syn, n_syn, k_real, n_real)
+    value = k_syn / n_syn - k_real / n_real
+    p = excess_p_value(k_syn, n_syn, k_real, n_real)
+    return {"value": value, "ci95": [round(low, 6), round(high, 6)], "p_value": p, "significant": p < SIGNIFICANCE,
+            "num_excess_images": max(0.0, value * n_syn)}
+
+
+def verdict(report: dict) -> str:
+    """One sentence a reader can act on."""
+    e, fpr = report["excess"], report["false_positive_rate"]
+    if e["value"] is None:
+        return "no synthetic images to audit"
+    head = f"{report['num_flagged']} of {report['num_synthetic']} synthetic images are above the threshold"
+    if e["significant"]:
+        return (f"{head}: about {e['num_excess_images']:.0f} more than new patients would be (excess {e['value']:.1%}, "
+                f"95% CI {e['ci95'][0]:.1%} to {e['ci95'][1]:.1%}, one-sided p = {e['p_value']:.2g}): inspect the flagged images")
+    return (f"{head}, as many as expected from new patients ({fpr['value']:.1%} of held-out real images are): no evidence "
+            f"of copying (excess {e['value']:.1%}, 95% CI {e['ci95'][0]:.1%} to {e['ci95'][1]:.1%}, p = {e['p_value']:.2g})")
+
+
+def _nearest(extractor, split, train_features, backend, device, desc, progress) -> tuple[np.ndarray, np.ndarray]:
+    if len(split) == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64)
+    features = l2_normalize(extractor.extract(split, desc=desc, progress=progress))
+    sims, idx = knn(features, train_features, 1, backend=backend, device=device)
+    return sims[:, 0], idx[:, 0]
+
+
+def planted_copies(train_split, rows: np.ndarray, strength: str, seed: int):
+    """A dataset of altered copies of the training `rows` (seeded, see `copies.plant_copy`)."""
+    import datasets
+
+    rng = np.random.default_rng([seed, STRENGTHS.index(strength)])
+    images = [plant_copy(image, rng, strength) for image in train_split.select(rows.tolist())["image"]]
+    return datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))
 
 
 def audit_memorization(
@@ -63,11 +134,12 @@ def audit_memorization(
     out: str | Path,
     *,
     features: str = "auto",
+    false_positive_rate: float = 0.01,
     threshold: float | None = None,
-    percentile: float = 95.0,
-    calibration: str = "train-to-validation",
     train_split: str = "train",
-    validation_split: str = "validation",
+    heldout_split: str | None = None,
+    num_planted: int = 200,
+    seed: int = 0,
     backend: str = "auto",
     num_pairs: int = 8,
     update_card: bool = False,
@@ -79,71 +151,105 @@ def audit_memorization(
     `skinsynth audit memorization`. Writes memorization.json and two PNGs into `out`; returns the report."""
     if threshold is not None and not -1.0 <= threshold <= 1.0:
         raise SkinsynthError(f"`--threshold` is a cosine similarity between -1 and 1, got {threshold}")
-    _check_calibration(calibration)
-    if not 0 < percentile < 100:
-        raise SkinsynthError(f"`--percentile` must be between 0 and 100, got {percentile}")
+    if not 0 < false_positive_rate < 0.5:
+        raise SkinsynthError(f"`--false-positive-rate` must be between 0 and 0.5, got {false_positive_rate}")
+    if num_planted < 0:
+        raise SkinsynthError(f"`--planted` must be 0 or more, got {num_planted}")
     if update_card:
         report_folder(synthetic)
     out = reports.prepare_output(out)
-    needed = (train_split,) if threshold is not None else (train_split, validation_split)
-    real = open_dataset(train, required_splits=needed)
+    real = open_dataset(train, required_splits=(train_split,) + ((heldout_split,) if heldout_split else ()))
+    heldout_split = heldout_split or next((s for s in HELDOUT_SPLITS if len(real.get(s, ()))), None)
+    if heldout_split is None:
+        raise DatasetError(f"the audit measures its false-positive rate on held-out real images, and `{train}` has no non-empty "
+                           f"{' or '.join(HELDOUT_SPLITS)} split; give --heldout-split")
     syn = open_dataset(synthetic)
-    if len(real[train_split]) == 0:
+    reference, heldout = real[train_split], real[heldout_split]
+    if len(reference) == 0:
         raise DatasetError(f"the real `{train_split}` split of `{train}` is empty: there is nothing to compare with")
 
     if backend == "auto":  # the search runs where the features are computed
         backend = "numpy" if torch_device(device) == "cpu" else "torch"
-    extractor = load_extractor(features, train_split=real[train_split], cache_dir=out, device=device, contrastive=contrastive, progress=progress)
-    train_features = extractor.extract(real[train_split], desc=f"features: real {train_split}", progress=progress)
-    baseline = None
-    if threshold is None or len(real.get(validation_split, ())):
-        validation_features = extractor.extract(real[validation_split], desc=f"features: real {validation_split}", progress=progress)
-        calibrated, baseline = calibrated_threshold(train_features, validation_features, percentile, calibration)
+    extractor = load_extractor(features, train_split=reference, cache_dir=out, device=device, contrastive=contrastive, progress=progress)
+    train_features = l2_normalize(extractor.extract(reference, desc=f"features: real {train_split}", progress=progress))
+    train_groups = groups_of(reference)
+
+    # held-out images of a group the training split holds are not new patients: left out of calibration
+    heldout_groups = groups_of(heldout)
+    new = np.flatnonzero(~np.isin(heldout_groups, np.unique(train_groups))) if "group_id" in heldout.column_names else np.arange(len(heldout))
+    null_sims, _ = _nearest(extractor, heldout.select(new.tolist()), train_features, backend, device, f"features: real {heldout_split}", progress)
+    calibration, measurement = halves_by_group(heldout_groups[new], seed)
+    if len(calibration) == 0 or len(measurement) == 0:
+        raise DatasetError(f"the real `{heldout_split}` split has {len(new)} images of new groups; the audit needs at least two groups to calibrate and measure")
     if threshold is None:
-        threshold, method = calibrated, f"p{percentile:g} of real {calibration} nearest-neighbour similarity" + (" (Dar et al. 2024)" if calibration == CALIBRATIONS[0] else "")
+        threshold, exact = conformal_threshold(null_sims[calibration], false_positive_rate)
+        method = (f"split-conformal {1 - false_positive_rate:.4g} quantile of {len(calibration)} held-out real `{heldout_split}` images' "
+                  f"nearest-training similarity (nominal false-positive rate ≤ {false_positive_rate:g})")
+        if not exact:
+            method += f"; too few images for that rate, so the largest of them (the rate can exceed {false_positive_rate:g})"
     else:
         method = "fixed"
+    fpr = share(len(flag_copies(null_sims[measurement], threshold)), len(measurement))
 
     names = label_names(syn)
-    nearest: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for split, part in syn.items():
-        if len(part) == 0:
-            nearest[split] = (np.zeros(0, np.float32), np.zeros(0, np.int64))
-            continue
-        query = extractor.extract(part, desc=f"features: synthetic {split}", progress=progress)
-        sims, idx = knn(query, train_features, 1, backend=backend, device=device)
-        nearest[split] = (sims[:, 0], idx[:, 0])
-
+    nearest = {split: _nearest(extractor, part, train_features, backend, device, f"features: synthetic {split}", progress) for split, part in syn.items()}
     flagged, per_split, class_total, class_flagged = [], {}, np.zeros(len(names), int), np.zeros(len(names), int)
+    group_rows: dict[str, list[int]] = {}
+    for row, group in enumerate(train_groups):
+        group_rows.setdefault(group, []).append(row)
     for split, (sims, idx) in nearest.items():
         labels = np.asarray(syn[split]["label"], dtype=int)
         rows = flag_copies(sims, threshold)
         np.add.at(class_total, labels, 1)
         np.add.at(class_flagged, labels[rows], 1)
         per_split[split] = {"num_synthetic": len(sims), "num_flagged": len(rows), "rate": len(rows) / len(sims) if len(sims) else 0.0}
-        flagged += [{"split": split, "row": int(r), "label": names[labels[r]], "nearest_train_row": int(idx[r]), "similarity": round(float(sims[r]), 6)} for r in rows]
+        flagged += [{"split": split, "row": int(r), "label": names[labels[r]], "nearest_train_row": int(idx[r]), "similarity": round(float(sims[r]), 6),
+                     "nearest_group": str(train_groups[idx[r]]), "group_train_rows": group_rows[train_groups[idx[r]]]} for r in rows]
     flagged.sort(key=lambda f: -f["similarity"])
-    all_sims = np.concatenate([s for s, _ in nearest.values()]) if nearest else np.zeros(0)
     num_synthetic = int(class_total.sum())
+
+    recall = {}
+    planted_rows = np.sort(np.random.default_rng(seed).choice(len(reference), min(num_planted, len(reference)), replace=False))
+    for strength in STRENGTHS if num_planted else ():
+        copies = planted_copies(reference, planted_rows, strength, seed)
+        sims, idx = _nearest(extractor, copies, train_features, backend, device, f"features: planted {strength} copies", progress)
+        hits = (sims > threshold) & (train_groups[idx] == train_groups[planted_rows])
+        recall[strength] = share(int(hits.sum()), len(hits))
+
+    all_sims = np.concatenate([s for s, _ in nearest.values()]) if nearest else np.zeros(0)
     report = {
         "features": extractor.name,
         "threshold": round(float(threshold), 6),
         "threshold_method": method,
+        "nominal_false_positive_rate": false_positive_rate if method != "fixed" else None,
+        "false_positive_rate": fpr,
         "num_synthetic": num_synthetic,
         "num_train": len(train_features),
         "num_flagged": len(flagged),
         "rate": len(flagged) / num_synthetic if num_synthetic else 0.0,
+        "excess": excess(len(flagged), num_synthetic, fpr["count"], fpr["n"]),
+        "planted_copy_recall": recall,
         "per_class": {name: (int(f) / int(t) if t else None) for name, f, t in zip(names, class_flagged, class_total)},
         "per_split": per_split,
         "similarity": _summary(all_sims),
-        "baseline": _summary(baseline) if baseline is not None else None,
+        "baseline": _summary(null_sims[measurement]),
+        "rows": {
+            "reference": f"all {len(reference)} rows of real `{train_split}` (searched for each image's nearest neighbour)",
+            "encoder": f"real `{train_split}` (the contrastive encoder's training images)" if extractor.name == "contrastive" else "pretrained, no real rows",
+            "calibration": f"{len(calibration)} rows of real `{heldout_split}` ({len(np.unique(heldout_groups[new][calibration]))} groups) set the threshold",
+            "measurement": f"{len(measurement)} other rows of real `{heldout_split}` ({len(np.unique(heldout_groups[new][measurement]))} groups) measure the false-positive rate",
+            "left_out": f"{len(heldout) - len(new)} rows of real `{heldout_split}` whose group is also in `{train_split}`",
+            "planted": f"{len(planted_rows)} rows of real `{train_split}` (seed {seed}), each altered once per strength ({', '.join(recall)})",
+        },
+        "definitions": DEFINITIONS,
         "synthetic": str(synthetic),
         "real": str(train),
         "flagged": flagged,
     }
+    report["verdict"] = verdict(report)
     atomic_write_json(out / REPORT, report)
-    plot_histogram(all_sims, baseline, threshold, out / HISTOGRAM, extractor.name)
-    plot_closest_pairs(syn, real[train_split], nearest, out / PAIRS, num_pairs)
+    plot_histogram(all_sims, null_sims[measurement], threshold, out / HISTOGRAM, extractor.name, heldout_split)
+    plot_closest_pairs(syn, reference, train_groups, nearest, out / PAIRS, num_pairs)
     if update_card:
         add_report(synthetic, "memorization", report)
     return report
@@ -152,21 +258,20 @@ def audit_memorization(
 def _summary(values: np.ndarray) -> dict:
     if values is None or len(values) == 0:
         return {}
-    return {name: round(float(np.percentile(values, q)), 6) for name, q in (("min", 0), ("median", 50), ("p95", 95), ("max", 100))}
+    return {name: round(float(np.percentile(values, q)), 6) for name, q in (("min", 0), ("median", 50), ("p99", 99), ("max", 100))}
 
 
-def plot_histogram(similarities: np.ndarray, baseline: np.ndarray | None, threshold: float, path: Path, features: str) -> None:
-    """Synthetic-to-train nearest-neighbour similarities against the real train-to-validation baseline."""
+def plot_histogram(similarities: np.ndarray, baseline: np.ndarray, threshold: float, path: Path, features: str, heldout_split: str) -> None:
+    """Synthetic-to-train nearest-neighbour similarities against the held-out real (new patients) ones."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    bins = np.linspace(min(similarities.min(initial=1), baseline.min(initial=1) if baseline is not None else 1, threshold) - 0.01, 1.0, 60)
+    bins = np.linspace(min(similarities.min(initial=1), baseline.min(initial=1), threshold) - 0.01, 1.0, 60)
     ax.hist(similarities, bins=bins, density=True, alpha=0.6, label=f"synthetic → nearest real train ({len(similarities)})")
-    if baseline is not None:
-        ax.hist(baseline, bins=bins, density=True, alpha=0.6, label=f"real train → nearest real validation ({len(baseline)})")
+    ax.hist(baseline, bins=bins, density=True, alpha=0.6, label=f"held-out real {heldout_split} → nearest real train ({len(baseline)})")
     ax.axvline(threshold, color="black", linestyle="--", label=f"copy threshold {threshold:.3f}")
     ax.set_xlabel(f"cosine similarity ({features})")
     ax.set_ylabel("density")
@@ -177,8 +282,8 @@ def plot_histogram(similarities: np.ndarray, baseline: np.ndarray | None, thresh
     plt.close(fig)
 
 
-def plot_closest_pairs(syn, train_split, nearest: dict, path: Path, num_pairs: int) -> None:
-    """The most similar (synthetic, training image) pairs side by side, most similar first."""
+def plot_closest_pairs(syn, train_split, train_groups, nearest: dict, path: Path, num_pairs: int) -> None:
+    """The most similar (synthetic, training image) pairs side by side, most similar first, with the training group."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -193,7 +298,7 @@ def plot_closest_pairs(syn, train_split, nearest: dict, path: Path, num_pairs: i
         left.imshow(syn[split][row]["image"].convert("RGB"))
         left.set_title(f"synthetic {split}[{row}]", fontsize=8)
         right.imshow(train_split[train_row]["image"].convert("RGB"))
-        right.set_title(f"train[{train_row}]  sim {sim:.3f}", fontsize=8)
+        right.set_title(f"train[{train_row}] {train_groups[train_row]}  sim {sim:.3f}", fontsize=8)
         for ax in (left, right):
             ax.axis("off")
     fig.tight_layout()

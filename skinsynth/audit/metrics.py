@@ -1,4 +1,7 @@
-"""Distribution metrics between two sets of feature vectors (pure numpy; rows L2-normalized for the k-NN ones).
+"""Distribution metrics between two sets of feature vectors (pure numpy).
+
+Fréchet distance and KID take the raw features, as published (FID, FD-DINOv2), so their values can be compared
+with the literature in the same feature space; the k-NN metrics L2-normalize the rows first (cosine balls).
 
 - Fréchet distance (Heusel et al. 2017): between Gaussians fitted to each set. The trace of the matrix square root
   is taken from the eigenvalues of sqrt(S1) S2 sqrt(S1), which is symmetric, so it is stable and never complex.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import SkinsynthError
+from .features import l2_normalize
 from .neighbors import check_features, count_within, knn
 
 PRECISION_K = 3
@@ -62,8 +66,9 @@ def kernel_inception_distance(x: np.ndarray, y: np.ndarray, subsets: int = 100, 
 
 
 def manifold_metrics(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
-    """Precision/recall (k=3) and density/coverage (k=5) of `fake` against `real`."""
+    """Precision/recall (k=3) and density/coverage (k=5) of `fake` against `real`, in cosine balls."""
     check_features(fake, real)
+    real, fake = l2_normalize(real), l2_normalize(fake)
     if len(real) <= DENSITY_K or len(fake) <= PRECISION_K:
         raise SkinsynthError(f"precision/recall/density/coverage need more than {DENSITY_K} real and {PRECISION_K} synthetic vectors, got {len(real)} and {len(fake)}")
     real_knn, _ = knn(real, real, DENSITY_K, exclude_self=True)
@@ -79,7 +84,7 @@ def manifold_metrics(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
 
 
 def all_metrics(real: np.ndarray, fake: np.ndarray, *, kid_subsets: int = 100, kid_subset_size: int = 1000, seed: int = 0) -> dict[str, float | None]:
-    """Every metric of `fake` against `real`; a metric the set sizes are too small for is None."""
+    """Every metric of `fake` against `real` (raw features); a metric the set sizes are too small for is None."""
     results: dict[str, float | None] = {"fd": None, "kid": None, "kid_std": None, "precision": None, "recall": None, "density": None, "coverage": None}
     if min(len(real), len(fake)) >= 2:
         results["fd"] = frechet_distance(fake, real)

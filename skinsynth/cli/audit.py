@@ -1,13 +1,14 @@
 """`skinsynth audit memorization SYN --train REAL …` and `skinsynth audit quality SYN --real REAL …`."""
 
 from ..audit.features import ContrastiveConfig
-from ..audit.memorization import CALIBRATIONS, audit_memorization
+from ..audit.memorization import audit_memorization
 from ..audit.quality import audit_quality
 
 FEATURES_HELP = (
-    "feature space: a Hub id or folder of a transformers vision model (e.g. facebook/dinov2-base, or an SSCD-style copy "
-    "detector), `classifier:DIR` (a `skinsynth benchmark` checkpoint's penultimate layer), or `contrastive` (a small "
-    "encoder trained here on the real training images; no download). Default `auto`: DINOv2 if the Hub is reachable, else contrastive"
+    "feature space: `dinov2-vitl14[:DIR]` (FD-DINOv2's ViT-L/14 with its published preprocessing), `inception-v3` (FID's "
+    "network, torchvision weights; needs torchvision), a Hub id or folder of a transformers vision model, `classifier:DIR` "
+    "(a `skinsynth benchmark` checkpoint's penultimate layer), or `contrastive` (a small encoder trained here on real "
+    "images; no download). Default `auto`: DINOv2 if the Hub is reachable, else contrastive"
 )
 
 
@@ -25,21 +26,24 @@ def register(subparsers) -> None:
         help="find synthetic images that copy a real training image",
         description=(
             "Find every synthetic image's nearest real training image by cosine similarity (exact search, in blocks) and flag "
-            "it when the similarity is above the copy threshold. By default the threshold calibrates itself (Dar et al. 2024): "
-            "the 95th percentile of each real training image's similarity to its nearest real validation image, so a flagged "
-            "image is closer to a training photo than 95% of real photos of other patients are. Writes memorization.json "
-            "(flagged rows with their nearest training row), a histogram against the train-vs-validation baseline, and the "
-            "closest pairs side by side."
+            "it when the similarity is above the copy threshold. The audit checks itself on real images the generator never saw "
+            "(the real test split, else validation: new lesions): half of them set the threshold so that a new patient's image "
+            "is flagged at most --false-positive-rate of the time, the other half measure that rate (with a 95% CI). The "
+            "headline is the excess: the synthetic share above the threshold minus the held-out real share, with a 95% CI "
+            "and a one-sided test. Every run also plants altered copies of training images (crop, flip, rotation, colour "
+            "jitter, JPEG; light and heavy) and reports the share it catches. Writes memorization.json (flagged rows with "
+            "their nearest training row and lesion group), a histogram against the held-out baseline, and the closest pairs."
         ),
         epilog="Example: skinsynth audit memorization ./synthetic --train ./ham10000 --features contrastive --out ./audit",
     )
     memorization.add_argument("synthetic", metavar="SYN", help="synthetic dataset (folder or Hub id); all its splits are audited")
-    memorization.add_argument("--train", required=True, metavar="REAL", help="real dataset the generator was trained on (its train split; its validation split calibrates the threshold)")
+    memorization.add_argument("--train", required=True, metavar="REAL", help="real dataset the generator was trained on (its train split is searched; its test or validation split calibrates the threshold)")
     memorization.add_argument("--out", required=True, metavar="DIR", help="folder for memorization.json, the PNGs and a cached contrastive encoder")
     memorization.add_argument("--features", default="auto", metavar="F", help=FEATURES_HELP)
-    memorization.add_argument("--threshold", type=float, default=None, metavar="X", help="fixed cosine-similarity threshold instead of the self-calibrated one (SSCD uses 0.5)")
-    memorization.add_argument("--percentile", type=float, default=95.0, help="percentile of the train-to-validation similarities used as the threshold (default: 95)")
-    memorization.add_argument("--calibration", default="train-to-validation", choices=CALIBRATIONS, help="baseline of the self-calibrated threshold: each real train image's nearest validation image (Dar et al. 2024, default), or each validation image's nearest train image (a nominal false-positive rate on new patients whatever the split sizes)")
+    memorization.add_argument("--false-positive-rate", type=float, default=0.01, metavar="A", help="nominal share of new patients' images flagged; sets the threshold (default: 0.01)")
+    memorization.add_argument("--threshold", type=float, default=None, metavar="X", help="fixed cosine-similarity threshold instead of the calibrated one (SSCD uses 0.5); its false-positive rate is still measured")
+    memorization.add_argument("--heldout-split", default=None, metavar="SPLIT", help="real split of images the generator never saw, for the threshold and its false-positive rate (default: test, else validation)")
+    memorization.add_argument("--planted", type=int, default=200, metavar="N", help="training images planted as altered copies (per strength) to measure the audit's recall (default: 200; 0: none)")
     memorization.add_argument("--backend", default="auto", choices=["auto", "numpy", "torch", "faiss"], help="exact search backend (default: torch on a GPU --device, numpy on the CPU; faiss if installed)")
     _common(memorization)
     memorization.set_defaults(run=run_memorization)
@@ -48,9 +52,12 @@ def register(subparsers) -> None:
         "quality",
         help="measure how close the synthetic distribution is to the real one",
         description=(
-            "Fréchet distance, KID (unbiased, over subsets), precision and recall (Kynkäänniemi et al., k=3), density and "
-            "coverage (Naeem et al., k=5), overall and per class, each beside the same metric between two halves of the real "
-            "data (what a perfect generator would score). Writes quality.json and a per-class bar chart."
+            "Fréchet distance and KID (unbiased, over subsets) on raw features, as published (FD-DINOv2 with --features "
+            "dinov2-vitl14, FID with inception-v3), precision and recall (Kynkäänniemi et al., k=3), density and coverage "
+            "(Naeem et al., k=5), overall and per class, each beside the same metric between two halves of the real data split "
+            "by class and lesion group (what a perfect generator would score). With contrastive features a third of the real "
+            "rows trains the encoder and is in neither half. Writes quality.json (with the rows of each part and what each "
+            "number means) and a per-class bar chart."
         ),
         epilog="Example: skinsynth audit quality ./synthetic --real ./ham10000 --features contrastive --out ./audit",
     )
@@ -72,13 +79,20 @@ def _common(parser) -> None:
 
 def run_memorization(args) -> None:
     report = audit_memorization(
-        args.synthetic, args.train, args.out, features=args.features, threshold=args.threshold, percentile=args.percentile, calibration=args.calibration,
-        backend=args.backend, update_card=args.update_card, device=args.device, contrastive=ContrastiveConfig(steps=args.contrastive_steps),
-        progress=not args.quiet,
+        args.synthetic, args.train, args.out, features=args.features, false_positive_rate=args.false_positive_rate, threshold=args.threshold,
+        heldout_split=args.heldout_split, num_planted=args.planted, backend=args.backend, update_card=args.update_card, device=args.device,
+        contrastive=ContrastiveConfig(steps=args.contrastive_steps), progress=not args.quiet,
     )
-    print(f"{report['num_flagged']} of {report['num_synthetic']} synthetic images ({report['rate']:.1%}) are closer to a training image "
-          f"than the threshold {report['threshold']:.3f} ({report['features']} features)")
+    fpr = report["false_positive_rate"]
+    print(f"threshold {report['threshold']:.4f} ({report['features']} features): measured false-positive rate {_share(fpr)} on held-out real images")
+    for strength, recall in report["planted_copy_recall"].items():
+        print(f"planted-copy recall ({strength} alterations): {_share(recall)}")
+    print(report["verdict"])
     print(f"wrote {args.out}/memorization.json and its pictures")
+
+
+def _share(share: dict) -> str:
+    return f"{share['value']:.1%} (95% CI {share['ci95'][0]:.1%}-{share['ci95'][1]:.1%}, {share['count']}/{share['n']})"
 
 
 def run_quality(args) -> None:
@@ -90,6 +104,7 @@ def run_quality(args) -> None:
     for metric, value in report["overall"].items():
         baseline = report["real_vs_real"][metric]
         print(f"{metric:<10} {_fmt(value):>10} {_fmt(baseline):>13}")
+    print("real-vs-real: two disjoint halves of the real images, what a perfect generator would score; fd and kid on raw features")
     print(f"wrote {args.out}/quality.json and quality_per_class.png")
 
 
