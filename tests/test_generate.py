@@ -174,6 +174,22 @@ def test_two_processes_with_one_slowed_make_the_same_dataset_as_one(tiny_pipelin
     assert {line.split(":")[0] for line in calls.read_text().split()} == {"0", "1"}  # both ranks worked
 
 
+@pytest.mark.slow
+def test_a_locked_run_refuses_every_process(tiny_pipeline_dir, tmp_path):
+    """The main process holds the lock for all of them: when it cannot get it, every process stops, none waits."""
+    from filelock import FileLock
+
+    out = tmp_path / "out"
+    (out / ".skinsynth").mkdir(parents=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(random.randint(20000, 40000))]
+    command = [*torchrun, "-m", "skinsynth", "-q", "generate", str(small_recipe(tmp_path, per_class=1)), "--model", str(tiny_pipeline_dir), "--device", "cpu", "--out", str(out)]
+    with FileLock(str(out / ".skinsynth" / "lock")):
+        result = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.count("error: another `skinsynth generate` is writing") == 2, result.stderr[-3000:]
+    assert sorted(p.name for p in out.rglob("*")) == [".skinsynth", "lock", "shards"]
+
+
 def test_a_foreign_folder_is_refused_before_a_byte_is_written(tiny_pipeline_dir, tmp_path, monkeypatch, capsys):
     project = tmp_path / "project"
     project.mkdir()
