@@ -20,6 +20,7 @@ import platform
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,14 +236,38 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def _prepare_output(out: Path) -> None:
+def _prepare_output(out: Path) -> list[Path]:
+    """Create `out` and its state folder; return the top folders this call created (to remove if the start fails)."""
+    top = out if not out.exists() else out / STATE_DIR
+    while not top.parent.exists():
+        top = top.parent
+    created = [] if top.exists() else [top]
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / STATE_DIR / "shards").mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot create output directory `{out}`: {err.strerror or err}") from None
     if not os.access(out, os.W_OK):
+        _remove_created(created)
         raise OutputError(f"output directory `{out}` is not writable")
+    return created
+
+
+def _remove_created(created: list[Path]) -> None:
+    import shutil
+
+    for folder in created:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def _undone_on_failure(created: list[Path]):
+    """Remove the folders `_prepare_output` created when the start fails (mistyped model, refused filter, Ctrl-C)."""
+    try:
+        yield
+    except BaseException:
+        _remove_created(created)
+        raise
 
 
 def _check_same_run(out: Path, identity: dict) -> dict | None:
@@ -302,13 +327,7 @@ def generate(
     pass it, retrying the others with their next seeds.
     Returns the manifest (`out/generation.json`).
     """
-    from accelerate import PartialState
-    from tqdm.auto import tqdm
-
-    from .card import write_dataset_card
     from .hub import check_repo_id
-    from .hub import push_to_hub as push
-    from .pipeline import default_device, load_pipeline
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if batch_size < 1:
@@ -317,24 +336,34 @@ def generate(
         raise SkinsynthError(f"`--limit` must be zero or more, got {limit}")
     if push_to_hub is not None:
         check_repo_id(push_to_hub)
+    # Only now the heavy imports (torch through accelerate and diffusers): a refused input answers at once.
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    from .card import write_dataset_card
+    from .hub import push_to_hub as push
+    from .pipeline import check_device, default_device, load_pipeline
+
     out = Path(out)
+    device = check_device(device) if device else None
     use_cpu = (device or default_device()) == "cpu"
     state = PartialState(cpu=use_cpu)
     device = device if state.num_processes == 1 and device else str(state.device)
 
-    _prepare_output(out)
     _check_same_run(out, {"recipe_sha256": recipe.fingerprint(), "limit": limit})  # fail fast, before loading the model
+    created = _prepare_output(out)
     lock = _acquire_lock(out) if state.is_main_process else None
     try:
-        pipe, model_info = pipeline or load_pipeline(
-            model, revision=revision, device=device, dtype=dtype, lora=lora, embeddings=embeddings,
-            scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code,
-        )
-        identity = {"recipe_sha256": recipe.fingerprint(), "limit": limit, "model": model_info.identity()}
-        if image_filter is not None:
-            image_filter = _build_filter(image_filter, recipe, device, progress)
-            identity["filter"] = image_filter.summary()
-        manifest = _check_same_run(out, identity)
+        with _undone_on_failure(created if state.is_main_process else []):  # a failed start leaves no trace
+            pipe, model_info = pipeline or load_pipeline(
+                model, revision=revision, device=device, dtype=dtype, lora=lora, embeddings=embeddings,
+                scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code,
+            )
+            identity = {"recipe_sha256": recipe.fingerprint(), "limit": limit, "model": model_info.identity()}
+            if image_filter is not None:
+                image_filter = _build_filter(image_filter, recipe, device, progress)
+                identity["filter"] = image_filter.summary()
+            manifest = _check_same_run(out, identity)
         plans = plan(recipe, limit)
         tasks = shard_tasks(plans, recipe.generation.shard_size)
         if state.is_main_process:

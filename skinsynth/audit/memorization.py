@@ -84,12 +84,12 @@ def audit_memorization(
         raise SkinsynthError(f"`--percentile` must be between 0 and 100, got {percentile}")
     if update_card:
         report_folder(synthetic)
-    out = reports.prepare_output(out)
     needed = (train_split,) if threshold is not None else (train_split, validation_split)
     real = open_dataset(train, required_splits=needed)
     syn = open_dataset(synthetic)
     if len(real[train_split]) == 0:
         raise DatasetError(f"the real `{train_split}` split of `{train}` is empty: there is nothing to compare with")
+    out = reports.prepare_output(out)  # once the inputs are known good: a refused audit leaves no folder behind
 
     if backend == "auto":  # the search runs where the features are computed
         backend = "numpy" if torch_device(device) == "cpu" else "torch"

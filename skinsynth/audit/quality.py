@@ -64,9 +64,9 @@ def audit_quality(
     Writes quality.json and a per-class bar chart into `out`; returns the report."""
     if update_card:
         report_folder(synthetic)
-    out = reports.prepare_output(out)
     real_ds = open_dataset(real, required_splits=(real_split,))
     syn = open_dataset(synthetic)
+    out = reports.prepare_output(out)  # once the datasets open: a refused audit leaves no folder behind
     real_part = real_ds[real_split]
     if len(real_part) < 2:
         raise DatasetError(f"the real `{real_split}` split of `{real}` has {len(real_part)} images; the quality audit needs real images to compare with")
@@ -128,7 +128,7 @@ def plot_per_class(report: dict, path: Path) -> None:
     fig, axes = plt.subplots(2, 3, figsize=(max(9, 1.2 * len(names) * 1.5), 6.5), squeeze=False)
     x = np.arange(len(names))
     for ax, metric in zip(axes.flat, PLOTTED):
-        value = lambda d: np.nan if d.get(metric) is None else d[metric]  # noqa: E731
+        value = lambda d, metric=metric: np.nan if d.get(metric) is None else d[metric]  # noqa: E731
         ax.bar(x - 0.2, [value(d) for d in synthetic], 0.4, label="synthetic vs real")
         ax.bar(x + 0.2, [value(d) for d in real], 0.4, label="real vs real", hatch="//", alpha=0.6)
         ax.set_title(metric + (" (lower is better)" if metric in ("fd", "kid") else ""), fontsize=9)

@@ -30,12 +30,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import DatasetError
 from ..recipe import RESERVED_COLUMNS
-from . import Example, Source, SourceInfo, label_name
+from ..recipe import load_yaml
+from . import Example, Source, SourceInfo, label_name, open_table
 
 DEFAULT_MISSING = ("", "unknown", "nan", "NaN", "None", "null")
 
@@ -77,10 +77,7 @@ def load_mapping(mapping) -> ColumnMapping:
     source = "column mapping"
     if isinstance(mapping, (str, Path)):
         source = str(mapping)
-        try:
-            mapping = yaml.safe_load(Path(mapping).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
-            raise DatasetError(f"column mapping `{source}` cannot be read: {err}") from None
+        mapping = load_yaml(mapping, "column mapping")
     if mapping is None:
         raise DatasetError("`--format csv` needs a column mapping: `--mapping FILE`, or at least `--image-column` and `--label-column`")
     try:
@@ -126,7 +123,7 @@ def read(source: Path, mapping) -> Source:
     mapping = load_mapping(mapping)
     table = _find_table(source, mapping)
     image_root = table.parent / mapping.images if mapping.images else table.parent
-    with open(table, newline="", encoding="utf-8-sig") as f:
+    with open_table(table) as f:
         reader = csv.DictReader(f, delimiter=mapping.delimiter)
         header = reader.fieldnames or []
         needed = [mapping.image.column, mapping.label.column, *(c.column for c in mapping.attributes.values()), *mapping.columns]
