@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import DEMO_RECIPE
+from skinsynth.cli import main
 
-pytestmark = pytest.mark.slow
+from .conftest import DEMO_RECIPE
 
 
 def start(recipe: Path, model: Path, out: Path) -> subprocess.Popen:
@@ -25,7 +25,7 @@ def start(recipe: Path, model: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
-def wait_for(process: subprocess.Popen, path: Path, timeout: float = 120) -> None:
+def wait_for(process: subprocess.Popen, path: Path, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert process.poll() is None, process.communicate()
@@ -43,28 +43,34 @@ def recipe(tmp_path) -> Path:
     return path
 
 
-def test_ctrl_c_while_the_model_loads_leaves_nothing(recipe, tiny_pipeline_dir, tmp_path):
-    out = tmp_path / "out"
-    process = start(recipe, tiny_pipeline_dir, out)
-    wait_for(process, out / ".skinsynth")  # inputs checked, the model is loading
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err
-    assert err.strip().splitlines() == ["interrupted; run the same command again to resume"]
-    assert not out.exists()
+def test_ctrl_c_while_the_model_loads_leaves_nothing(recipe, tiny_pipeline_dir, tmp_path, monkeypatch, capsys):
+    import skinsynth.pipeline
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(skinsynth.pipeline, "load_pipeline", interrupted)
+    out = tmp_path / "deeper" / "out"
+    assert main(["-q", "generate", str(recipe), "--model", str(tiny_pipeline_dir), "--out", str(out)]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["interrupted; run the same command again to resume"]
+    assert not (tmp_path / "deeper").exists()
 
 
+@pytest.mark.slow
 def test_sigterm_says_how_to_resume_and_the_run_resumes(recipe, tiny_pipeline_dir, tmp_path):
     out = tmp_path / "out"
     process = start(recipe, tiny_pipeline_dir, out)
-    wait_for(process, out / "generation.json")  # generating
-    process.terminate()
-    _, err = process.communicate(timeout=120)
+    try:
+        wait_for(process, out / "generation.json")  # generating
+        process.terminate()
+        _, err = process.communicate(timeout=600)
+    finally:
+        process.kill()
     assert process.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1] == "terminated; run the same command again to resume"
     assert "Traceback" not in err
     assert not list((out / "data").glob(".*.tmp"))  # the shard being written was cleaned up
     resumed = start(recipe, tiny_pipeline_dir, out)
-    _, err = resumed.communicate(timeout=300)
+    _, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
     assert len(list((out / "data").glob("train-*.arrow"))) == 6
