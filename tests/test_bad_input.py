@@ -231,3 +231,18 @@ print(sorted(name for name in {HEAVY!r} if name in sys.modules))
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout[-500:]
+
+
+def test_custom_code_refusal_names_the_cli_option(ws, tiny_pipeline_dir, monkeypatch, capsys):
+    """diffusers refuses a custom component naming its Python argument; the user typed a command."""
+    import diffusers
+
+    def refuse(*args, **kwargs):
+        raise ValueError("The repository contains custom code in scheduler/my_scheduler.py which must be executed.\nPlease pass `trust_remote_code=True` to allow it.")
+
+    monkeypatch.setattr(diffusers.DiffusionPipeline, "from_pretrained", refuse)
+    before = snapshot(ws, tiny_pipeline_dir)
+    code, err = run_cli(gen(ws, tiny_pipeline_dir), capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--trust-remote-code" in err and "trust_remote_code=True" not in err
+    assert snapshot(ws, tiny_pipeline_dir) == before
