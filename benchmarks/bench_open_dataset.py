@@ -48,6 +48,7 @@ def main() -> None:
                 shutil.copyfile(shard, dataset / "data" / f"train-{copy * len(shards) + i:05d}-of-{total:05d}.arrow")
         for i, shard in enumerate(shards):
             shard.rename(dataset / "data" / f"train-{i:05d}-of-{total:05d}.arrow")
+        (dataset / "README.md").unlink()  # its `configs` list the old shard names; without it both ways find data/*
         print(f"dataset: {folder_mb(dataset):.0f} MB ({total} train shards + validation and test)")
         print(f"load average before: {os.getloadavg()[0]:.1f}\n")
         print("| way | seconds (open + read) | cache MB | extra disk vs dataset |")
