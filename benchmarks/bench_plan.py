@@ -11,8 +11,8 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from skinsynth.plan import plan  # noqa: E402
-from skinsynth.recipe import parse_recipe  # noqa: E402
+from skinsynth.plan import plan
+from skinsynth.recipe import parse_recipe
 
 images = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
 data = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "demo.yaml").read_text())

@@ -8,21 +8,54 @@ The Python API mirrors the CLI: `skinsynth generate` is `skinsynth.generate(...)
 
 __version__ = "0.1.0"
 
-from .audit.filter import FilterConfig, filter_dataset
-from .audit.memorization import audit_memorization
-from .audit.quality import audit_quality
-from .benchmark import benchmark
-from .card import write_dataset_card, write_model_card
-from .errors import DatasetError, HubError, OutputError, PipelineError, RecipeError, SkinsynthError
-from .finetune import finetune
-from .generate import generate
-from .hub import push_to_hub
-from .pipeline import load_pipeline, tiny_pipeline
-from .plan import plan
-from .prepare import PrepareConfig, prepare
-from .recipe import Recipe, load_recipe, parse_recipe
-from .recipe_from import recipe_from
-from .verify import verify_dataset
+import sys
+import types
+
+from ._lazy import lazy_exports
+
+# Public name -> the module that defines it. Imported on first use, so that `skinsynth --help` and a refused
+# recipe or option answer before torch, diffusers, transformers and datasets load (seconds).
+_EXPORTS = {
+    "FilterConfig": "audit.filter",
+    "filter_dataset": "audit.filter",
+    "audit_memorization": "audit.memorization",
+    "audit_quality": "audit.quality",
+    "benchmark": "benchmark",
+    "write_dataset_card": "card",
+    "write_model_card": "card",
+    "DatasetError": "errors",
+    "HubError": "errors",
+    "OutputError": "errors",
+    "PipelineError": "errors",
+    "RecipeError": "errors",
+    "SkinsynthError": "errors",
+    "finetune": "finetune",
+    "generate": "generate",
+    "push_to_hub": "hub",
+    "load_pipeline": "pipeline",
+    "tiny_pipeline": "pipeline",
+    "plan": "plan",
+    "PrepareConfig": "prepare",
+    "prepare": "prepare",
+    "Recipe": "recipe",
+    "load_recipe": "recipe",
+    "parse_recipe": "recipe",
+    "recipe_from": "recipe_from",
+    "verify_dataset": "verify",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+
+
+class _Package(types.ModuleType):
+    """`skinsynth.generate` is the function even after the submodule of the same name is imported (the import
+    system would otherwise set the attribute to the submodule)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}" and name in _EXPORTS:
+            return
+        super().__setattr__(name, value)
+
 
 __all__ = [
     "DatasetError",
@@ -52,3 +85,5 @@ __all__ = [
     "write_dataset_card",
     "write_model_card",
 ]
+
+sys.modules[__name__].__class__ = _Package

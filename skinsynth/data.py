@@ -1,18 +1,27 @@
 """Open a labeled image dataset in the skinsynth layout, from a local folder or a Hub id, with one clear error.
 
-`benchmark`, `finetune` and the audits all read datasets through `open_dataset`; a dataset is usable when it has
+`benchmark`, `finetune`, `filter` and the audits all read datasets through `open_dataset`; a dataset is usable when it has
 an `image` column and a `label` column that is a `ClassLabel` (the names are what arms, captions and filters match).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .errors import DatasetError
+from .shards import DATA_DIR
+
+SHARD_NAME = re.compile(r"(?P<split>[A-Za-z0-9_]+)-\d{5}-of-\d{5}\.arrow")
 
 
 def open_dataset(source: str | Path, *, revision: str | None = None, required_splits: tuple[str, ...] = ()):
-    """`datasets.load_dataset(source)` as a `DatasetDict`, checked for `image` and a `ClassLabel` `label`."""
+    """The dataset `source` as a `DatasetDict`, checked for `image` and a `ClassLabel` `label`.
+
+    A local folder of Arrow shards (`data/{split}-NNNNN-of-NNNNN.arrow`, what `generate`, `prepare` and `filter`
+    write) is memory-mapped in place: no copy into the Hugging Face cache, so a 200 GB dataset needs 200 GB, not 400,
+    and opening it takes a moment. Hub ids and other layouts (Parquet) go through `datasets.load_dataset`.
+    """
     import datasets
 
     source = str(source)
@@ -22,8 +31,12 @@ def open_dataset(source: str | Path, *, revision: str | None = None, required_sp
     if local.is_dir() and not any(local.glob("data/*.arrow")) and not any(local.glob("data/*.parquet")):
         raise DatasetError(f"`{source}` holds no data/*.arrow shards: is it the output of `skinsynth generate` or `skinsynth prepare`?")
     try:
-        dataset = datasets.load_dataset(str(local) if local.exists() else source, revision=revision)
-    except Exception as err:  # datasets raises many types (offline, missing repo, bad files)
+        shards = _local_shards(local) if local.is_dir() else {}
+        if shards:
+            dataset = datasets.DatasetDict({split: _concatenate([datasets.Dataset.from_file(str(f), split=split) for f in files]) for split, files in shards.items()})
+        else:
+            dataset = datasets.load_dataset(str(local) if local.exists() else source, revision=revision)
+    except Exception as err:  # datasets and pyarrow raise many types (offline, missing repo, bad files)
         raise DatasetError(f"could not load dataset `{source}`: {err}") from err
     missing = [split for split in required_splits if split not in dataset]
     if missing:
@@ -32,6 +45,23 @@ def open_dataset(source: str | Path, *, revision: str | None = None, required_sp
         if "image" not in part.features or not isinstance(part.features.get("label"), datasets.ClassLabel):
             raise DatasetError(f"dataset `{source}` ({split}) needs an `image` column and a ClassLabel `label` column; it has {part.features}")
     return dataset
+
+
+def _local_shards(folder: Path) -> dict[str, list[Path]]:
+    """Split name -> its Arrow shard files in order, as `load_dataset` would find them; splits in the usual order."""
+    shards: dict[str, list[Path]] = {}
+    for file in sorted((folder / DATA_DIR).glob("*.arrow")):
+        match = SHARD_NAME.fullmatch(file.name)
+        if match is not None:
+            shards.setdefault(match["split"], []).append(file)
+    order = {name: i for i, name in enumerate(("train", "validation", "test"))}
+    return dict(sorted(shards.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
+
+
+def _concatenate(parts: list):
+    import datasets
+
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
 def label_names(dataset) -> list[str]:

@@ -22,6 +22,7 @@ import platform
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,14 +271,38 @@ def check_output(out: str | Path) -> None:
         raise OutputError(f"`{out}` is not empty ({shown}) and holds no `skinsynth generate` run; choose a new or empty --out")
 
 
-def _prepare_output(out: Path) -> None:
+def _prepare_output(out: Path) -> list[Path]:
+    """Create `out` and its state folder; return the top folders this call created (to remove if the start fails)."""
+    top = out if not out.exists() else out / STATE_DIR
+    while not top.parent.exists():
+        top = top.parent
+    created = [] if top.exists() else [top]
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / STATE_DIR / "shards").mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot create output directory `{out}`: {err.strerror or err}") from None
     if not os.access(out, os.W_OK):
+        _remove_created(created)
         raise OutputError(f"output directory `{out}` is not writable")
+    return created
+
+
+def _remove_created(created: list[Path]) -> None:
+    import shutil
+
+    for folder in created:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def _undone_on_failure(created: list[Path]):
+    """Remove the folders `_prepare_output` created when the start fails (mistyped model, refused filter, Ctrl-C)."""
+    try:
+        yield
+    except BaseException:
+        _remove_created(created)
+        raise
 
 
 def identity_difference(previous: dict, current: dict, keys=None) -> tuple[str, object, object] | None:
@@ -370,13 +395,7 @@ def generate(
     bytes (recipe, model, options, library versions) must match, or the run is refused before anything is written.
     Returns the manifest (`out/generation.json`).
     """
-    from accelerate import PartialState
-    from tqdm.auto import tqdm
-
-    from .card import CARD_FILE, GRID_FILE, write_dataset_card
     from .hub import check_repo_id
-    from .hub import push_to_hub as push
-    from .pipeline import default_device, load_pipeline
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     if batch_size < 1:
@@ -386,7 +405,16 @@ def generate(
     if push_to_hub is not None:
         check_repo_id(push_to_hub)
     check_output(out)
+    # Only now the heavy imports (torch through accelerate and diffusers): a refused input answers at once.
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    from .card import CARD_FILE, GRID_FILE, write_dataset_card
+    from .hub import push_to_hub as push
+    from .pipeline import check_device, default_device, load_pipeline
+
     out = Path(out)
+    device = check_device(device) if device else None
     use_cpu = (device or default_device()) == "cpu"
     state = PartialState(cpu=use_cpu)
     device = device if state.num_processes == 1 and device else str(state.device)
@@ -396,10 +424,10 @@ def generate(
     _check_same_run(out, identity, keys=identity)  # fail fast, before loading the model
 
     # The main process holds the lock for the whole run; every process learns whether it got it.
-    lock, refusal = None, None
+    lock, refusal, created = None, None, []
     if state.is_main_process:
         try:
-            _prepare_output(out)
+            created = _prepare_output(out)
             lock = _acquire_lock(out)
         except OutputError as err:
             refusal = str(err)
@@ -409,15 +437,16 @@ def generate(
     if refusal is not None:
         raise OutputError(refusal)
     try:
-        pipe, model_info = pipeline or load_pipeline(
-            model, revision=revision, device=device, dtype=dtype, lora=lora, embeddings=embeddings,
-            scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-        )
-        identity["model"] = model_info.identity()
-        if image_filter is not None:
-            image_filter = _build_filter(image_filter, recipe, device, progress)
-            identity["filter"] = image_filter.summary()
-        manifest = _check_same_run(out, identity)
+        with _undone_on_failure(created):  # a failed start (mistyped model, refused filter, Ctrl-C) leaves no trace
+            pipe, model_info = pipeline or load_pipeline(
+                model, revision=revision, device=device, dtype=dtype, lora=lora, embeddings=embeddings,
+                scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+            )
+            identity["model"] = model_info.identity()
+            if image_filter is not None:
+                image_filter = _build_filter(image_filter, recipe, device, progress)
+                identity["filter"] = image_filter.summary()
+            manifest = _check_same_run(out, identity)
         plans = plan(recipe, limit)
         tasks = shard_tasks(plans, recipe.generation.shard_size)
         # The work is shared out once, by the main process, from the state before anyone starts: a process that

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,12 +47,48 @@ class ModelInfo:
 
 def folder_fingerprint(path: str | Path) -> str:
     """sha256 over every file's relative path and content (hidden files skipped): two folders with the same
-    weights and configs have the same fingerprint, wherever they live."""
-    path = Path(path)
-    digest = hashlib.sha256()
+    weights and configs have the same fingerprint, wherever they live.
+
+    Hashing a multi-GB model folder takes a minute, on every launch and in every rank: the result is cached under
+    `fingerprint_cache_dir()`, keyed by the folder's path and every file's size and modification time, so it is
+    computed again only when a file changes. Ranks that start together wait for the first one's result."""
+    path = Path(path).resolve()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    for file in files:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+    names = [str(file.relative_to(path) if path.is_dir() else file.name) for file in files]
+    listing = [(name, file.stat().st_size, file.stat().st_mtime_ns) for name, file in zip(names, files)]
+    key = hashlib.sha256(json.dumps([str(path), listing]).encode()).hexdigest()
+    cache = fingerprint_cache_dir()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        from filelock import FileLock
+
+        lock = FileLock(str(cache / f"{key}.lock"))
+        lock.acquire(timeout=3600)
+    except OSError:  # an unwritable cache only costs time
+        return _hash_files(files, names)
+    try:
+        entry = cache / key
+        if entry.is_file():
+            return entry.read_text().strip()
+        digest = _hash_files(files, names)
+        from .shards import atomic_write_text
+
+        atomic_write_text(entry, digest + "\n")
+        return digest
+    finally:
+        lock.release()
+
+
+def fingerprint_cache_dir() -> Path:
+    """`$SKINSYNTH_CACHE/fingerprints`, by default under `$XDG_CACHE_HOME` (`~/.cache/skinsynth/fingerprints`)."""
+    root = os.environ.get("SKINSYNTH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "skinsynth"
+    return Path(root) / "fingerprints"
+
+
+def _hash_files(files: list[Path], names: list[str]) -> str:
+    digest = hashlib.sha256()
+    for file, name in zip(files, names):
+        digest.update(name.encode())
         with open(file, "rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
@@ -146,6 +183,24 @@ def default_device() -> str:
     return "cpu"
 
 
+def check_device(device: str) -> str:
+    """`device` if torch can use it on this machine (cpu, cuda, cuda:N, mps…); else a `PipelineError` naming it."""
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise PipelineError(f"`--device {device[:64]}` is not a device; use cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "mps":
+        available = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    elif parsed.type != "cpu":  # cuda, xpu…: the backend is there and has a device of that index
+        backend = getattr(torch, parsed.type, None)
+        available = callable(getattr(backend, "is_available", None)) and backend.is_available() and (parsed.index or 0) < backend.device_count()
+    if parsed.type != "cpu" and not available:
+        raise PipelineError(f"`--device {device}` is not available on this machine; use cpu, or leave --device out for the best available")
+    return device
+
+
 def torch_dtype(dtype: str, device: str):
     import torch
 
@@ -173,11 +228,15 @@ def load_pipeline(
     Weights are read from safetensors only (LoRA and embeddings from pickled files with `allow_pickle=True`);
     remote code runs only with `trust_remote_code=True`.
     """
+    import diffusers.utils.logging
     from diffusers import DiffusionPipeline
+    from huggingface_hub.utils import are_progress_bars_disabled
 
     from .recipe import scheduler_class_name
 
-    device = device or default_device()
+    if are_progress_bars_disabled():  # `skinsynth -q` (diffusers has no environment switch of its own)
+        diffusers.utils.logging.disable_progress_bar()
+    device = check_device(device) if device else default_device()
     folder, commit = resolve_model(model, revision)
     if not trust_remote_code:
         check_text_to_image(folder)
@@ -188,6 +247,8 @@ def load_pipeline(
     try:
         pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=torch_dtype(dtype, device), use_safetensors=True, trust_remote_code=trust_remote_code)
     except Exception as err:
+        if "trust_remote_code" in str(err):  # diffusers names its Python argument; the user typed a command
+            raise PipelineError(f"the pipeline in {folder} needs its own code (a custom component); pass --trust-remote-code if you trust it") from err
         raise PipelineError(f"could not load the pipeline in {folder}: {err}") from err
 
     lora_info = None
@@ -298,8 +359,8 @@ def tiny_pipeline(out: str | Path, seed: int = 0):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise PipelineError(f"`{out}` exists and is not empty; choose a new folder for the tiny pipeline")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise PipelineError(f"`{out}` exists and is not an empty folder; choose a new folder for the tiny pipeline")
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         sample_size=32,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import reprlib
 import string
 from pathlib import Path
 from typing import Annotated, Literal
@@ -36,6 +37,13 @@ SCHEDULER_ALIASES = {
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_\-]*$"
 SPLIT_PATTERN = r"^[A-Za-z0-9_]+$"  # what `datasets` accepts as a split name (no dashes: they separate shard names)
 
+# Names become dataset columns, label names, file names, Hub repo names and card text: sane lengths, checked here.
+MAX_NAME = 96  # a Hub repo name's limit
+MAX_VALUE = 200  # attribute values and class prompts (text inside prompts)
+MAX_TEXT = 2000  # prompt templates, the negative prompt
+MAX_IMAGES_PER_SPLIT = 10_000_000  # a plan holds every image's seed and choices in memory (about 30 bytes each)
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=MAX_NAME)]
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -49,8 +57,8 @@ class ClassSpec(_Frozen):
     class, so that melanomas and nevi can keep the body sites, ages and sexes they have in real data.
     """
 
-    name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    prompt: str | None = None
+    name: Name
+    prompt: Annotated[str, Field(max_length=MAX_VALUE)] | None = None
     weight: Annotated[float, Field(gt=0)] = 1.0
     attributes: dict[str, dict[str, Annotated[float, Field(ge=0)]]] | None = None
 
@@ -70,7 +78,7 @@ class ClassSpec(_Frozen):
 class AttributeSpec(_Frozen):
     """An attribute axis (skin type, body site…): its values and, optionally, a sampling weight per value."""
 
-    values: Annotated[tuple[str, ...], Field(min_length=1)]
+    values: Annotated[tuple[Annotated[str, Field(min_length=1, max_length=MAX_VALUE)], ...], Field(min_length=1, max_length=1000)]
     weights: tuple[Annotated[float, Field(ge=0)], ...] | None = None
 
     @model_validator(mode="before")
@@ -93,8 +101,8 @@ class AttributeSpec(_Frozen):
 
 
 class Prompts(_Frozen):
-    templates: Annotated[tuple[str, ...], Field(min_length=1)]
-    negative: str = ""
+    templates: Annotated[tuple[Annotated[str, Field(max_length=MAX_TEXT)], ...], Field(min_length=1, max_length=1000)]
+    negative: Annotated[str, Field(max_length=MAX_TEXT)] = ""
 
 
 class SplitSpec(_Frozen):
@@ -104,7 +112,7 @@ class SplitSpec(_Frozen):
     appears equally often; `weighted` draws each attribute independently by its weights (uniform when none).
     """
 
-    per_class: Annotated[int, Field(ge=0)] | None = None
+    per_class: Annotated[int, Field(ge=0)] | None = None  # capped with the split's total (`Recipe._check`)
     total: Annotated[int, Field(ge=0)] | None = None
     attributes: Literal["balanced", "weighted"] = "balanced"
 
@@ -127,26 +135,19 @@ class Generation(_Frozen):
     quality: Annotated[int, Field(ge=1, le=100)] = 95
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
 
-    @field_validator("scheduler")
-    @classmethod
-    def _known_scheduler(cls, name):
-        if name is not None:
-            scheduler_class_name(name)
-        return name
-
     @property
     def guidance_scales(self) -> tuple[float, ...]:
         return self.guidance_scale if isinstance(self.guidance_scale, tuple) else (self.guidance_scale,)
 
 
 class Recipe(_Frozen):
-    name: Annotated[str, Field(pattern=NAME_PATTERN)]
-    description: str = ""
-    license: str = "other"
-    classes: Annotated[tuple[ClassSpec, ...], Field(min_length=1)]
-    attributes: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], AttributeSpec] = {}
+    name: Name
+    description: Annotated[str, Field(max_length=20_000)] = ""
+    license: Annotated[str, Field(max_length=MAX_NAME)] = "other"
+    classes: Annotated[tuple[ClassSpec, ...], Field(min_length=1, max_length=10_000)]
+    attributes: Annotated[dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)], AttributeSpec], Field(max_length=32)] = {}
     prompts: Prompts
-    splits: Annotated[dict[Annotated[str, Field(pattern=SPLIT_PATTERN)], SplitSpec], Field(min_length=1)]
+    splits: Annotated[dict[Annotated[str, Field(pattern=SPLIT_PATTERN, max_length=64)], SplitSpec], Field(min_length=1, max_length=16)]
     generation: Generation = Generation()
 
     @model_validator(mode="after")
@@ -167,6 +168,12 @@ class Recipe(_Frozen):
                     raise ValueError(f"class `{spec.name}`: `{name}` values {unknown} are not among the attribute's values {list(self.attributes[name].values)}")
                 if sum(weights.values()) <= 0:
                     raise ValueError(f"class `{spec.name}`: `{name}` weights must not all be zero")
+        for split in self.splits:
+            images = sum(self.class_counts(split))
+            if images > MAX_IMAGES_PER_SPLIT:
+                raise ValueError(f"split `{split}` asks for {images:,} images; a recipe plans at most {MAX_IMAGES_PER_SPLIT:,} per split (split a bigger dataset into several recipes)")
+        if not any(sum(self.class_counts(split)) for split in self.splits):
+            raise ValueError("every split asks for 0 images: give `per_class` or `total` a count above 0 in at least one split")
         for template in self.prompts.templates:
             unknown = template_fields(template) - {"class", *self.attributes}
             if unknown:
@@ -250,12 +257,12 @@ def _as_text(value) -> str:
 
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
-    location = ".".join(str(part) for part in first["loc"] if not str(part).startswith(("function-", "constrained-")))
-    message = first["msg"].removeprefix("Value error, ")
+    location = ".".join(shorten(str(part)) for part in first["loc"] if not str(part).startswith(("function-", "constrained-")))
+    message = shorten(first["msg"].removeprefix("Value error, "), 400)
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     elif "input" in first and first["type"] not in ("missing",) and not isinstance(first["input"], dict):
-        message += f" (got {first['input']!r})"
+        message += f" (got {_bounded_repr(first['input'])})"
     more = len(error.errors()) - 1
     return f"`{location or 'recipe'}`: {message}" + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 
@@ -265,20 +272,68 @@ def parse_recipe(data: dict, source: str = "recipe") -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a mapping of keys (name, classes, prompts, splits…), got {type(data).__name__}")
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as err:
         raise RecipeError(f"{source}: {_describe(err)}") from None
+    if recipe.generation.scheduler is not None:  # last: it imports diffusers (seconds), so other mistakes answer first
+        try:
+            scheduler_class_name(recipe.generation.scheduler)
+        except ValueError as err:
+            raise RecipeError(f"{source}: `generation.scheduler`: {err}") from None
+    return recipe
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """`text` cut to `limit` characters: an error message never echoes unbounded input."""
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
+def _bounded_repr(value) -> str:
+    """A short `repr` that never builds the whole text (a YAML alias bomb's value would be gigabytes)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxtuple, short.maxdict, short.maxstring, short.maxother = 3, 4, 4, 4, 60, 60
+    return shorten(short.repr(value))
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses more than `MAX_ALIASES` aliases (`*name`): a few anchors keep a file short,
+    thousands are a "billion laughs" bomb whose expansion would exhaust memory in whatever walks it."""
+
+    MAX_ALIASES = 100
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self.aliases_seen = getattr(self, "aliases_seen", 0) + 1
+            if self.aliases_seen > self.MAX_ALIASES:
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"more than {self.MAX_ALIASES} aliases (`*name`) at line {mark.line + 1}; write the values out")
+        return super().compose_node(parent, index)
+
+
+def load_yaml(path: str | Path, what: str):
+    """The YAML file `path` (a `what`: recipe, arms, mapping…) parsed safely, or a `RecipeError` of one line that
+    starts with the file name and says where the problem is."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"{what} file {str(path)!r} does not exist") from None
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise RecipeError(f"{path}: line {line}: not UTF-8 (byte 0x{err.object[err.start]:02x}); save the file as UTF-8") from None
+    except OSError as err:
+        raise RecipeError(f"{what} file {str(path)!r} cannot be read: {err.strerror or err}") from None
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = " ".join(str(err.problem or err.context or "syntax error").split())
+        raise RecipeError(f"{path}: not valid YAML: {where}{shorten(problem, 200)}") from None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML: {shorten(' '.join(str(err).split()), 200)}") from None
 
 
 def load_recipe(path: str | Path) -> Recipe:
     """Read and validate a YAML recipe file."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RecipeError(f"recipe file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise RecipeError(f"recipe file {str(path)!r} cannot be read: {err}") from None
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML: {err}") from None
-    return parse_recipe(data, source=str(path))
+    return parse_recipe(load_yaml(path, "recipe"), source=str(path))

@@ -18,11 +18,13 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import datasets
-from datasets.arrow_writer import ArrowWriter
+from typing import TYPE_CHECKING
 
 from .errors import DatasetError
+
+if TYPE_CHECKING:  # imported where used: reading a manifest must not load `datasets` (seconds)
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
 
 DATA_DIR = "data"
 MANIFEST_FILES = ("generation.json", "prepare.json")  # synthetic, real
@@ -95,9 +97,13 @@ class ShardWriter:
         self.writer_batch_size = writer_batch_size
         self.info: ShardInfo | None = None
         self._writer: ArrowWriter | None = None
+        import datasets
+
         self._image_columns = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
 
     def __enter__(self) -> ShardWriter:
+        from datasets.arrow_writer import ArrowWriter
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = ArrowWriter(features=self.features, path=str(self.tmp_path), writer_batch_size=self.writer_batch_size)
         return self
@@ -130,10 +136,37 @@ def read_manifest(root: str | Path) -> tuple[str, dict]:
         path = root / name
         if path.is_file():
             try:
-                return name, json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as err:
+                manifest = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
                 raise DatasetError(f"{path} cannot be read: {err}") from None
+            _check_manifest_shape(path, manifest)
+            return name, manifest
     raise DatasetError(f"{root} holds no skinsynth manifest ({' or '.join(MANIFEST_FILES)}): is it the output of `skinsynth generate` or `skinsynth prepare`?")
+
+
+def _check_manifest_shape(path: Path, manifest) -> None:
+    """Refuse valid JSON of the wrong shape (`[]`, a split without `num_rows`…) before a reader trips over it: the
+    parts every reader relies on are a mapping, its `splits` (when present) a mapping of split to `num_rows`,
+    `num_bytes` and a list of `shards`, each with its `file`, `num_rows`, `num_bytes` and `sha256`."""
+
+    def refuse(what: str) -> None:
+        raise DatasetError(f"{path} is damaged: {what}; rebuild the dataset with the command that made it")
+
+    if not isinstance(manifest, dict):
+        refuse(f"it holds a JSON {type(manifest).__name__}, not an object")
+    splits = manifest.get("splits", {})
+    if not isinstance(splits, dict):
+        refuse("`splits` is not an object")
+    fields = {"num_rows": int, "num_bytes": int, "shards": list}
+    shard_fields = {"file": str, "num_rows": int, "num_bytes": int, "sha256": str}
+    for split, info in splits.items():
+        for key, kind in fields.items():
+            if not isinstance(info, dict) or not isinstance(info.get(key), kind) or isinstance(info.get(key), bool):
+                refuse(f"split `{split[:64]}` has no {kind.__name__} `{key}`")
+        for number, shard in enumerate(info["shards"]):
+            for key, kind in shard_fields.items():
+                if not isinstance(shard, dict) or not isinstance(shard.get(key), kind) or isinstance(shard.get(key), bool):
+                    refuse(f"shard {number} of split `{split[:64]}` has no {kind.__name__} `{key}`")
 
 
 def write_split(root: str | Path, split: str, rows, features: datasets.Features, shard_size: int) -> list[ShardInfo]:

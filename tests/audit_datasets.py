@@ -7,7 +7,6 @@ import io
 from pathlib import Path
 
 import datasets
-import pytest
 from PIL import Image, ImageOps
 
 from skinsynth.shards import atomic_write_json, splits_manifest, write_split

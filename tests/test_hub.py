@@ -11,7 +11,6 @@ import json
 import shutil
 from pathlib import Path
 
-import httpx2 as httpx  # huggingface_hub's HTTP client
 import pytest
 import yaml
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, HfApi
@@ -28,6 +27,14 @@ from skinsynth.verify import verify_dataset
 from .conftest import DEMO_RECIPE
 
 SECRET = "hf_skinsynthTestTokenThatMustNeverBeWritten"
+
+
+class ServerError(HfHubHTTPError):
+    """The Hub's HTTP error without an HTTP response object: huggingface_hub's HTTP client (requests, httpx…) depends
+    on its version, and the test must not import it."""
+
+    def __init__(self, message: str):
+        Exception.__init__(self, message)
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +161,7 @@ class FakeHub:
             assert repo_type == "dataset"
             if hub.fail_on_commit == len(hub.commits) + 1:
                 hub.fail_on_commit = None
-                response = httpx.Response(503, request=httpx.Request("POST", f"https://huggingface.co/api/datasets/{repo_id}/commit/main"))
-                raise HfHubHTTPError("503 Service Unavailable (fake)", response=response)
+                raise ServerError("503 Service Unavailable (fake)")
             operations = list(operations)
             base = revision or "main"
             target = f"refs/pr/{sum(ref.startswith('refs/pr/') for ref in hub.refs) + 1}" if create_pr else base

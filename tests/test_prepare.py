@@ -57,7 +57,7 @@ def test_split_fractions_are_close_to_targets_per_label():
     labels, groups = random_items(random.Random(0), 3000)
     splits = assign_splits(labels, groups, FRACTIONS, seed=0)
     for label in "abcde":
-        counts = Counter(s for l, s in zip(labels, splits) if l == label)
+        counts = Counter(s for lab, s in zip(labels, splits) if lab == label)
         total = sum(counts.values())
         for split, fraction in FRACTIONS.items():
             assert abs(counts[split] / total - fraction) < 0.03, (label, split, counts)
@@ -97,7 +97,7 @@ def test_cap_per_class_keeps_whole_groups_up_to_the_cap():
     kept_groups = {groups[i] for i in kept}
     assert {i for i, g in enumerate(groups) if g in kept_groups} == set(kept)  # whole groups only
     def majority(group):  # a group counts for its most common label, ties to the first name
-        counts = Counter(l for l, h in zip(labels, groups) if h == group)
+        counts = Counter(lab for lab, h in zip(labels, groups) if h == group)
         return min(counts, key=lambda label: (-counts[label], label))
 
     stratum = {g: majority(g) for g in kept_groups}

@@ -41,7 +41,7 @@ def test_twin_matches_the_train_split(real, train, tmp_path):
     for attribute, spec in recipe.attributes.items():
         frequencies = Counter(age_band(v) if attribute == "age" else v for v in train[attribute] if v is not None)
         assert dict(zip(spec.values, spec.weights)) == frequencies
-        for k, class_spec in enumerate(recipe.classes):  # each class's own weights are its train counts
+        for class_spec in recipe.classes:  # each class's own weights are its train counts
             label = names.index(class_spec.name)
             own = Counter(age_band(v) if attribute == "age" else v for v, y in zip(train[attribute], train["label"]) if y == label and v is not None)
             assert (class_spec.attributes or {}).get(attribute, {}) == own

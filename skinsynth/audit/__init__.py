@@ -4,8 +4,15 @@ Each audit takes images to features (`features`), compares feature sets exactly 
 `metrics`), and writes a JSON report plus pictures; `--update-card` puts the report into the dataset's card.
 """
 
-from .filter import FilterConfig, ImageFilter, build_filter, filter_dataset
-from .memorization import audit_memorization
-from .quality import audit_quality
+from .._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "FilterConfig": "filter",
+    "ImageFilter": "filter",
+    "build_filter": "filter",
+    "filter_dataset": "filter",
+    "audit_memorization": "memorization",
+    "audit_quality": "quality",
+})
 
 __all__ = ["FilterConfig", "ImageFilter", "audit_memorization", "audit_quality", "build_filter", "filter_dataset"]

@@ -316,7 +316,10 @@ def augment_batch(pixels: np.ndarray, size: int, rng: np.random.Generator):
     theta = torch.stack([torch.stack([cos * sx, -sin * sy, shift[:, 0]], 1), torch.stack([sin * sx, cos * sy, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, (n, 3, size, size), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
-    jitter = lambda: torch.from_numpy(rng.uniform(0.75, 1.25, (n, 1, 1, 1))).float()
+
+    def jitter():
+        return torch.from_numpy(rng.uniform(0.75, 1.25, (n, 1, 1, 1))).float()
+
     x = x * jitter()
     gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]).clamp(0, 1)
     x = gray.mean((2, 3), keepdim=True) + (x - gray.mean((2, 3), keepdim=True)) * jitter()

@@ -157,7 +157,6 @@ def audit_memorization(
         raise SkinsynthError(f"`--planted` must be 0 or more, got {num_planted}")
     if update_card:
         report_folder(synthetic)
-    out = reports.prepare_output(out)
     real = open_dataset(train, required_splits=(train_split,) + ((heldout_split,) if heldout_split else ()))
     heldout_split = heldout_split or next((s for s in HELDOUT_SPLITS if len(real.get(s, ()))), None)
     if heldout_split is None:
@@ -167,6 +166,7 @@ def audit_memorization(
     reference, heldout = real[train_split], real[heldout_split]
     if len(reference) == 0:
         raise DatasetError(f"the real `{train_split}` split of `{train}` is empty: there is nothing to compare with")
+    out = reports.prepare_output(out)  # once the inputs are known good: a refused audit leaves no folder behind
 
     if backend == "auto":  # the search runs where the features are computed
         backend = "numpy" if torch_device(device) == "cpu" else "torch"

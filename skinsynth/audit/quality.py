@@ -82,9 +82,9 @@ def audit_quality(
         raise SkinsynthError(f"`encoder_fraction` must be between 0 and 1, got {encoder_fraction}")
     if update_card:
         report_folder(synthetic)
-    out = reports.prepare_output(out)
     real_ds = open_dataset(real, required_splits=(real_split,))
     syn = open_dataset(synthetic)
+    out = reports.prepare_output(out)  # once the datasets open: a refused audit leaves no folder behind
     real_part = real_ds[real_split]
     if len(real_part) < 2:
         raise DatasetError(f"the real `{real_split}` split of `{real}` has {len(real_part)} images; the quality audit needs real images to compare with")

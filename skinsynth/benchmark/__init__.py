@@ -7,7 +7,12 @@
     experiment.py  `benchmark(...)`: checks everything up front, then runs every arm × seed
 """
 
-from .arms import PRESETS, Arm
-from .experiment import benchmark
+from .._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "PRESETS": "arms",
+    "Arm": "arms",
+    "benchmark": "experiment",
+})
 
 __all__ = ["PRESETS", "Arm", "benchmark"]

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import DatasetError, RecipeError
+from ..recipe import load_yaml
 
 
 class Arm(BaseModel):
@@ -120,12 +120,7 @@ def parse_arms(data, scale: float = 1.0, source: str = "arms") -> list[Arm]:
 
 
 def load_arms(path: str | Path, scale: float = 1.0) -> list[Arm]:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise RecipeError(f"cannot read arms file {path}: {err}") from None
-    return parse_arms(data, scale, source=str(path))
+    return parse_arms(load_yaml(path, "arms"), scale, source=str(path))
 
 
 # ---- labels -----------------------------------------------------------------------------------------------------
@@ -171,10 +166,7 @@ def match_labels(real_names: list[str], synthetic_names: list[str], mapping: dic
 def load_label_map(path: str | Path | None) -> dict[str, str | None]:
     if path is None:
         return {}
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
-        raise RecipeError(f"cannot read label map {path}: {err}") from None
+    data = load_yaml(path, "label map")
     if not isinstance(data, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str)) for k, v in data.items()):
         raise RecipeError(f"label map {path} must be a mapping `synthetic name: real name` (or `null` to drop a class)")
     return data

@@ -177,5 +177,3 @@ def card_report(summary: dict, synthetic_dataset: str) -> dict:
 def update_card(dataset: Path, summary: dict, synthetic_dataset: str) -> Path:
     """Write `DATASET/reports/benchmark.json`, then rebuild the dataset card from it."""
     return add_report(dataset, "benchmark", card_report(summary, synthetic_dataset))
-    write_dataset_card(dataset)
-    return path

@@ -8,7 +8,9 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 from ..errors import SkinsynthError
 
@@ -16,10 +18,22 @@ from ..errors import SkinsynthError
 COMMANDS = ["prepare", "recipe_from", "finetune", "generate", "benchmark", "filter", "audit", "card", "verify", "push", "tiny_pipeline"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An option argparse refuses is one `error:` line too (not the usage block), with where to look, and exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {_shorten(message)} (see `{self.prog} --help`)\n")
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="skinsynth",
         description="Make fully synthetic, labeled skin-disease image datasets with diffusion models, publish them on the Hugging Face Hub, and measure what they are worth.",
         epilog="Run `skinsynth COMMAND --help` for the options of a command.",
@@ -35,34 +49,49 @@ def build_parser() -> argparse.ArgumentParser:
 def _quiet_libraries(no_progress: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    if no_progress:  # the libraries' own loading bars too
-        import datasets
-        import diffusers.utils.logging
-        import transformers.utils.logging
-
-        datasets.disable_progress_bars()
-        diffusers.utils.logging.disable_progress_bar()
-        transformers.utils.logging.disable_progress_bar()
+    if no_progress:  # the libraries' own loading bars too, through their environment switches: importing them here
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # would cost seconds before any input is checked
+        os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"  # (transformers and skinsynth's pipeline loading follow the first)
     import warnings
 
     warnings.filterwarnings("ignore", message=".*requires torchvision.*")
     warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+class Terminated(BaseException):
+    """SIGTERM, which batch schedulers send before they kill a job: unwinds like Ctrl-C (temporary files removed,
+    locks released) so that the same command resumes."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    try:
+        return _main(argv)
+    except SkinsynthError as err:
+        print(f"error: {_shorten(err, 2000)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("terminated; run the same command again to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
     _quiet_libraries(no_progress=args.quiet)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    try:
-        with logging_redirect_tqdm():
-            return args.run(args) or 0
-    except SkinsynthError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+    with logging_redirect_tqdm():
+        return args.run(args) or 0

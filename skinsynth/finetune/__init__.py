@@ -1,7 +1,15 @@
 """Fine-tune a Stable Diffusion pipeline on a labeled real dataset with the recipe's own prompts (LoRA, full UNet,
 or textual inversion with one token per class), so that `skinsynth generate` speaks the vocabulary it learned."""
 
-from .captions import Captioner, build_captioner, class_token
-from .train import FinetuneResult, Hyperparameters, finetune
+from .._lazy import lazy_exports
+
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "Captioner": "captions",
+    "build_captioner": "captions",
+    "class_token": "captions",
+    "FinetuneResult": "train",
+    "Hyperparameters": "train",
+    "finetune": "train",
+})
 
 __all__ = ["Captioner", "FinetuneResult", "Hyperparameters", "build_captioner", "class_token", "finetune"]

@@ -11,6 +11,7 @@ train/test), `csv` (a table plus a column mapping; see dataset_scripts/mappings/
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections import Counter, defaultdict
@@ -72,6 +73,17 @@ def label_name(text: str) -> str:
     if not name:
         raise DatasetError(f"label {text!r} has no letters or digits to name a class with")
     return name
+
+
+def open_table(path: Path) -> io.StringIO:
+    """A CSV table's text (UTF-8, with or without a byte-order mark), ready for `csv.reader`; a byte that is not
+    UTF-8 is a `DatasetError` naming the file, the line and the byte, instead of a traceback."""
+    data = path.read_bytes()
+    try:
+        return io.StringIO(data.decode("utf-8-sig"), newline="")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DatasetError(f"{path}: line {line}: byte 0x{data[err.start]:02x} is not UTF-8; convert the file, e.g. `iconv -f latin1 -t utf-8`") from None
 
 
 class FileIndex:

@@ -42,13 +42,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import DatasetError
 from ..paths import inside
 from ..recipe import RESERVED_COLUMNS
-from . import Example, FileIndex, Source, SourceInfo, label_name
+from ..recipe import load_yaml
+from . import Example, FileIndex, Source, SourceInfo, label_name, open_table
 
 DEFAULT_MISSING = ("", "unknown", "nan", "NaN", "None", "null")
 
@@ -118,10 +118,7 @@ def load_mapping(mapping) -> ColumnMapping:
     source = "column mapping"
     if isinstance(mapping, (str, Path)):
         source = str(mapping)
-        try:
-            mapping = yaml.safe_load(Path(mapping).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
-            raise DatasetError(f"column mapping `{source}` cannot be read: {err}") from None
+        mapping = load_yaml(mapping, "column mapping")
     if mapping is None:
         raise DatasetError("`--format csv` needs a column mapping: `--mapping FILE`, or at least `--image-column` and `--label-column`")
     try:
@@ -168,7 +165,7 @@ def _find_table(source: Path, mapping: ColumnMapping) -> Path:
 def _read_table(path: Path, delimiter: str) -> tuple[list[str], list[dict]]:
     if not path.is_file():
         raise DatasetError(f"table `{path}` not found")
-    with open(path, newline="", encoding="utf-8-sig") as f:
+    with open_table(path) as f:
         reader = csv.DictReader(f, delimiter=delimiter)
         return list(reader.fieldnames or []), list(reader)
 

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import DatasetError
-from . import Example, Source, SourceInfo
+from . import Example, Source, SourceInfo, open_table
 
 METADATA_FILES = ("HAM10000_metadata.csv", "HAM10000_metadata", "metadata.csv")
 COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")
@@ -82,7 +82,7 @@ def find_images(folder: Path) -> dict[str, Path]:
 def read(root: Path) -> Source:
     metadata = find_metadata(root)
     images = find_images(metadata.parent)
-    with open(metadata, newline="", encoding="utf-8") as f:
+    with open_table(metadata) as f:
         reader = csv.DictReader(f)
         missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
