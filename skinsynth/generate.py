@@ -238,7 +238,7 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-# What a folder holding a generate run may contain besides foreign files a user added after it finished.
+# All a folder may hold to count as a generate run stopped before its manifest was written.
 RUN_STATE_ONLY = {STATE_DIR}
 # Identity keys and the option a user changes to change them: named when a resume is refused.
 IDENTITY_OPTIONS = {
