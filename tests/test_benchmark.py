@@ -249,3 +249,87 @@ def test_python_errors_are_package_errors(real_dir, synthetic_dir, model_dir, ar
         benchmark(str(real_dir), [str(synthetic_dir)], model=str(model_dir), out=tmp_path, arms=arms_file, update_card=str(real_dir))
     with pytest.raises(RecipeError, match="unknown preset"):
         benchmark(str(real_dir), [], model=str(model_dir), out=tmp_path, preset="akrout")
+
+
+# ---- saved classifiers ------------------------------------------------------------------------------------------
+
+
+def test_real_only_runs_are_saved_as_model_folders_that_a_pipeline_loads(recorded, ham10000_dir):
+    from huggingface_hub import ModelCard
+    from transformers import pipeline
+
+    summary, _, out = recorded
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["real"]  # default --save-models real: no synthetic arm
+    folder = out / "models" / "real" / "seed1"
+    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md"} <= {p.name for p in folder.iterdir()}
+    assert not list(folder.glob("*.bin"))
+    config = json.loads((folder / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(len(CLASSES))] == CLASSES
+    card = ModelCard.load(folder / "README.md")
+    scores = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    seed1 = summary["arms"][0]["runs"][1]
+    assert scores["Top-1 accuracy"] == round(seed1["top1"], 6) and scores["Balanced accuracy"] == round(seed1["balanced_accuracy"], 6)
+    assert card.data.license is None and "seed 1" in card.text and "arm **real**" in card.text
+    classify = pipeline("image-classification", model=str(folder), device="cpu")
+    image = next((ham10000_dir / "images").glob("*.jpg"))
+    predictions = classify(str(image), top_k=len(CLASSES))
+    assert {p["label"] for p in predictions} == set(CLASSES) and sum(p["score"] for p in predictions) == pytest.approx(1, abs=1e-4)
+
+
+def test_an_arm_folder_is_the_ensemble_of_its_seeds(recorded, synthetic_dir, tmp_path):
+    from skinsynth.audit.features import image_batches
+    from skinsynth.audit.filter import ClassifierEnsemble, FilterConfig, filter_dataset
+    from skinsynth.data import open_dataset
+
+    _, _, out = recorded
+    config = FilterConfig(classifiers=(str(out / "models" / "real"),), threshold=0.0)
+    manifest = filter_dataset(synthetic_dir, tmp_path / "kept", config, progress=False)
+    assert [c["path"] for c in manifest["filter"]["classifiers"]] == [str(out / "models" / "real" / f"seed{s}") for s in (0, 1)]
+    assert manifest["filter"]["kept"] == 7 * 6
+    images = next(image_batches(open_dataset(synthetic_dir)["train"], 4))
+    names = CLASSES
+    both = ClassifierEnsemble([str(out / "models" / "real" / f"seed{s}") for s in (0, 1)], names).probabilities(images)
+    one = [ClassifierEnsemble([str(out / "models" / "real" / f"seed{s}")], names).probabilities(images) for s in (0, 1)]
+    np.testing.assert_allclose(both, (one[0] + one[1]) / 2, rtol=1e-5)
+
+
+def test_save_models_best_keeps_each_arms_best_seed_and_all_fills_in_the_rest(real_dir, synthetic_dir, model_dir, tmp_path):
+    arms = tmp_path / "arms.yaml"
+    arms.write_text("arms:\n  - {name: real, real_per_class: 2}\n  - {name: synthetic, synthetic_per_class: 2}\n")
+    out = tmp_path / "out"
+    summary = run(real_dir, synthetic_dir, model_dir, arms, out, epochs=1, seeds=2, save_models="best", select_by="loss")
+    for arm in summary["arms"]:
+        losses = [json.loads((out / "runs" / f"{arm['name']}-seed{s}.json").read_text())["best_val"]["loss"] for s in (0, 1)]
+        assert [p.name for p in (out / "models" / arm["name"]).iterdir()] == [f"seed{int(np.argmin(losses))}"]
+    run(real_dir, synthetic_dir, model_dir, arms, out, epochs=1, seeds=2, save_models="all", select_by="loss")
+    assert sorted(str(p.relative_to(out)) for p in out.glob("models/*/seed*")) == [f"models/{a}/seed{s}" for a in ("real", "synthetic") for s in (0, 1)]
+    with pytest.raises(SkinsynthError, match="--save-models"):
+        run(real_dir, synthetic_dir, model_dir, arms, out, save_models="some")
+
+
+def test_a_model_whose_image_processor_cannot_load_stops_the_run(recorded, real_dir, synthetic_dir, arms_file, tmp_path):
+    import shutil
+
+    _, _, out = recorded
+    broken = tmp_path / "broken"
+    shutil.copytree(out / "models" / "real" / "seed0", broken)
+    (broken / "preprocessor_config.json").write_text("{not json")
+    with pytest.raises(PipelineError, match="image processor"):
+        run(real_dir, synthetic_dir, broken, arms_file, tmp_path / "a")
+    (broken / "preprocessor_config.json").unlink()
+    with pytest.raises(PipelineError, match="no preprocessor_config.json"):
+        run(real_dir, synthetic_dir, broken, arms_file, tmp_path / "b")
+
+
+def test_generate_filters_with_the_saved_models_of_an_arm(recorded, tiny_pipeline_dir, tmp_path):
+    import yaml
+
+    _, _, out = recorded
+    recipe = {"name": "ham-twin", "classes": [{"name": name} for name in CLASSES], "prompts": {"templates": ["a photo of {class}"]},
+              "splits": {"train": {"per_class": 1}}, "generation": {"height": 32, "width": 32, "num_inference_steps": 1}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    args = ["-q", "generate", str(tmp_path / "recipe.yaml"), "--model", str(tiny_pipeline_dir), "--device", "cpu", "--out", str(tmp_path / "syn"),
+            "--filter-classifier", str(out / "models" / "real"), "--filter-threshold", "0.0"]
+    assert main(args) == 0
+    manifest = json.loads((tmp_path / "syn" / "generation.json").read_text())
+    assert manifest["splits"]["train"]["num_rows"] == 7 and len(manifest["filter"]["classifiers"]) == 2

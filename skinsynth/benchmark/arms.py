@@ -131,7 +131,8 @@ def load_arms(path: str | Path, scale: float = 1.0) -> list[Arm]:
 # ---- labels -----------------------------------------------------------------------------------------------------
 
 
-def _normalized(name: str) -> str:
+def label_key(name: str) -> str:
+    """A class name as labels are matched: case and `_`/`-`/space differences ignored."""
     return re.sub(r"[\s_-]+", "_", name.strip().lower())
 
 
@@ -141,16 +142,16 @@ def match_labels(real_names: list[str], synthetic_names: list[str], mapping: dic
     Names match ignoring case and `_`/`-`/space differences; `mapping` renames synthetic names first (a `null`
     value drops a class). Every real class must be covered, so that a synthetic-only arm can learn every class.
     """
-    mapping = {_normalized(k): v for k, v in (mapping or {}).items()}
-    real_index = {_normalized(name): i for i, name in enumerate(real_names)}
+    mapping = {label_key(k): v for k, v in (mapping or {}).items()}
+    real_index = {label_key(name): i for i, name in enumerate(real_names)}
     result = np.full(len(synthetic_names), -1, dtype=np.int64)
     unknown = []
     for i, name in enumerate(synthetic_names):
-        key = _normalized(name)
+        key = label_key(name)
         if key in mapping:
             if mapping[key] is None:
                 continue
-            key = _normalized(mapping[key])
+            key = label_key(mapping[key])
         if key in real_index:
             result[i] = real_index[key]
         else:

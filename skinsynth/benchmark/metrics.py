@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 SUMMARY_METRICS = ("top1", "top2", "top3", "balanced_accuracy", "macro_f1")
+SELECT_BY = ("balanced_accuracy", "top1", "loss")  # validation metrics early stopping can keep the best epoch by
 
 
 def top_k_correct(y_true: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:

@@ -19,7 +19,6 @@ from ..card import add_report
 from ..shards import atomic_write_json, atomic_write_text
 from .metrics import SUMMARY_METRICS, evaluate, summarize
 
-
 METRIC_TITLES = {"top1": "Top-1", "top2": "Top-2", "top3": "Top-3", "balanced_accuracy": "Balanced acc.", "macro_f1": "Macro F1"}
 
 
@@ -56,7 +55,7 @@ def build_results(settings: dict, class_names: list[str], conditions, samples, r
                 for seed, m, run in per_seed
             ],
         })
-    return {"settings": settings, "classes": class_names, "test_images": int(len(labels)), "seconds": round(seconds, 1), "arms": arms}
+    return {"settings": settings, "classes": class_names, "test_images": len(labels), "seconds": round(seconds, 1), "arms": arms}
 
 
 def results_csv(summary: dict) -> str:
@@ -177,5 +176,3 @@ def card_report(summary: dict, synthetic_dataset: str) -> dict:
 def update_card(dataset: Path, summary: dict, synthetic_dataset: str) -> Path:
     """Write `DATASET/reports/benchmark.json`, then rebuild the dataset card from it."""
     return add_report(dataset, "benchmark", card_report(summary, synthetic_dataset))
-    write_dataset_card(dataset)
-    return path

@@ -37,6 +37,9 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     patience: int = 10
     workers: int = 0
+    select_by: str = "balanced_accuracy"  # validation metric early stopping keeps the best epoch by (metrics.SELECT_BY)
+    class_weighted: bool = False  # cross-entropy weighted by inverse class frequency of the training set
+
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,9 @@ def _load_config(model: str, revision: str | None):
 
 def check_classifier(model: str, revision: str | None = None):
     """The model's config, if transformers has an image-classification head for it; else a `PipelineError`."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+    )
 
     config = _load_config(model, revision)
     if config.model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
@@ -98,18 +103,31 @@ def load_classifier(model: str, class_names: list[str], revision: str | None = N
 
 
 def normalization(model: str, revision: str | None = None) -> Normalization:
-    """Mean, std and input size from the model's image processor; ImageNet statistics when it has none."""
+    """Mean, std and input size from the model's image processor.
+
+    Only a folder holding a config and no weights (training from scratch) has no processor by design: it gets
+    ImageNet statistics. A pretrained model whose processor cannot be loaded stops the run: training it with
+    other statistics or another input size than it was pretrained with would quietly cost accuracy.
+    """
     from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     local = Path(model).expanduser()
     if local.is_dir() and not (local / "preprocessor_config.json").is_file():
-        return Normalization(tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+        if not any((local / name).is_file() for name in WEIGHT_FILES):
+            return Normalization(tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+        raise PipelineError(
+            f"model folder `{model}` has weights but no preprocessor_config.json, so its input statistics and size are unknown; "
+            "save the model's image processor into it (`AutoImageProcessor.from_pretrained(HUB_ID).save_pretrained(DIR)`)"
+        )
     from transformers import AutoImageProcessor
 
     try:
         processor = AutoImageProcessor.from_pretrained(str(local) if local.exists() else model, revision=revision)
-    except Exception:  # a model without an image processor on the Hub: fall back to ImageNet statistics
-        return Normalization(tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+    except Exception as err:
+        raise PipelineError(
+            f"cannot load the image processor of model `{model}` ({type(err).__name__}: {err}); the benchmark needs its mean, std and "
+            "input size: check the id and your connection, or use a local folder holding the model and its preprocessor_config.json"
+        ) from err
     size = getattr(processor, "crop_size", None) or getattr(processor, "size", None)
     return Normalization(
         tuple(getattr(processor, "image_mean", None) or IMAGENET_DEFAULT_MEAN),
@@ -244,6 +262,8 @@ class RunResult:
     seconds: float = 0.0
     data_wait_share: float = 0.0  # share of the training steps' time spent waiting for the next batch
     images_per_second: float = 0.0  # training throughput, data loading included
+    best_val: dict = field(default_factory=dict)  # the chosen epoch's validation metrics (top1, balanced_accuracy, loss)
+    model: object = None  # the trained model with the chosen epoch's weights (not saved in runs/; None once reloaded)
 
 
 def make_accelerator(device: str | None, workers: int = 0):
@@ -304,9 +324,25 @@ def predict(model, data, accelerator) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(scores), np.concatenate(labels)
 
 
+def validation_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """What early stopping can select by: top-1, balanced accuracy and the (unweighted) cross-entropy."""
+    from .metrics import balanced_accuracy, confusion_matrix
+
+    loss = torch.nn.functional.cross_entropy(torch.from_numpy(scores).float(), torch.from_numpy(labels).long()).item()
+    return {"top1": float((scores.argmax(axis=1) == labels).mean()),
+            "balanced_accuracy": float(balanced_accuracy(confusion_matrix(labels, scores.argmax(axis=1), scores.shape[1]))), "loss": float(loss)}
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1 over the training images: n / (classes present * count of the class)."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    present = (counts > 0).sum()
+    return torch.tensor(np.where(counts > 0, len(labels) / (present * np.maximum(counts, 1)), 0.0), dtype=torch.float32)
+
+
 def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, test_set: ImageRows, config: TrainConfig, seed: int, accelerator, progress_desc: str = "", progress: bool = True) -> RunResult:
-    """Train a fresh model from `model_factory()` on `train_set`, stop early on validation top-1 accuracy, and
-    score the test set with the best epoch's weights."""
+    """Train a fresh model from `model_factory()` on `train_set`, stop early on the validation metric
+    `config.select_by`, and score the test set with the chosen epoch's weights (kept in `RunResult.model`)."""
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
@@ -323,7 +359,10 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
     total_steps = config.epochs * len(train_data) * accelerator.num_processes
     scheduler = accelerator.prepare(get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps))
 
-    best_state, best_top1, best_epoch, history = None, -1.0, -1, []
+    num_classes = accelerator.unwrap_model(model).config.num_labels
+    weight = class_weights(train_set.labels, num_classes).to(accelerator.device) if config.class_weighted else None
+    sign = -1.0 if config.select_by == "loss" else 1.0  # selection maximizes sign * metric
+    best_state, best_score, best_val, best_epoch, history = None, -math.inf, {}, -1, []
     waited = stepped = 0.0
     trained = 0
     bar = tqdm(total=config.epochs, desc=progress_desc, unit="epoch", disable=not (progress and accelerator.is_main_process), leave=True)
@@ -334,7 +373,7 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
         tick = time.perf_counter()
         for pixels, target in train_data:
             ready = time.perf_counter()
-            loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels).logits.float(), target)
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels).logits.float(), target, weight=weight)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -345,18 +384,19 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
             waited, stepped, tick = waited + ready - tick, stepped + done - tick, done
         trained += seen
         scores, labels = predict(model, val_data, accelerator)
-        val_top1 = float((scores.argmax(axis=1) == labels).mean())
-        history.append({"epoch": epoch + 1, "loss": loss_sum.item() / max(seen, 1), "val_top1": val_top1})
-        if val_top1 > best_top1:
-            best_top1, best_epoch = val_top1, epoch + 1
+        val = validation_metrics(scores, labels)
+        history.append({"epoch": epoch + 1, "loss": loss_sum.item() / max(seen, 1), **{f"val_{k}": v for k, v in val.items()}})
+        if sign * val[config.select_by] > best_score:
+            best_score, best_val, best_epoch = sign * val[config.select_by], val, epoch + 1
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_acc=f"{val_top1:.3f}", best=f"{best_top1:.3f}@{best_epoch}")
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{val[config.select_by]:.3f}", best=f"{sign * best_score:.3f}@{best_epoch}")
         bar.update()
         if epoch + 1 - best_epoch >= config.patience:
             break
     bar.close()
-    accelerator.unwrap_model(model).load_state_dict(best_state)
+    trained_model = accelerator.unwrap_model(model)
+    trained_model.load_state_dict(best_state)
     test_scores, test_labels = predict(model, test_data, accelerator)
     accelerator.free_memory(model, optimizer, scheduler, train_data, val_data, test_data)
-    return RunResult(test_scores, test_labels, len(history), best_epoch, best_top1, history, time.perf_counter() - start,
-                     waited / stepped if stepped else 0.0, trained / stepped if stepped else 0.0)
+    return RunResult(test_scores, test_labels, len(history), best_epoch, best_val["top1"], history, time.perf_counter() - start,
+                     waited / stepped if stepped else 0.0, trained / stepped if stepped else 0.0, best_val, trained_model.to("cpu"))

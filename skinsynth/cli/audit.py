@@ -6,7 +6,7 @@ from ..audit.quality import audit_quality
 
 FEATURES_HELP = (
     "feature space: a Hub id or folder of a transformers vision model (e.g. facebook/dinov2-base, or an SSCD-style copy "
-    "detector), `classifier:DIR` (a `skinsynth benchmark` checkpoint's penultimate layer), or `contrastive` (a small "
+    "detector), `classifier:DIR` (the penultimate layer of a model `skinsynth benchmark` saved in BENCH/models/ARM/seedN), or `contrastive` (a small "
     "encoder trained here on the real training images; no download). Default `auto`: DINOv2 if the Hub is reachable, else contrastive"
 )
 

@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 
 from ..benchmark import PRESETS, benchmark
+from ..benchmark.export import SAVE_MODELS
+from ..benchmark.metrics import SELECT_BY
 
 
 def register(subparsers) -> None:
@@ -43,11 +45,17 @@ def register(subparsers) -> None:
     training.add_argument("--patience", type=int, default=10, metavar="N", help="stop after N epochs without a better validation accuracy (default: 10, as in the paper)")
     training.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per step (default: 32)")
     training.add_argument("--learning-rate", type=float, default=3e-4, metavar="LR", help="AdamW peak learning rate, cosine schedule (default: 3e-4)")
+    training.add_argument("--select-by", choices=SELECT_BY, default=None,
+                          help="validation metric early stopping keeps the best epoch by (default: top1 with --preset akrout2023, as in the paper; else balanced_accuracy)")
+    training.add_argument("--class-weighted", action="store_true", help="weight the cross-entropy by inverse class frequency in each arm's training set")
     training.add_argument("--seeds", type=int, default=3, metavar="N", help="repeat every arm with seeds 0…N-1 (default: 3)")
     training.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: the best available)")
     training.add_argument("--workers", type=int, default=None, metavar="N", help="DataLoader worker processes for decoding and augmentation (default: cores - 1, at most 8)")
     output = parser.add_argument_group("output")
-    output.add_argument("--out", required=True, metavar="DIR", help="output folder: results.json, results.csv, results.md, plots, runs/")
+    output.add_argument("--out", required=True, metavar="DIR", help="output folder: results.json, results.csv, results.md, plots, runs/, models/")
+    output.add_argument("--save-models", choices=SAVE_MODELS, default="real",
+                        help="save runs as transformers model folders DIR/models/ARM/seedN (with a model card): real = every seed of the real-only arms "
+                             "(default; pass DIR/models/ARM to `filter --classifier` as an ensemble), best = each arm's best seed by --select-by, all, none")
     output.add_argument("--update-card", default=None, metavar="SYN_DIR", help="also write SYN_DIR/reports/benchmark.json and rebuild that synthetic dataset's card")
     parser.set_defaults(run=run)
 
@@ -57,6 +65,7 @@ def run(args) -> None:
         args.real, args.synthetic, model=args.model, out=args.out, preset=args.preset, arms=args.arms, image_size=args.image_size,
         epochs=args.epochs, batch_size=args.batch_size, seeds=args.seeds, scale=args.scale, device=args.device, allow_fewer=args.allow_fewer,
         label_map=args.label_map, patience=args.patience, learning_rate=args.learning_rate, workers=args.workers, update_card=args.update_card,
+        select_by=args.select_by, class_weighted=args.class_weighted, save_models=args.save_models,
         revision=args.revision, progress=not args.quiet, command="skinsynth " + shlex.join(sys.argv[1:]),
     )
     if summary:
