@@ -270,7 +270,8 @@ def filter_dataset(
     progress: bool = True,
 ) -> dict:
     """Write the rows of `synthetic` that pass the filter to a new dataset `out` (same layout, scores as
-    columns, counts per reason in its manifest under "filter"); mirrors `skinsynth filter`. Returns the manifest.
+    columns, counts per reason in its manifest under "filter", its own card); mirrors `skinsynth filter`.
+    Returns the manifest.
 
     The new dataset is written to a hidden folder beside `out` and renamed into place once complete.
     `scorer` replaces the classifier ensemble (any function of (images, labels) -> scores).
@@ -278,6 +279,7 @@ def filter_dataset(
     import datasets
     from tqdm.auto import tqdm
 
+    from ..card import write_dataset_card
     from ..generate import rejection_reason
 
     out = Path(out)
@@ -289,10 +291,10 @@ def filter_dataset(
         raise SkinsynthError(f"`--batch-size` must be at least 1, got {batch_size}")
     syn = open_dataset(synthetic)
     names = label_names(syn)
-    try:
-        _, manifest = read_manifest(synthetic)
-    except DatasetError:
-        manifest = {}
+    try:  # the new dataset keeps its source's kind of manifest, so its card is built the same way
+        manifest_name, manifest = read_manifest(synthetic)
+    except DatasetError:  # not made by skinsynth (e.g. a Hub dataset): described by its source, as `prepare` does
+        manifest_name, manifest = "prepare.json", {"kind": "real", "source": {"name": str(synthetic), "path": str(synthetic)}}
     recipe = manifest.get("recipe", {})
     texts = {c["name"]: c.get("prompt") or c["name"].replace("_", " ") for c in recipe.get("classes", [])}
     image_filter = build_filter(config, names, [texts.get(n, n.replace("_", " ")) for n in names], scorer=scorer, device=device, progress=progress)
@@ -330,11 +332,12 @@ def filter_dataset(
             "splits": splits_manifest(infos),
             "filter": {**image_filter.summary(), "kept": sum(i.num_rows for s in infos.values() for i in s), "rejections": dict(counts)},
         }
-        atomic_write_json(tmp / "generation.json", result)
+        atomic_write_json(tmp / manifest_name, result)
+        write_dataset_card(tmp)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return json.loads((out / "generation.json").read_text(encoding="utf-8"))
+    return json.loads((out / manifest_name).read_text(encoding="utf-8"))
