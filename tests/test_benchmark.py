@@ -138,7 +138,7 @@ def test_no_validation_or_test_image_reaches_training(recorded, real_dir):
         assert not {real["train"][int(r)]["group_id"] for r in real_rows} & held_out_lesions
 
 
-def test_outputs_written(recorded):
+def test_outputs_written(recorded, real_dir):
     summary, _, out = recorded
     for name in ("results.json", "results.csv", "results.md", "config.json", "accuracy_vs_synthetic_share.png", "confusion-real.png", "confusion-hybrid.png", "confusion-synthetic.png"):
         assert (out / name).is_file(), name
@@ -147,7 +147,29 @@ def test_outputs_written(recorded):
     assert [(r["arm"], r["seed"]) for r in rows[:6]] == [("real", "0"), ("real", "1"), ("real", "mean"), ("real", "std"), ("real", "ci95_low"), ("real", "ci95_high")]
     assert len(rows) == 3 * 6
     table = (out / "results.md").read_text()
-    assert "| real | 4 | 0 |" in table and "Top-3 (%)" in table and "Balanced acc. (%)" in table
+    assert "| real | 4 | 0 |" in table and "| Arm | Real / class | Synthetic / class | Balanced acc. (%) | Top-1 (%) |" in table and "Top-3 (%)" in table
+    real = datasets.load_dataset(str(real_dir))
+    counts = np.bincount(real["test"]["label"], minlength=7)
+    largest = int(np.argmax(np.bincount(real["train"]["label"], minlength=7)))  # the real train split's most frequent class
+    majority = summary["baselines"]["majority"]
+    assert majority["class"] == CLASSES[largest] and majority["top1"] == counts[largest] / counts.sum()
+    assert majority["balanced_accuracy"] == pytest.approx(1 / 7) and summary["baselines"]["chance"]["top3"] == pytest.approx(3 / 7)
+    assert f"| *majority class (`{CLASSES[largest]}`)* | | | 14.29 | {100 * counts[largest] / counts.sum():.2f} |" in table
+    assert "| *chance (uniform guess)* | | | 14.29 | 14.29 | 28.57 | 42.86 | |" in table and "Early stopping by validation balanced_accuracy." in table
+    # subgroups: the real test split's body site, sex and age band, each with counts, in results, table and plots
+    assert summary["subgroup_attributes"] == ["body_site", "sex", "age"]
+    test = datasets.load_dataset(str(real_dir))["test"]
+    male = np.array(test["sex"]) == "male"
+    runs = [json.loads((out / "runs" / f"real-seed{s}.json").read_text()) for s in (0, 1)]
+    by_hand = []
+    for saved in runs:
+        y, predicted = np.array(saved["test_labels"])[male], np.array(saved["test_scores"]).argmax(axis=1)[male]
+        by_hand.append(np.mean([(predicted[y == c] == c).mean() for c in np.unique(y)]))
+    male_metrics = summary["arms"][0]["subgroups"]["sex"]["male"]
+    assert male_metrics["count"] == male.sum() and male_metrics["balanced_accuracy"]["mean"] == pytest.approx(np.mean(by_hand))
+    assert sum(g["count"] for g in summary["arms"][0]["subgroups"]["age"].values()) == summary["test_images"]
+    assert "Balanced accuracy (%) by `sex`" in table and f"| male | {male.sum()} |" in table
+    assert (out / "subgroups-age.png").is_file() and (out / "subgroups-body_site.png").is_file()
     with Image.open(out / "accuracy_vs_synthetic_share.png") as image:
         assert image.format == "PNG" and image.width > 300
     arm = summary["arms"][1]
@@ -193,10 +215,12 @@ def test_update_card_writes_the_report_into_the_card(real_dir, model_dir, tiny_p
     arms.write_text("arms: [{name: mixed, real_per_class: 1, synthetic_per_class: 1}]\n")
     run(real_dir, synthetic, model_dir, arms, tmp_path / "out", epochs=1, seeds=1, update_card=str(synthetic), command="skinsynth benchmark …")
     report = json.loads((synthetic / "reports" / "benchmark.json").read_text())
-    assert set(report) == {"model", "real", "synthetic", "image_size", "epochs", "seeds", "command", "arms"}
+    assert set(report) == {"model", "real", "synthetic", "image_size", "epochs", "seeds", "command", "headline", "baselines", "subgroup_attributes", "arms"}
     assert report["arms"][0]["name"] == "mixed" and set(report["arms"][0]["metrics"]["top1"]) == {"mean", "std", "ci95"}
     card = (synthetic / "README.md").read_text()
     assert "## Benchmark" in card and "skinsynth benchmark …" in card
+    assert "| *majority class (`" in card and "| *chance (uniform guess)* | | | 0.143 |" in card and "Balanced accuracy is the headline" in card
+    assert "Balanced accuracy by `sex`" in card and "| male |" in card
 
 
 def test_training_on_a_held_out_image_is_refused(ham10000_dir, model_dir, arms_file, synthetic_dir, tmp_path):

@@ -92,3 +92,22 @@ def test_saved_model_gets_a_new_head_and_its_processor_statistics(tmp_path):
     assert model.config.num_labels == 7 and model.classifier[-1].out_features == 7
     assert all((a == b).all() for a, b in zip(model.resnet.state_dict().values(), pretrained.resnet.state_dict().values()))  # backbone kept
     assert normalization(str(tmp_path)) == Normalization((0.1, 0.2, 0.3), (0.4, 0.5, 0.6), 48)
+
+
+def test_class_weights_are_inverse_frequency_with_mean_one():
+    from skinsynth.benchmark.train import class_weights
+
+    weights = class_weights(np.array([0, 0, 0, 1, 2, 2]), 4)  # class 3 absent
+    assert weights.tolist() == pytest.approx([6 / (3 * 3), 6 / (3 * 1), 6 / (3 * 2), 0.0])
+    assert float((weights[[0, 0, 0, 1, 2, 2]]).mean()) == pytest.approx(1.0)
+
+
+def test_selection_metric_defaults_keep_the_papers_choice_for_its_preset():
+    from skinsynth.benchmark.experiment import default_select_by
+    from skinsynth.benchmark.train import validation_metrics
+
+    assert default_select_by("akrout2023") == "top1" and default_select_by("ratio-sweep") == "balanced_accuracy" and default_select_by(None) == "balanced_accuracy"
+    scores = np.log(np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7]], dtype=np.float32))
+    values = validation_metrics(scores, np.array([0, 0, 1]))
+    assert values["top1"] == 1.0 and values["balanced_accuracy"] == 1.0
+    assert values["loss"] == pytest.approx(-np.mean(np.log([0.8, 0.6, 0.7])), rel=1e-5)

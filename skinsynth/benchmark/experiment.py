@@ -34,7 +34,7 @@ from .arms import (
     preset_arms,
     sample_arm,
 )
-from .metrics import SELECT_BY
+from .metrics import SELECT_BY, SUBGROUP_ATTRIBUTES, group_values
 
 if TYPE_CHECKING:
     from .train import RunResult
@@ -207,6 +207,12 @@ def _check_leaks(real_data, synthetic_splits: list, runs: list[Condition], sampl
 def _labelled(split) -> tuple:
     """A whole split as an `ImageRows` part: every row, with its own labels."""
     return split, np.arange(len(split)), np.asarray(split["label"])
+
+
+def test_groups(test_split) -> dict[str, np.ndarray]:
+    """Each real test image's subgroup for every subgroup attribute the dataset has (fitzpatrick, body_site, sex,
+    age in bands), in test-split order: what the per-subgroup metrics are computed over."""
+    return {attribute: group_values(attribute, test_split[attribute]) for attribute in SUBGROUP_ATTRIBUTES if attribute in test_split.column_names}
 
 
 def _real_license(real: str) -> str | None:
@@ -415,7 +421,8 @@ def benchmark(
 
     if not accelerator.is_main_process:
         return {}
-    summary = report.build_results(settings, class_names, runs, samples, results, time.perf_counter() - start, synthetic)
+    summary = report.build_results(settings, class_names, runs, samples, results, time.perf_counter() - start, synthetic,
+                                   np.asarray(real_data["train"]["label"]), test_groups(real_data["test"]))
     report.write_outputs(out, summary)
     if card_dataset is not None:
         report.update_card(Path(card_dataset), summary, card_dataset)
