@@ -357,3 +357,43 @@ def test_generate_filters_with_the_saved_models_of_an_arm(recorded, tiny_pipelin
     assert main(args) == 0
     manifest = json.loads((tmp_path / "syn" / "generation.json").read_text())
     assert manifest["splits"]["train"]["num_rows"] == 7 and len(manifest["filter"]["classifiers"]) == 2
+
+
+# ---- external test set ------------------------------------------------------------------------------------------
+
+
+def build_external(ham10000_dir, out):
+    """Another "dataset": a test split of HAM10000 lesions the real one does not hold, with display names, only
+    three of the seven classes, and one class (`Squamous cell carcinoma`: the akiec lesions) the benchmark does not know."""
+    with open(ham10000_dir / "metadata.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = ["Melanoma", "Melanocytic Nevus", "Squamous cell carcinoma"]
+    dx = {"mel": 0, "nv": 1, "akiec": 2}
+    lesions = {d: list(dict.fromkeys(r["lesion_id"] for r in rows if r["dx"] == d))[12:14] for d in dx}
+    chosen = [r for r in rows if r["dx"] in dx and r["lesion_id"] in lesions[r["dx"]]]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names), "sex": datasets.Value("string")})
+    write_split(out, "test", [{"image": {"bytes": (ham10000_dir / "images" / f"{r['image_id']}.jpg").read_bytes(), "path": f"{r['image_id']}.jpg"},
+                               "label": dx[r["dx"]], "sex": r["sex"]} for r in chosen], features, shard_size=1000)
+    return out, [dx[r["dx"]] for r in chosen]
+
+
+def test_every_arm_is_also_tested_on_an_external_dataset(ham10000_dir, real_dir, synthetic_dir, model_dir, tmp_path):
+    external, labels = build_external(ham10000_dir, tmp_path / "pad")
+    arms = tmp_path / "arms.yaml"
+    arms.write_text("arms: [{name: real, real_per_class: 2}]\n")
+    with pytest.raises(DatasetError, match="Squamous cell carcinoma"):
+        run(real_dir, synthetic_dir, model_dir, arms, tmp_path / "out", test_datasets=[str(external)], seeds=1, epochs=1)
+    label_map = {"Squamous cell carcinoma": None, **{n.replace("_", " ").capitalize(): n for n in CLASSES}}
+    summary = run(real_dir, synthetic_dir, model_dir, arms, tmp_path / "out", test_datasets=[str(external)], label_map=label_map, seeds=1, epochs=1)
+    info = summary["external"]["pad"]
+    kept = [CLASSES.index(["melanoma", "melanocytic_nevus"][label]) for label in labels if label < 2]
+    assert info["test_images"] == len(kept) and info["dropped_images"] == labels.count(2)
+    assert info["test_class_counts"] == np.bincount(kept, minlength=7).tolist() and info["subgroup_attributes"] == ["sex"]
+    saved = json.loads((tmp_path / "out" / "runs" / "real-seed0.json").read_text())
+    scores = np.array(saved["external_scores"]["pad"])
+    predicted = scores.argmax(axis=1)
+    by_hand = np.mean([(predicted[np.array(kept) == c] == c).mean() for c in set(kept)])
+    metrics = summary["arms"][0]["external"]["pad"]["metrics"]
+    assert metrics["balanced_accuracy"]["mean"] == pytest.approx(by_hand) and metrics["top1"]["mean"] == pytest.approx(np.mean(predicted == kept))
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert f"External test set `{external}` ({len(kept)} images of the trained classes; {labels.count(2)} of other classes left out)" in table

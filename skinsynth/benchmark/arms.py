@@ -136,11 +136,13 @@ def label_key(name: str) -> str:
     return re.sub(r"[\s_-]+", "_", name.strip().lower())
 
 
-def match_labels(real_names: list[str], synthetic_names: list[str], mapping: dict[str, str | None] | None = None, synthetic_source: str = "synthetic") -> np.ndarray:
+def match_labels(real_names: list[str], synthetic_names: list[str], mapping: dict[str, str | None] | None = None, synthetic_source: str = "synthetic",
+                 cover_real: bool = True) -> np.ndarray:
     """For each synthetic label id, the real label id it stands for (-1: dropped by the mapping).
 
     Names match ignoring case and `_`/`-`/space differences; `mapping` renames synthetic names first (a `null`
-    value drops a class). Every real class must be covered, so that a synthetic-only arm can learn every class.
+    value drops a class). With `cover_real`, every real class must be covered, so that a synthetic-only arm can
+    learn every class; an external test set (`cover_real=False`) may lack some.
     """
     mapping = {label_key(k): v for k, v in (mapping or {}).items()}
     real_index = {label_key(name): i for i, name in enumerate(real_names)}
@@ -156,7 +158,7 @@ def match_labels(real_names: list[str], synthetic_names: list[str], mapping: dic
             result[i] = real_index[key]
         else:
             unknown.append(name)
-    missing = [name for i, name in enumerate(real_names) if i not in set(result.tolist())]
+    missing = [name for i, name in enumerate(real_names) if i not in set(result.tolist())] if cover_real else []
     if unknown or missing:
         common = len(real_names) - len(missing)
         raise DatasetError(

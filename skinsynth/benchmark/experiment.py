@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -123,6 +123,7 @@ def _load_done(path: Path, identity: str) -> RunResult | None:
     return RunResult(
         np.asarray(saved["test_scores"], dtype=np.float32), np.asarray(saved["test_labels"]), saved["epochs_run"], saved["best_epoch"],
         saved["best_val_top1"], saved["history"], saved["seconds"], saved["data_wait_share"], saved["images_per_second"], saved.get("best_val", {}),
+        {name: np.asarray(scores, dtype=np.float32) for name, scores in saved.get("external_scores", {}).items()},
     )
 
 
@@ -133,6 +134,7 @@ def _save_done(path: Path, identity: str, result: RunResult) -> None:
         "best_val": result.best_val, "history": result.history, "seconds": result.seconds, "data_wait_share": result.data_wait_share,
         "images_per_second": result.images_per_second,
         "test_labels": result.test_labels.tolist(), "test_scores": result.test_scores.tolist(),
+        "external_scores": {name: scores.tolist() for name, scores in result.external_scores.items()},
     })
 
 
@@ -194,14 +196,49 @@ def _sample_all(runs: list[Condition], class_names, real: str, real_labels, synt
     return {(c.name, seed): sample(c, seed) for c in runs for seed in range(seeds)}
 
 
-def _check_leaks(real_data, synthetic_splits: list, runs: list[Condition], samples: dict) -> None:
-    held_out = (set(image_digests(real_data["validation"])) | set(image_digests(real_data["test"]))) - {""}
+def _check_leaks(real_data, synthetic_splits: list, runs: list[Condition], samples: dict, external_splits: list = ()) -> None:
+    held_out = set(image_digests(real_data["validation"])) | set(image_digests(real_data["test"]))
+    for split in external_splits:
+        held_out |= set(image_digests(split))
+    held_out -= {""}
     real_digests = image_digests(real_data["train"])
     synthetic_digests = [image_digests(split) for split in synthetic_splits]
     by_name = {c.name: c for c in runs}
     for (name, _), sample in samples.items():
         index = by_name[name].synthetic
         check_no_leak(name, sample, real_digests, None if index is None else synthetic_digests[index], held_out)
+
+
+@dataclass(frozen=True)
+class ExternalTest:
+    """Another real dataset's test split, its rows whose labels match the training classes, in their label ids."""
+
+    name: str
+    source: str
+    split: object
+    rows: np.ndarray
+    labels: np.ndarray
+    dropped: int  # test images of classes the mapping drops
+
+
+def open_external(sources: list[str], class_names: list[str], mapping: dict, real: str) -> list[ExternalTest]:
+    """Each `--test-dataset`'s test split with labels matched to the real dataset's by name (or `--label-map`);
+    its classes the benchmark does not train on must be dropped explicitly (`null` in the label map)."""
+    tests = []
+    for source in sources:
+        if Path(source).expanduser().resolve() == Path(real).expanduser().resolve():
+            raise DatasetError(f"`--test-dataset {source}` is the real dataset itself; its test split is already used")
+        data = open_dataset(source, required_splits=("test",))
+        to_real = match_labels(class_names, label_names(data), mapping, synthetic_source=source, cover_real=False)
+        labels = to_real[np.asarray(data["test"]["label"])]
+        rows = np.flatnonzero(labels >= 0)
+        if not len(rows):
+            raise DatasetError(f"`--test-dataset {source}` has no test image of the classes trained on ({', '.join(class_names)})")
+        tests.append(ExternalTest(_short_name(source), source, data["test"], rows, labels[rows], int((labels < 0).sum())))
+    names = [t.name for t in tests]
+    if len(set(names)) != len(names):
+        raise SkinsynthError(f"two --test-dataset folders have the same name ({', '.join(sources)}); rename one so results can tell them apart")
+    return tests
 
 
 def _labelled(split) -> tuple:
@@ -244,13 +281,14 @@ class _Runner:
     settings: dict
     license: str | None
     progress: bool
+    external: dict = field(default_factory=dict)  # name -> ImageRows of an external test set
 
     def identity(self, condition: Condition, seed: int) -> str:
         sample = self.samples[(condition.name, seed)]
         return _identity(real=self.real, synthetic=None if condition.synthetic is None else self.synthetic[condition.synthetic], model=self.model,
                          revision=self.revision, device=str(self.accelerator.device), seed=seed,
                          config={k: v for k, v in asdict(self.config).items() if k != "workers"},
-                         rows=[sample.real_rows.tolist(), sample.synthetic_rows.tolist()])
+                         rows=[sample.real_rows.tolist(), sample.synthetic_rows.tolist()], external=sorted(self.external))
 
     def finished(self, condition: Condition, seed: int, need_model: bool) -> RunResult | None:
         """A run done before with the same inputs (and, if `need_model`, whose model folder was saved), else None."""
@@ -271,7 +309,7 @@ class _Runner:
         train_set = ImageRows(parts, self.config.image_size, self.norm, train=True, seed=seed)
         result = train_and_predict(lambda: load_classifier(self.model, self.class_names, self.revision), train_set, self.val_set, self.test_set,
                                    self.config, seed, self.accelerator, progress_desc=f"{condition.name} seed {seed} ({len(train_set)} images)",
-                                   progress=self.progress)
+                                   progress=self.progress, external=self.external)
         if self.accelerator.is_main_process:
             identity = self.identity(condition, seed)
             if save_model:
@@ -345,6 +383,7 @@ def benchmark(
     select_by: str | None = None,
     class_weighted: bool = False,
     save_models: str = "real",
+    test_datasets: list[str] | tuple[str, ...] = (),
     update_card: str | Path | None = None,
     revision: str | None = None,
     progress: bool = True,
@@ -355,7 +394,8 @@ def benchmark(
     Mirrors `skinsynth benchmark`. `arms` is an arms YAML file or a list of `Arm`s; give it or `preset`.
     `select_by` is the validation metric early stopping keeps the best epoch by (default: top1 for the paper's
     preset, as in the paper; balanced_accuracy otherwise). `save_models` (real, best, all, none) says which runs are
-    saved as model folders under `out/models/` (see `export`). `update_card` names a synthetic dataset folder whose
+    saved as model folders under `out/models/` (see `export`). `test_datasets` are other real datasets whose test
+    splits every arm is also tested on (cross-dataset generalisation; labels matched by name or `label_map`). `update_card` names a synthetic dataset folder whose
     `reports/benchmark.json` (and card) gets the results. Returns the content of `out/results.json`.
     """
     from .train import (
@@ -385,7 +425,8 @@ def benchmark(
     synthetic_splits, synthetic_labels = _open_synthetic(synthetic, class_names, mapping)
     runs = conditions(arm_list, synthetic)
     samples = _sample_all(runs, class_names, real, np.asarray(real_data["train"]["label"]), synthetic, synthetic_labels, seeds, allow_fewer)
-    _check_leaks(real_data, synthetic_splits, runs, samples)
+    externals = open_external([str(t) for t in test_datasets], class_names, mapping, str(real))
+    _check_leaks(real_data, synthetic_splits, runs, samples, [t.split for t in externals])
 
     # Model: an image classifier, with its input statistics.
     check_classifier(model, revision)
@@ -403,7 +444,7 @@ def benchmark(
         "real": str(real), "synthetic": synthetic, "model": model, "revision": revision, "preset": preset,
         "arms": [a.model_dump(exclude_none=True) for a in arm_list], "scale": scale, "image_size": size, "epochs": epochs,
         "batch_size": batch_size, "seeds": seeds, "patience": patience, "learning_rate": learning_rate, "allow_fewer": allow_fewer,
-        "select_by": select_by, "class_weighted": class_weighted, "save_models": save_models, "label_map": mapping, "command": command,
+        "select_by": select_by, "class_weighted": class_weighted, "save_models": save_models, "test_datasets": [t.source for t in externals], "label_map": mapping, "command": command,
     }
     atomic_write_json(out / "config.json", settings)
 
@@ -415,6 +456,7 @@ def benchmark(
         val_set=ImageRows([_labelled(real_data["validation"])], size, norm, train=False),
         test_set=ImageRows([_labelled(real_data["test"])], size, norm, train=False),
         out=out, settings=settings, license=_real_license(real), progress=progress,
+        external={t.name: ImageRows([(t.split, t.rows, t.labels)], size, norm, train=False) for t in externals},
     )
     start = time.perf_counter()
     results = {condition.name: _run_condition(runner, condition, seeds, save_models) for condition in runs}
@@ -422,7 +464,9 @@ def benchmark(
     if not accelerator.is_main_process:
         return {}
     summary = report.build_results(settings, class_names, runs, samples, results, time.perf_counter() - start, synthetic,
-                                   np.asarray(real_data["train"]["label"]), test_groups(real_data["test"]))
+                                   np.asarray(real_data["train"]["label"]), test_groups(real_data["test"]),
+                                   {t.name: {"source": t.source, "labels": t.labels, "dropped": t.dropped, "groups": test_groups(t.split.select(t.rows))}
+                                    for t in externals})
     report.write_outputs(out, summary)
     if card_dataset is not None:
         report.update_card(Path(card_dataset), summary, card_dataset)

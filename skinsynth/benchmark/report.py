@@ -30,10 +30,11 @@ def _per_class_value(counts: dict[str, int]):
 
 
 def build_results(settings: dict, class_names: list[str], conditions, samples, results, seconds: float, synthetic: list[str], real_train_labels,
-                  test_groups: dict[str, np.ndarray] | None = None) -> dict:
+                  test_groups: dict[str, np.ndarray] | None = None, external: dict[str, dict] | None = None) -> dict:
     """Everything `results.json` holds. `test_groups` maps an attribute (fitzpatrick, body_site, sex, age) to each
-    real test image's subgroup; every arm then gets per-subgroup metrics."""
-    test_groups = test_groups or {}
+    real test image's subgroup; every arm then gets per-subgroup metrics. `external` holds each external test set's
+    source, labels (real label ids), dropped-image count and subgroups."""
+    test_groups, external = test_groups or {}, external or {}
     arms = []
     for condition in conditions:
         runs = results[condition.name]
@@ -55,6 +56,7 @@ def build_results(settings: dict, class_names: list[str], conditions, samples, r
             "confusion_matrix": np.sum([m["confusion_matrix"] for _, m, _ in per_seed], axis=0).tolist(),
             "subgroups": {attribute: subgroup_metrics(labels, [run.test_scores for _, run in runs], groups, attribute, len(class_names))
                           for attribute, groups in test_groups.items()},
+            "external": {name: external_metrics(test, [run.external_scores[name] for _, run in runs], len(class_names)) for name, test in external.items()},
             "runs": [
                 {"seed": seed, **{k: m[k] for k in SUMMARY_METRICS}, "per_class_recall": m["per_class_recall"], "confusion_matrix": m["confusion_matrix"],
                  "epochs_run": run.epochs_run, "best_epoch": run.best_epoch, "best_val_top1": run.best_val_top1, "seconds": round(run.seconds, 2),
@@ -64,7 +66,20 @@ def build_results(settings: dict, class_names: list[str], conditions, samples, r
         })
     baselines = {"majority": majority_baseline(real_train_labels, labels, class_names), "chance": chance(labels, len(class_names))}
     return {"settings": settings, "classes": class_names, "test_images": len(labels), "test_class_counts": np.bincount(labels, minlength=len(class_names)).tolist(),
-            "seconds": round(seconds, 1), "headline": "balanced_accuracy", "baselines": baselines, "subgroup_attributes": list(test_groups), "arms": arms}
+            "seconds": round(seconds, 1), "headline": "balanced_accuracy", "baselines": baselines, "subgroup_attributes": list(test_groups),
+            "external": {name: {"source": test["source"], "test_images": len(test["labels"]), "dropped_images": test["dropped"],
+                                "test_class_counts": np.bincount(test["labels"], minlength=len(class_names)).tolist(),
+                                "subgroup_attributes": list(test["groups"]),
+                                "baselines": {"majority": majority_baseline(real_train_labels, test["labels"], class_names), "chance": chance(test["labels"], len(class_names))}}
+                         for name, test in external.items()},
+            "arms": arms}
+
+
+def external_metrics(test: dict, scores_per_seed: list, num_classes: int) -> dict:
+    """One arm on one external test set: the summary metrics (mean, std, CI) and per-subgroup metrics."""
+    labels = np.asarray(test["labels"])
+    return {"metrics": summarize(labels, scores_per_seed, num_classes),
+            "subgroups": {attribute: subgroup_metrics(labels, scores_per_seed, groups, attribute, num_classes) for attribute, groups in test["groups"].items()}}
 
 
 def results_csv(summary: dict) -> str:
@@ -116,7 +131,26 @@ def results_markdown(summary: dict) -> str:
     majority, uniform = summary["baselines"]["majority"], summary["baselines"]["chance"]
     for name, values in ((f"majority class (`{majority['class']}`)", majority), ("chance (uniform guess)", uniform)):
         lines.append(f"| *{name}* | | | " + " | ".join(f"{100 * values[k]:.2f}" for k in ("balanced_accuracy", "top1", "top2", "top3")) + " | |")
-    return "\n".join(lines + subgroup_markdown(summary)) + "\n"
+    return "\n".join(lines + subgroup_markdown(summary) + external_markdown(summary)) + "\n"
+
+
+def external_markdown(summary: dict) -> list[str]:
+    """Per external test set: every arm's balanced accuracy and top-1/2/3 there, beside its baselines."""
+    lines = []
+    seeds = summary["settings"]["seeds"]
+    for name, info in summary.get("external", {}).items():
+        lines += ["", f"External test set `{info['source']}` ({info['test_images']} images of the trained classes"
+                  + (f"; {info['dropped_images']} of other classes left out" if info["dropped_images"] else "") + "): cross-dataset generalisation.", "",
+                  "| Arm | Balanced acc. (%) | Top-1 (%) | Top-2 (%) | Top-3 (%) | Balanced acc. 95% CI |",
+                  "| --- | ---: | ---: | ---: | ---: | :---: |"]
+        for arm in summary["arms"]:
+            m = arm["external"][name]["metrics"]
+            lo, hi = m["balanced_accuracy"]["ci95"]
+            lines.append(f"| {arm['name']} | " + " | ".join(_cell(m[k], seeds) for k in ("balanced_accuracy", "top1", "top2", "top3")) + f" | {100 * lo:.1f}–{100 * hi:.1f} |")
+        majority, uniform = info["baselines"]["majority"], info["baselines"]["chance"]
+        for label, values in ((f"majority class (`{majority['class']}`)", majority), ("chance (uniform guess)", uniform)):
+            lines.append(f"| *{label}* | " + " | ".join(f"{100 * values[k]:.2f}" for k in ("balanced_accuracy", "top1", "top2", "top3")) + " | |")
+    return lines
 
 
 def subgroup_markdown(summary: dict) -> list[str]:
@@ -237,10 +271,10 @@ def card_report(summary: dict, synthetic_dataset: str) -> dict:
     return {
         "model": settings["model"], "real": settings["real"], "synthetic": settings["synthetic"], "image_size": settings["image_size"],
         "epochs": settings["epochs"], "seeds": settings["seeds"], "command": settings["command"], "headline": summary["headline"],
-        "baselines": summary["baselines"], "subgroup_attributes": summary["subgroup_attributes"],
+        "baselines": summary["baselines"], "subgroup_attributes": summary["subgroup_attributes"], "external": summary["external"],
         "arms": [
             {"name": arm["name"], "real_per_class": arm["real_per_class"], "synthetic_per_class": arm["synthetic_per_class"], "metrics": arm["metrics"],
-             "subgroups": arm["subgroups"]}
+             "subgroups": arm["subgroups"], "external": {name: value["metrics"] for name, value in arm["external"].items()}}
             for arm in summary["arms"] if arm["synthetic_dataset"] in (None, synthetic_dataset)
         ],
     }

@@ -263,6 +263,7 @@ class RunResult:
     data_wait_share: float = 0.0  # share of the training steps' time spent waiting for the next batch
     images_per_second: float = 0.0  # training throughput, data loading included
     best_val: dict = field(default_factory=dict)  # the chosen epoch's validation metrics (top1, balanced_accuracy, loss)
+    external_scores: dict[str, np.ndarray] = field(default_factory=dict)  # scores on each external test set
     model: object = None  # the trained model with the chosen epoch's weights (not saved in runs/; None once reloaded)
 
 
@@ -340,9 +341,11 @@ def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.tensor(np.where(counts > 0, len(labels) / (present * np.maximum(counts, 1)), 0.0), dtype=torch.float32)
 
 
-def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, test_set: ImageRows, config: TrainConfig, seed: int, accelerator, progress_desc: str = "", progress: bool = True) -> RunResult:
+def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, test_set: ImageRows, config: TrainConfig, seed: int, accelerator,
+                      progress_desc: str = "", progress: bool = True, external: dict[str, ImageRows] | None = None) -> RunResult:
     """Train a fresh model from `model_factory()` on `train_set`, stop early on the validation metric
-    `config.select_by`, and score the test set with the chosen epoch's weights (kept in `RunResult.model`)."""
+    `config.select_by`, and score the test set (and each `external` test set) with the chosen epoch's weights
+    (kept in `RunResult.model`)."""
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
@@ -397,6 +400,9 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
     trained_model = accelerator.unwrap_model(model)
     trained_model.load_state_dict(best_state)
     test_scores, test_labels = predict(model, test_data, accelerator)
+    external_scores = {}
+    for name, dataset in (external or {}).items():
+        external_scores[name] = predict(model, accelerator.prepare(loader(dataset, config.batch_size, config.workers)), accelerator)[0]
     accelerator.free_memory(model, optimizer, scheduler, train_data, val_data, test_data)
     return RunResult(test_scores, test_labels, len(history), best_epoch, best_val["top1"], history, time.perf_counter() - start,
-                     waited / stepped if stepped else 0.0, trained / stepped if stepped else 0.0, best_val, trained_model.to("cpu"))
+                     waited / stepped if stepped else 0.0, trained / stepped if stepped else 0.0, best_val, external_scores, trained_model.to("cpu"))

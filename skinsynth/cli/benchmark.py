@@ -31,7 +31,9 @@ def register(subparsers) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--real", required=True, help="real dataset (local folder or Hub id) with train, validation and test splits")
     data.add_argument("--synthetic", nargs="+", default=[], metavar="SYN", help="synthetic dataset(s) (folders or Hub ids) with a train split; arms with synthetic images run once per dataset")
-    data.add_argument("--label-map", default=None, metavar="FILE", help="YAML mapping `synthetic name: real name` (`null` drops a class) when the label names differ")
+    data.add_argument("--test-dataset", nargs="+", default=[], metavar="OTHER",
+                      help="also test every arm on these real datasets' test splits (e.g. train on HAM10000, test on PAD-UFES-20); labels matched by name or --label-map")
+    data.add_argument("--label-map", default=None, metavar="FILE", help="YAML mapping `other name: real name` (`null` drops a class) for synthetic and --test-dataset labels that differ from the real dataset's")
     arms = data.add_mutually_exclusive_group(required=True)
     arms.add_argument("--preset", choices=list(PRESETS), help="akrout2023: 250 real, 500 real, 250+250 hybrid, 500 synthetic per class; ratio-sweep: 250 real + 0, 0.5, 1, 2, 4, 10× synthetic")
     arms.add_argument("--arms", metavar="ARMS.yaml", help="your own arms: `arms: [{name, real_per_class | real_fraction, synthetic_per_class | synthetic_ratio}]`")
@@ -65,7 +67,7 @@ def run(args) -> None:
         args.real, args.synthetic, model=args.model, out=args.out, preset=args.preset, arms=args.arms, image_size=args.image_size,
         epochs=args.epochs, batch_size=args.batch_size, seeds=args.seeds, scale=args.scale, device=args.device, allow_fewer=args.allow_fewer,
         label_map=args.label_map, patience=args.patience, learning_rate=args.learning_rate, workers=args.workers, update_card=args.update_card,
-        select_by=args.select_by, class_weighted=args.class_weighted, save_models=args.save_models,
+        select_by=args.select_by, class_weighted=args.class_weighted, save_models=args.save_models, test_datasets=args.test_dataset,
         revision=args.revision, progress=not args.quiet, command="skinsynth " + shlex.join(sys.argv[1:]),
     )
     if summary:
