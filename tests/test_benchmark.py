@@ -170,6 +170,10 @@ def test_outputs_written(recorded, real_dir):
     assert sum(g["count"] for g in summary["arms"][0]["subgroups"]["age"].values()) == summary["test_images"]
     assert "Balanced accuracy (%) by `sex`" in table and f"| male | {male.sum()} |" in table
     assert (out / "subgroups-age.png").is_file() and (out / "subgroups-body_site.png").is_file()
+    # the Hub's model-index form, one entry per arm, as in the saved models' cards
+    assert [entry["name"] for entry in summary["model-index"]] == ["real", "hybrid", "synthetic"]
+    hybrid = {m["name"]: m["value"] for m in summary["model-index"][1]["results"][0]["metrics"]}
+    assert hybrid["Balanced accuracy"] == round(summary["arms"][1]["metrics"]["balanced_accuracy"]["mean"], 6)
     with Image.open(out / "accuracy_vs_synthetic_share.png") as image:
         assert image.format == "PNG" and image.width > 300
     arm = summary["arms"][1]
@@ -215,7 +219,7 @@ def test_update_card_writes_the_report_into_the_card(real_dir, model_dir, tiny_p
     arms.write_text("arms: [{name: mixed, real_per_class: 1, synthetic_per_class: 1}]\n")
     run(real_dir, synthetic, model_dir, arms, tmp_path / "out", epochs=1, seeds=1, update_card=str(synthetic), command="skinsynth benchmark …")
     report = json.loads((synthetic / "reports" / "benchmark.json").read_text())
-    assert set(report) == {"model", "real", "synthetic", "image_size", "epochs", "seeds", "command", "headline", "baselines", "subgroup_attributes", "arms"}
+    assert set(report) == {"model", "real", "synthetic", "image_size", "epochs", "seeds", "command", "headline", "baselines", "subgroup_attributes", "external", "arms"}
     assert report["arms"][0]["name"] == "mixed" and set(report["arms"][0]["metrics"]["top1"]) == {"mean", "std", "ci95"}
     card = (synthetic / "README.md").read_text()
     assert "## Benchmark" in card and "skinsynth benchmark …" in card

@@ -5,9 +5,21 @@ import io
 import datasets
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageEnhance
 
-from skinsynth.benchmark.train import EpochShuffle, ImageRows, Normalization, augment, check_classifier, color_jitter, load_classifier, normalization, to_array
+from skinsynth.benchmark.train import (
+    EpochShuffle,
+    ImageRows,
+    Normalization,
+    augment,
+    check_classifier,
+    color_jitter,
+    load_classifier,
+    normalization,
+    normalize,
+    to_array,
+)
 from skinsynth.errors import PipelineError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -49,12 +61,18 @@ def test_image_rows_decode_augment_by_seed_epoch_and_index():
     norm = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     rows = ImageRows([(split, np.array([1, 0]), np.array([1, 0]))], 16, norm, train=True, seed=3)
     pixels, label = rows[(0, 0)]
-    assert pixels.shape == (3, 16, 16) and label == 1 and -1 <= pixels.min() and pixels.max() <= 1
+    assert pixels.shape == (3, 16, 16) and pixels.dtype == torch.uint8 and label == 1
+    assert rows.cache is not None and rows.cache[0].shape == (32, 43, 3)  # decoded once, at most twice the input size
+    inputs = normalize(pixels[None], norm)
+    assert inputs.dtype == torch.float32 and torch.allclose(inputs, (pixels[None].float() / 255 - 0.5) / 0.5)
     assert np.array_equal(pixels, rows[(0, 0)][0])
     assert not np.array_equal(pixels, rows[(0, 1)][0])  # same image, other index: other augmentation
     assert not np.array_equal(pixels, rows[(1, 0)][0])  # next epoch: other augmentation
     evaluation = ImageRows([(split, np.array([0, 1]), np.array([0, 1]))], 16, norm, train=False)
     assert np.array_equal(evaluation[0][0], evaluation[1][0])  # no augmentation: identical images give identical inputs
+    assert evaluation.cache[0].shape == (16, 16, 3)  # evaluation caches the final centred square
+    per_access = ImageRows([(split, np.array([1, 0]), np.array([1, 0]))], 16, norm, train=True, seed=3, cache_limit=0)
+    assert per_access.cache is None and np.array_equal(per_access[(0, 0)][0], pixels)  # too big to cache: decoded per access, same pixels
 
 
 def test_epoch_shuffle_is_a_seeded_permutation_per_epoch():

@@ -159,9 +159,14 @@ def _check_numbers(**values) -> None:
             raise SkinsynthError(f"`--{name.replace('_', '-')}` must be an integer of at least {minimum[name]}, got {value!r}")
 
 
-def default_workers() -> int:
-    """DataLoader workers: the cores beside the training process, at most 8."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+def default_workers(device: str | None = None) -> int:
+    """DataLoader workers. On a GPU: the cores beside the training process, at most 8. On the CPU: none, since
+    images are decoded once into memory and augmenting one costs far less than a worker's share of the cores
+    would cost the training step (`benchmarks/bench_dataloading.py`)."""
+    import torch
+
+    cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+    return 0 if cpu else max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 def _card_target(update_card: str | Path | None, synthetic: list[str]) -> str | None:
@@ -408,7 +413,7 @@ def benchmark(
 
     # Arguments and arms.
     synthetic = [str(s) for s in synthetic]
-    workers = default_workers() if workers is None else workers
+    workers = default_workers(device) if workers is None else workers
     _check_numbers(epochs=epochs, batch_size=batch_size, seeds=seeds, patience=patience, workers=workers, image_size=image_size)
     select_by = select_by or default_select_by(preset)
     _check_choice("select-by", select_by, SELECT_BY)

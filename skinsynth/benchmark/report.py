@@ -1,6 +1,7 @@
 """What a benchmark leaves in its output folder, and in the synthetic dataset's card.
 
-    results.json                     everything: settings, per-arm metrics (mean, std, 95% CI) and every seed's run
+    results.json                     everything: settings, per-arm metrics (mean, std, 95% CI), every seed's run, baselines,
+                                     subgroups, external test sets, and `model-index` (the Hub's form, as in model cards)
     results.csv                      one row per arm and seed, then mean / std / ci95_low / ci95_high rows per arm
     results.md                       the paper's table (balanced accuracy first), baselines, per-subgroup tables
     accuracy_vs_synthetic_share.png  accuracy against the synthetic share of the training set, 95% CI error bars
@@ -18,6 +19,7 @@ import numpy as np
 
 from ..card import add_report
 from ..shards import atomic_write_json, atomic_write_text
+from .export import model_index
 from .metrics import SUMMARY_METRICS, chance, evaluate, majority_baseline, subgroup_metrics, summarize
 
 METRIC_TITLES = {"top1": "Top-1", "top2": "Top-2", "top3": "Top-3", "balanced_accuracy": "Balanced acc.", "macro_f1": "Macro F1"}
@@ -72,7 +74,8 @@ def build_results(settings: dict, class_names: list[str], conditions, samples, r
                                 "subgroup_attributes": list(test["groups"]),
                                 "baselines": {"majority": majority_baseline(real_train_labels, test["labels"], class_names), "chance": chance(test["labels"], len(class_names))}}
                          for name, test in external.items()},
-            "arms": arms}
+            "arms": arms,
+            "model-index": [entry for arm in arms for entry in model_index(arm["name"], arm["metrics"], Path(settings["real"].rstrip("/")).name, settings["real"])]}
 
 
 def external_metrics(test: dict, scores_per_seed: list, num_classes: int) -> dict:

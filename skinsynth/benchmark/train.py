@@ -203,24 +203,63 @@ def augment(image: Image.Image, size: int, rng: np.random.Generator) -> np.ndarr
     return color_jitter(to_array(image), rng)
 
 
+CACHE_LIMIT = 4 << 30  # bytes of decoded pixels an `ImageRows` keeps in memory at most; beyond, it decodes per access
+
+
+def _stored_bytes(split, rows: np.ndarray) -> list:
+    """The stored image bytes (or, for images stored as paths, the paths) of `rows`, read straight from Arrow."""
+    import pyarrow.compute as pc
+
+    column = split.data.column("image").take(rows)
+    stored = pc.struct_field(column, "bytes").to_pylist()
+    paths = pc.struct_field(column, "path").to_pylist()
+    return [b if b is not None else p for b, p in zip(stored, paths)]
+
+
+def decode(stored, size: int) -> Image.Image:
+    """An RGB image from its stored bytes (or path), at most about twice `size` on its short side: JPEGs decode at a
+    reduced scale (`draft`), larger images are then shrunk; augmentation never needs more than that."""
+    image = Image.open(io.BytesIO(stored) if isinstance(stored, bytes) else stored)
+    image.draft("RGB", (2 * size, 2 * size))
+    image = image.convert("RGB")
+    short = min(image.size)
+    if short > 2 * size:
+        image = image.resize((round(image.width * 2 * size / short), round(image.height * 2 * size / short)), Image.Resampling.BILINEAR)
+    return image
+
+
 class ImageRows(torch.utils.data.Dataset):
-    """Rows of one or more datasets' splits as (pixel tensor, label); decoding and augmentation happen here.
+    """Rows of one or more datasets' splits as (uint8 pixel tensor, label); decoding and augmentation happen here.
 
     `parts` are (datasets.Dataset, row indices, label ids) triples: the label ids are already in the real
-    dataset's label space. Only the raw image bytes are read from the (memory-mapped) Arrow data, so a copy of
-    this object in each DataLoader worker costs nothing. A training set is indexed by (epoch, index) keys from
-    `EpochShuffle`: the augmentation of an image depends on the seed, the epoch and its index only, so it is
-    the same with any number of workers, and workers can stay alive across epochs.
+    dataset's label space. Every image is decoded once, up front and in threads, into memory: at most twice the
+    input size for training (augmentations crop from it), the final centred square for evaluation; a set whose
+    pixels would pass `cache_limit` bytes is decoded per access instead. Tensors stay uint8 until the training
+    loop normalizes them on the device (`normalize`), a quarter of the bytes between DataLoader workers and the
+    model. A training set is indexed by (epoch, index) keys from `EpochShuffle`: the augmentation of an image
+    depends on the seed, the epoch and its index only, so it is the same with any number of workers, and
+    workers can stay alive across epochs.
     """
 
-    def __init__(self, parts, size: int, norm: Normalization, train: bool, seed: int = 0):
+    def __init__(self, parts, size: int, norm: Normalization, train: bool, seed: int = 0, cache_limit: int = CACHE_LIMIT):
         import datasets
 
-        self.sources = [ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False)) for ds, _, _ in parts]
+        self.sources = [ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False)) for ds, _, _ in parts]  # where rows come from
         self.items = np.concatenate([np.stack([np.full(len(rows), i), rows, labels], axis=1) for i, (_, rows, labels) in enumerate(parts)]).astype(np.int64)
-        self.size, self.train, self.seed = size, train, seed
-        self.mean = np.asarray(norm.mean, dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(norm.std, dtype=np.float32).reshape(3, 1, 1)
+        self.size, self.train, self.seed, self.norm = size, train, seed, norm
+        self.stored = [item for ds, rows, _ in parts for item in _stored_bytes(ds, np.asarray(rows, dtype=np.int64))]
+        self.cache: list[np.ndarray] | None = None
+        side = 2 * size if train else size
+        if len(self.items) * side * side * 3 * (4 / 3 if train else 1) <= cache_limit:  # HAM10000's 4:3 images at most
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
+                self.cache = list(pool.map(self._decode, range(len(self.items)), chunksize=64))
+            self.stored = None
+
+    def _decode(self, index: int) -> np.ndarray:
+        image = decode(self.stored[index], self.size)
+        return np.asarray(image if self.train else center_square(image, self.size))
 
     @property
     def labels(self) -> np.ndarray:
@@ -229,21 +268,20 @@ class ImageRows(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def image(self, index: int) -> Image.Image:
-        source, row, _ = self.items[index]
-        stored = self.sources[source][int(row)]["image"]
-        image = Image.open(io.BytesIO(stored["bytes"]) if stored["bytes"] is not None else stored["path"])
-        image.draft("RGB", (2 * self.size, 2 * self.size))  # JPEG: decode at a reduced scale, still >= 2x the target
-        return image.convert("RGB")
-
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        image = self.image(index)
+        pixels = self.cache[index] if self.cache is not None else self._decode(index)
         if self.train:
-            pixels = augment(image, self.size, np.random.default_rng([self.seed, epoch, index]))
-        else:
-            pixels = to_array(center_square(image, self.size))
-        return torch.from_numpy((pixels.transpose(2, 0, 1) - self.mean) / self.std), int(self.items[index, 2])
+            jittered = augment(Image.fromarray(pixels), self.size, np.random.default_rng([self.seed, epoch, index]))
+            pixels = (jittered * 255.0 + 0.5).astype(np.uint8)
+        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), int(self.items[index, 2])
+
+
+def normalize(pixels: torch.Tensor, norm: Normalization) -> torch.Tensor:
+    """uint8 NCHW pixels -> the float inputs the model expects, on the pixels' device."""
+    mean = torch.tensor(norm.mean, device=pixels.device, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(norm.std, device=pixels.device, dtype=torch.float32).view(1, 3, 1, 1)
+    return (pixels.float() / 255.0 - mean) / std
 
 
 # ---- training ---------------------------------------------------------------------------------------------------
@@ -314,11 +352,11 @@ def loader(dataset, batch_size: int, workers: int, sampler=None, keep_workers: b
 
 
 @torch.no_grad()
-def predict(model, data, accelerator) -> tuple[np.ndarray, np.ndarray]:
+def predict(model, data, accelerator, norm: Normalization) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
     scores, labels = [], []
     for pixels, target in data:
-        logits = model(pixel_values=pixels).logits
+        logits = model(pixel_values=normalize(pixels, norm)).logits
         logits, target = accelerator.gather_for_metrics((logits.float(), target))
         scores.append(logits.cpu().numpy())
         labels.append(target.cpu().numpy())
@@ -362,6 +400,7 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
     total_steps = config.epochs * len(train_data) * accelerator.num_processes
     scheduler = accelerator.prepare(get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps))
 
+    norm = train_set.norm
     num_classes = accelerator.unwrap_model(model).config.num_labels
     weight = class_weights(train_set.labels, num_classes).to(accelerator.device) if config.class_weighted else None
     sign = -1.0 if config.select_by == "loss" else 1.0  # selection maximizes sign * metric
@@ -376,7 +415,7 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
         tick = time.perf_counter()
         for pixels, target in train_data:
             ready = time.perf_counter()
-            loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels).logits.float(), target, weight=weight)
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=normalize(pixels, norm)).logits.float(), target, weight=weight)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -386,7 +425,7 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
             done = time.perf_counter()
             waited, stepped, tick = waited + ready - tick, stepped + done - tick, done
         trained += seen
-        scores, labels = predict(model, val_data, accelerator)
+        scores, labels = predict(model, val_data, accelerator, norm)
         val = validation_metrics(scores, labels)
         history.append({"epoch": epoch + 1, "loss": loss_sum.item() / max(seen, 1), **{f"val_{k}": v for k, v in val.items()}})
         if sign * val[config.select_by] > best_score:
@@ -399,10 +438,10 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
     bar.close()
     trained_model = accelerator.unwrap_model(model)
     trained_model.load_state_dict(best_state)
-    test_scores, test_labels = predict(model, test_data, accelerator)
+    test_scores, test_labels = predict(model, test_data, accelerator, norm)
     external_scores = {}
     for name, dataset in (external or {}).items():
-        external_scores[name] = predict(model, accelerator.prepare(loader(dataset, config.batch_size, config.workers)), accelerator)[0]
+        external_scores[name] = predict(model, accelerator.prepare(loader(dataset, config.batch_size, config.workers)), accelerator, norm)[0]
     accelerator.free_memory(model, optimizer, scheduler, train_data, val_data, test_data)
     return RunResult(test_scores, test_labels, len(history), best_epoch, best_val["top1"], history, time.perf_counter() - start,
                      waited / stepped if stepped else 0.0, trained / stepped if stepped else 0.0, best_val, external_scores, trained_model.to("cpu"))

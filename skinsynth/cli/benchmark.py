@@ -52,7 +52,7 @@ def register(subparsers) -> None:
     training.add_argument("--class-weighted", action="store_true", help="weight the cross-entropy by inverse class frequency in each arm's training set")
     training.add_argument("--seeds", type=int, default=3, metavar="N", help="repeat every arm with seeds 0…N-1 (default: 3)")
     training.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: the best available)")
-    training.add_argument("--workers", type=int, default=None, metavar="N", help="DataLoader worker processes for decoding and augmentation (default: cores - 1, at most 8)")
+    training.add_argument("--workers", type=int, default=None, metavar="N", help="DataLoader worker processes for augmentation (default: none on the CPU, where images are decoded once into memory; cores - 1, at most 8, on a GPU)")
     output = parser.add_argument_group("output")
     output.add_argument("--out", required=True, metavar="DIR", help="output folder: results.json, results.csv, results.md, plots, runs/, models/")
     output.add_argument("--save-models", choices=SAVE_MODELS, default="real",
