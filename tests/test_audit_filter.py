@@ -188,8 +188,11 @@ def test_a_short_run_resumes_with_more_attempts_into_the_same_shards(tiny_pipeli
     (tmp_path / "short.yaml").write_text(yaml.safe_dump(recipe))
     recipe["generation"]["max_attempts"] = 30
     (tmp_path / "long.yaml").write_text(yaml.safe_dump(recipe))
-    make = lambda recipe_file, out: generate(tmp_path / recipe_file, str(tiny_pipeline_dir), tmp_path / out, batch_size=2, device="cpu", progress=False,  # noqa: E731
-                                             image_filter=ImageFilter(only_bright_bcc, np.full(3, 0.5), names))
+
+    def make(recipe_file, out):
+        return generate(tmp_path / recipe_file, str(tiny_pipeline_dir), tmp_path / out, batch_size=2, device="cpu", progress=False,
+                        image_filter=ImageFilter(only_bright_bcc, np.full(3, 0.5), names))
+
     with pytest.raises(ShortfallError, match="class `basal_cell_carcinoma`"):
         make("short.yaml", "run")
     finished = sorted(p.name for p in (tmp_path / "run" / "data").glob("*.arrow"))

@@ -401,3 +401,11 @@ def test_every_arm_is_also_tested_on_an_external_dataset(ham10000_dir, real_dir,
     assert metrics["balanced_accuracy"]["mean"] == pytest.approx(by_hand) and metrics["top1"]["mean"] == pytest.approx(np.mean(predicted == kept))
     table = (tmp_path / "out" / "results.md").read_text()
     assert f"External test set `{external}` ({len(kept)} images of the trained classes; {labels.count(2)} of other classes left out)" in table
+
+
+def test_class_weighted_loss_changes_training_on_an_imbalanced_arm(real_dir, synthetic_dir, model_dir, tmp_path):
+    arms = [Arm(name="all-real", real_fraction=1.0)]  # HAM10000's imbalance: class weights differ
+    plain = run(real_dir, synthetic_dir, model_dir, arms, tmp_path / "plain", epochs=1, seeds=1)
+    weighted = run(real_dir, synthetic_dir, model_dir, arms, tmp_path / "weighted", epochs=1, seeds=1, class_weighted=True)
+    assert weighted["settings"]["class_weighted"] and not plain["settings"]["class_weighted"]
+    assert weighted["arms"][0]["runs"][0]["history"][0]["loss"] != plain["arms"][0]["runs"][0]["history"][0]["loss"]

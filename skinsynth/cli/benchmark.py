@@ -44,7 +44,7 @@ def register(subparsers) -> None:
     training.add_argument("--revision", default=None, help="Hub revision of --model")
     training.add_argument("--image-size", type=int, default=None, metavar="N", help="input size in pixels (default: the model's image processor's, else 224)")
     training.add_argument("--epochs", type=int, default=50, metavar="N", help="most epochs per run (default: 50)")
-    training.add_argument("--patience", type=int, default=10, metavar="N", help="stop after N epochs without a better validation accuracy (default: 10, as in the paper)")
+    training.add_argument("--patience", type=int, default=10, metavar="N", help="stop after N epochs without a better validation --select-by metric (default: 10, as in the paper)")
     training.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per step (default: 32)")
     training.add_argument("--learning-rate", type=float, default=3e-4, metavar="LR", help="AdamW peak learning rate, cosine schedule (default: 3e-4)")
     training.add_argument("--select-by", choices=SELECT_BY, default=None,
