@@ -356,12 +356,13 @@ def _run_condition(runner: _Runner, condition: Condition, seeds: int, save_model
         else:
             result = runner.train(condition, seed, save_model=keep or save_models == "best")
         results.append((seed, result))
-    if save_models == "best" and runner.accelerator.is_main_process:
+    if save_models == "best":
         best = _best_seed(results, runner.config.select_by)
-        for seed, _ in results:
-            if seed != best:
-                shutil.rmtree(export.model_folder(runner.out, condition.name, seed), ignore_errors=True)
-        if runner.finished(condition, best, need_model=True) is None:  # done before without saving its model
+        if runner.accelerator.is_main_process:
+            for seed, _ in results:
+                if seed != best:
+                    shutil.rmtree(export.model_folder(runner.out, condition.name, seed), ignore_errors=True)
+        if runner.finished(condition, best, need_model=True) is None:  # done before without saving its model (every process trains)
             results[best] = (best, runner.train(condition, best, save_model=True))
     return results
 
