@@ -21,5 +21,9 @@ class DatasetError(SkinsynthError):
     """A dataset is missing, incomplete, damaged, or does not match what was asked."""
 
 
+class ShortfallError(SkinsynthError):
+    """An image could not be made within the recipe's `max_attempts`: its class and attribute cell would come up short."""
+
+
 class HubError(SkinsynthError):
     """The Hugging Face Hub refused or could not complete a request (login, permissions, network)."""

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .errors import OutputError, SkinsynthError
+from .errors import OutputError, ShortfallError, SkinsynthError
 from .plan import ImageJob, SplitPlan, attempt_seed, plan
 from .recipe import Recipe, load_recipe
 from .shards import ShardInfo, ShardWriter, atomic_write_json, shard_file, shard_ranges, splits_manifest
@@ -135,7 +135,9 @@ class ImageMaker:
     """Turns batches of jobs into accepted uint8 images, retrying rejected images with their next seed.
 
     An `image_filter` (`skinsynth.audit.filter.ImageFilter`) reviews the images that pass the degenerate-image
-    checks; its rejections are retried the same way, and its scores become `score_columns` of the rows.
+    checks; its rejections are retried the same way, and its scores become `score_columns` of the rows. An image
+    still rejected after `max_attempts` tries stops the run (`ShortfallError`) rather than leaving its class and
+    attribute cell short; the message names the cell, its acceptance rate in this run and what would help.
     """
 
     def __init__(self, pipe, recipe: Recipe, image_filter=None):
@@ -143,9 +145,15 @@ class ImageMaker:
         self.recipe = recipe
         self.image_filter = image_filter
         self.score_columns: tuple[str, ...] = image_filter.score_columns if image_filter is not None else ()
+        self.tried: Counter = Counter()  # per cell (split, label, attributes): images made in this run
+        self.accepted: Counter = Counter()
+
+    @staticmethod
+    def cell(job: ImageJob) -> tuple:
+        return (job.split, job.label, tuple(sorted(job.attributes.items())))
 
     def __call__(self, jobs: list[ImageJob], rejections: Counter) -> list[tuple[ImageJob, int, np.ndarray, dict]]:
-        """(job, seed used, pixels, scores) for every job that got an acceptable image within `max_attempts`."""
+        """(job, seed used, pixels, scores) for every job, each accepted within `max_attempts` tries."""
         import torch
         from PIL import Image
 
@@ -170,19 +178,40 @@ class ImageMaker:
             if self.image_filter is not None:
                 images = [Image.fromarray(p) if r is None else None for p, r in zip(pixels, reasons)]
                 reasons, scores = self.image_filter.review(images, [job.label for job, _ in pending], reasons)
-            retry = []
+            retry, exhausted = [], []
             for (job, attempt), seed, image, reason, score in zip(pending, seeds, pixels, reasons, scores):
+                self.tried[self.cell(job)] += 1
                 if reason is None:
+                    self.accepted[self.cell(job)] += 1
                     accepted[job.index] = (job, seed, image, score)
                     continue
                 rejections[reason] += 1
                 if attempt + 1 < self.recipe.generation.max_attempts:
                     retry.append((job, attempt + 1))
                 else:
-                    rejections["dropped"] += 1
-                    logger.warning("image %s/%d rejected %d times (%s); it is left out", job.split, job.index, attempt + 1, reason)
+                    exhausted.append((job, reason))
+            if exhausted:
+                raise ShortfallError(self.shortfall(*exhausted[0]))
             pending = retry
-        return [accepted[job.index] for job in jobs if job.index in accepted]
+        return [accepted[job.index] for job in jobs]
+
+    def shortfall(self, job: ImageJob, reason: str) -> str:
+        """What stops the run: which cell, how often its images pass in this run, and which settings would help."""
+        cell = self.cell(job)
+        tried, kept = self.tried[cell], self.accepted[cell]
+        rate = kept / tried if tried else 0.0
+        attempts = self.recipe.generation.max_attempts
+        where = " ".join([f"split `{job.split}`, class `{self.recipe.label_names[job.label]}`"] + [f"{k}={v}" for k, v in sorted(job.attributes.items())])
+        if 0 < rate < 1:  # tries that make a shortfall unlikely (< 0.1% per image) at this rate
+            needed = min(100, math.ceil(math.log(1e-3) / math.log(1 - rate)))
+            advice = f"raise `generation.max_attempts` in the recipe to about {needed} (at most 100)" if needed > attempts else "raise `generation.max_attempts` in the recipe"
+        else:
+            advice = "raising `generation.max_attempts` will not help at this rate"
+        return (
+            f"image {job.index} of {where} was rejected {attempts} times (last: {reason}); this cell kept {kept} of {tried} images in this run "
+            f"({100 * rate:.1f}%), so it would come up short. Finished shards are kept: {advice} and run the same command again to resume, "
+            "or lower `--filter-threshold` / drop `--filter-upper` or `--filter-clip` (a new --out), or use a model that draws this class better"
+        )
 
 
 def write_shard(out: Path, task: ShardTask, split_plan: SplitPlan, make_images: ImageMaker, batch_size: int, encoder: ThreadPoolExecutor, progress=None) -> dict:
@@ -242,7 +271,7 @@ def library_versions() -> dict[str, str]:
 RUN_STATE_ONLY = {STATE_DIR}
 # Identity keys and the option a user changes to change them: named when a resume is refused.
 IDENTITY_OPTIONS = {
-    "recipe_sha256": "recipe", "limit": "--limit", "batch_size": "--batch-size", "device_type": "--device",
+    "recipe_sha256": "recipe (on resume only `generation.max_attempts` may change, and only upwards)", "limit": "--limit", "batch_size": "--batch-size", "device_type": "--device",
     "libraries": "installed library versions", "filter": "filter (--filter-* options)", "model": "--model",
     "revision": "--revision", "commit": "--model/--revision (Hub commit)", "fingerprint": "--model (the folder's files changed)",
     "pipeline_class": "--model", "scheduler": "recipe's generation.scheduler", "dtype": "--dtype", "lora": "--lora",
@@ -317,16 +346,21 @@ def identity_difference(previous: dict, current: dict, keys=None) -> tuple[str, 
     return None
 
 
-def _check_same_run(out: Path, identity: dict, keys=None) -> dict | None:
+def _check_same_run(out: Path, identity: dict, keys=None, recipe: Recipe | None = None) -> dict | None:
     """The manifest already in `out`, after checking it describes the same run; None if `out` holds no run.
 
     Everything that changes the bytes of a shard is in the identity, and both sides are compared, so a resume can
-    never mix shards of two runs. `keys` checks only those (before the model is loaded)."""
+    never mix shards of two runs. `keys` checks only those (before the model is loaded). The one setting that may
+    change is a raised `generation.max_attempts` of `recipe`: every finished row was accepted within the old limit,
+    so a higher one would have made the same rows (a lower one might not)."""
     path = out / MANIFEST
     if not path.is_file():
         return None
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    difference = identity_difference(manifest.get("identity", {}), identity, keys)
+    previous = manifest.get("identity", {})
+    if recipe is not None and _only_more_attempts(manifest.get("recipe"), recipe):
+        previous = {**previous, "recipe_sha256": identity.get("recipe_sha256", ABSENT)}
+    difference = identity_difference(previous, identity, keys)
     if difference is not None:
         key, old, new = difference
         raise OutputError(
@@ -334,6 +368,19 @@ def _check_same_run(out: Path, identity: dict, keys=None) -> dict | None:
             "resume it with the same recipe, model and options, or choose another --out"
         )
     return manifest
+
+
+def _only_more_attempts(previous: dict | None, recipe: Recipe) -> bool:
+    """Whether `recipe` is the `previous` recipe (as the manifest recorded it) with `max_attempts` kept or raised."""
+    if not previous:
+        return False
+    current = recipe.to_dict()
+    before, now = previous.get("generation", {}).get("max_attempts"), current["generation"]["max_attempts"]
+
+    def strip(r: dict) -> dict:
+        return {**r, "generation": {k: v for k, v in r.get("generation", {}).items() if k != "max_attempts"}}
+
+    return isinstance(before, int) and now >= before and strip(previous) == strip(current)
 
 
 def _acquire_lock(out: Path):
@@ -421,7 +468,7 @@ def generate(
     versions = library_versions()
     identity = {"recipe_sha256": recipe.fingerprint(), "limit": limit, "batch_size": batch_size, "device_type": device.split(":")[0],
                 "libraries": {name: versions.get(name) for name in IDENTITY_LIBRARIES}}
-    _check_same_run(out, identity, keys=identity)  # fail fast, before loading the model
+    _check_same_run(out, identity, keys=identity, recipe=recipe)  # fail fast, before loading the model
 
     # The main process holds the lock for the whole run; every process learns whether it got it.
     lock, refusal, created = None, None, []
@@ -446,7 +493,7 @@ def generate(
             if image_filter is not None:
                 image_filter = _build_filter(image_filter, recipe, device, progress)
                 identity["filter"] = image_filter.summary()
-            manifest = _check_same_run(out, identity)
+            manifest = _check_same_run(out, identity, recipe=recipe)
         plans = plan(recipe, limit)
         tasks = shard_tasks(plans, recipe.generation.shard_size)
         # The work is shared out once, by the main process, from the state before anyone starts: a process that
@@ -461,6 +508,9 @@ def generate(
                 if image_filter is not None:
                     manifest["filter"] = image_filter.summary()
                 atomic_write_json(out / MANIFEST, manifest)
+            elif manifest["identity"]["recipe_sha256"] != identity["recipe_sha256"]:  # resumed with a raised max_attempts
+                manifest = {**manifest, "identity": {**manifest["identity"], "recipe_sha256": identity["recipe_sha256"]}, "recipe": recipe.to_dict()}
+                atomic_write_json(out / MANIFEST, manifest)
             remaining_indices = [tasks.index(t) for t in remaining_tasks(out, tasks)]
         remaining = [tasks[i] for i in _broadcast(state, remaining_indices)]
 
@@ -468,8 +518,9 @@ def generate(
         with state.split_between_processes(remaining) as mine, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as encoder:
             total = sum(t.stop - t.start for t in mine)
             with tqdm(total=total, unit="img", desc=f"generating {recipe.name}", disable=not (progress and state.is_main_process)) as bar:
+                make_images = ImageMaker(pipe, recipe, image_filter)
                 for task in mine:
-                    write_shard(out, task, plans[task.split], ImageMaker(pipe, recipe, image_filter), batch_size, encoder, bar)
+                    write_shard(out, task, plans[task.split], make_images, batch_size, encoder, bar)
         state.wait_for_everyone()
         if state.is_main_process:
             # Finishing resumes like the rest: a run killed after its manifest said complete gets its card on the next try.

@@ -14,7 +14,7 @@ from PIL import Image
 from skinsynth.audit.filter import HIGH, LOW, SCORE_COLUMN, FilterConfig, ImageFilter, filter_dataset
 from skinsynth.cli import main
 from skinsynth.data import open_dataset
-from skinsynth.errors import OutputError, SkinsynthError
+from skinsynth.errors import OutputError, ShortfallError, SkinsynthError
 from skinsynth.generate import generate
 from skinsynth.plan import plan
 
@@ -61,7 +61,8 @@ def test_a_sure_classifier_keeps_exactly_its_class(filter_dir, tmp_path):
     assert all(score > 0.9 for score in ds[SCORE_COLUMN])
     assert manifest["filter"]["rejections"] == {"constant": 2, LOW: 18}
     assert manifest["filter"]["kept"] == 3 and manifest["splits"]["train"]["num_rows"] == 3
-    assert json.loads((tmp_path / "out" / "generation.json").read_text()) == manifest
+    assert json.loads((tmp_path / "out" / "prepare.json").read_text()) == manifest  # the source's kind of manifest
+    assert "| train | 3 |" in (tmp_path / "out" / "README.md").read_text() and (tmp_path / "out" / "sample_grid.png").is_file()
     # original image bytes are kept
     source = {r["image_id"]: r["image"]["bytes"] for r in open_dataset(filter_dir / "syn")["train"].cast_column("image", __import__("datasets").Image(decode=False))}
     kept = open_dataset(tmp_path / "out")["train"].cast_column("image", __import__("datasets").Image(decode=False))
@@ -147,7 +148,7 @@ def test_filtered_generation_reaches_every_count_and_is_deterministic(tiny_pipel
 
 def test_generate_cli_filter_flags(tiny_pipeline_dir, patient_recipe, tmp_path, capsys):
     names = ["melanoma", "nevus", "basal_cell_carcinoma"]
-    clf = tiny_classifier(tmp_path / "sure-melanoma", names, [5.0, 0.0, 0.0])
+    clf = tiny_classifier(tmp_path / "rejects-bcc", names, [2.0, 2.0, -3.0])  # every image: 0.498 / 0.498 / 0.003
     args = ["-q", "generate", str(patient_recipe), "--model", str(tiny_pipeline_dir), "--device", "cpu", "--limit", "3", "--batch-size", "3"]
     assert main(args + ["--out", str(tmp_path / "x"), "--filter-threshold", "0.5"]) == 2
     assert "--filter-classifier" in capsys.readouterr().err
@@ -155,12 +156,55 @@ def test_generate_cli_filter_flags(tiny_pipeline_dir, patient_recipe, tmp_path, 
     recipe["generation"]["max_attempts"] = 2
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     args[2] = str(tmp_path / "r.yaml")
-    assert main(args + ["--out", str(tmp_path / "y"), "--filter-classifier", str(clf), "--filter-threshold", "0.5"]) == 0
-    manifest = json.loads((tmp_path / "y" / "generation.json").read_text())
-    assert manifest["splits"]["train"]["num_rows"] == 1  # only the melanoma image passes; the others are dropped after 2 tries
-    assert manifest["filter"]["rejections"] == {LOW: 4, "dropped": 2}
+    # a classifier that rejects one class almost always: the run stops, naming the cell, its acceptance rate and the fixes
+    assert main(args + ["--out", str(tmp_path / "y"), "--filter-classifier", str(clf), "--filter-threshold", "0.1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "class `basal_cell_carcinoma`" in err and "kept 0 of 2 images in this run (0.0%)" in err
+    assert "--filter-threshold" in err and "max_attempts" in err
+    assert json.loads((tmp_path / "y" / "generation.json").read_text())["status"] == "incomplete"
+    # the same recipe with a lenient threshold reaches its exact counts
+    assert main(args + ["--out", str(tmp_path / "z"), "--filter-classifier", str(clf), "--filter-threshold", "0.001"]) == 0
+    manifest = json.loads((tmp_path / "z" / "generation.json").read_text())
+    assert manifest["splits"]["train"]["num_rows"] == 3 and manifest["filter"]["rejections"] == {}
     assert manifest["identity"]["filter"]["classifiers"][0]["fingerprint"]
     assert HIGH not in manifest["filter"]["rejections"]
+    # `skinsynth filter` after generation: a complete dataset with its own manifest and card, which verify accepts
+    assert main(["-q", "filter", str(tmp_path / "z"), "--classifier", str(clf), "--threshold", "0.4", "--out", str(tmp_path / "f")]) == 0
+    filtered = json.loads((tmp_path / "f" / "generation.json").read_text())
+    assert filtered["status"] == "complete" and filtered["splits"]["train"]["num_rows"] == 2 and filtered["filter"]["rejections"] == {LOW: 1}
+    assert "Filtering" in (tmp_path / "f" / "README.md").read_text()
+    assert main(["-q", "verify", str(tmp_path / "f")]) == 0
+
+
+def only_bright_bcc(images, labels):
+    """Accepts every melanoma and nevus image, and a basal cell carcinoma image only about one time in three."""
+    return np.where(np.asarray(labels) == 2, pixel_hash(images, labels) > 0.67, 1.0).astype(np.float32)
+
+
+def test_a_short_run_resumes_with_more_attempts_into_the_same_shards(tiny_pipeline_dir, patient_recipe, tmp_path):
+    names = ["melanoma", "nevus", "basal_cell_carcinoma"]
+    recipe = yaml.safe_load(patient_recipe.read_text())
+    recipe["generation"].update(shard_size=2, max_attempts=1, height=32, width=32, num_inference_steps=2)
+    (tmp_path / "short.yaml").write_text(yaml.safe_dump(recipe))
+    recipe["generation"]["max_attempts"] = 30
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(recipe))
+
+    def make(recipe_file, out):
+        return generate(tmp_path / recipe_file, str(tiny_pipeline_dir), tmp_path / out, batch_size=2, device="cpu", progress=False,
+                        image_filter=ImageFilter(only_bright_bcc, np.full(3, 0.5), names))
+
+    with pytest.raises(ShortfallError, match="class `basal_cell_carcinoma`"):
+        make("short.yaml", "run")
+    finished = sorted(p.name for p in (tmp_path / "run" / "data").glob("*.arrow"))
+    assert finished and len(finished) < 3  # the shards before the short cell stay
+    resumed = make("long.yaml", "run")
+    fresh = make("long.yaml", "fresh")
+    assert resumed["splits"] == fresh["splits"] and resumed["identity"] == fresh["identity"] and resumed["recipe"] == fresh["recipe"]
+    assert np.bincount(open_dataset(tmp_path / "run")["train"]["label"]).tolist() == [2, 2, 2]
+    recipe["generation"]["max_attempts"] = 10  # fewer attempts might have made other rows: refused
+    (tmp_path / "fewer.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(OutputError, match="only `generation.max_attempts` may be raised"):
+        make("fewer.yaml", "run")
 
 
 def tiny_clip(path, tokenizer_dir):

@@ -138,7 +138,7 @@ def test_no_validation_or_test_image_reaches_training(recorded, real_dir):
         assert not {real["train"][int(r)]["group_id"] for r in real_rows} & held_out_lesions
 
 
-def test_outputs_written(recorded):
+def test_outputs_written(recorded, real_dir):
     summary, _, out = recorded
     for name in ("results.json", "results.csv", "results.md", "config.json", "accuracy_vs_synthetic_share.png", "confusion-real.png", "confusion-hybrid.png", "confusion-synthetic.png"):
         assert (out / name).is_file(), name
@@ -147,7 +147,33 @@ def test_outputs_written(recorded):
     assert [(r["arm"], r["seed"]) for r in rows[:6]] == [("real", "0"), ("real", "1"), ("real", "mean"), ("real", "std"), ("real", "ci95_low"), ("real", "ci95_high")]
     assert len(rows) == 3 * 6
     table = (out / "results.md").read_text()
-    assert "| real | 4 | 0 |" in table and "Top-3 (%)" in table and "Balanced acc. (%)" in table
+    assert "| real | 4 | 0 |" in table and "| Arm | Real / class | Synthetic / class | Balanced acc. (%) | Top-1 (%) |" in table and "Top-3 (%)" in table
+    real = datasets.load_dataset(str(real_dir))
+    counts = np.bincount(real["test"]["label"], minlength=7)
+    largest = int(np.argmax(np.bincount(real["train"]["label"], minlength=7)))  # the real train split's most frequent class
+    majority = summary["baselines"]["majority"]
+    assert majority["class"] == CLASSES[largest] and majority["top1"] == counts[largest] / counts.sum()
+    assert majority["balanced_accuracy"] == pytest.approx(1 / 7) and summary["baselines"]["chance"]["top3"] == pytest.approx(3 / 7)
+    assert f"| *majority class (`{CLASSES[largest]}`)* | | | 14.29 | {100 * counts[largest] / counts.sum():.2f} |" in table
+    assert "| *chance (uniform guess)* | | | 14.29 | 14.29 | 28.57 | 42.86 | |" in table and "Early stopping by validation balanced_accuracy." in table
+    # subgroups: the real test split's body site, sex and age band, each with counts, in results, table and plots
+    assert summary["subgroup_attributes"] == ["body_site", "sex", "age"]
+    test = datasets.load_dataset(str(real_dir))["test"]
+    male = np.array(test["sex"]) == "male"
+    runs = [json.loads((out / "runs" / f"real-seed{s}.json").read_text()) for s in (0, 1)]
+    by_hand = []
+    for saved in runs:
+        y, predicted = np.array(saved["test_labels"])[male], np.array(saved["test_scores"]).argmax(axis=1)[male]
+        by_hand.append(np.mean([(predicted[y == c] == c).mean() for c in np.unique(y)]))
+    male_metrics = summary["arms"][0]["subgroups"]["sex"]["male"]
+    assert male_metrics["count"] == male.sum() and male_metrics["balanced_accuracy"]["mean"] == pytest.approx(np.mean(by_hand))
+    assert sum(g["count"] for g in summary["arms"][0]["subgroups"]["age"].values()) == summary["test_images"]
+    assert "Balanced accuracy (%) by `sex`" in table and f"| male | {male.sum()} |" in table
+    assert (out / "subgroups-age.png").is_file() and (out / "subgroups-body_site.png").is_file()
+    # the Hub's model-index form, one entry per arm, as in the saved models' cards
+    assert [entry["name"] for entry in summary["model-index"]] == ["real", "hybrid", "synthetic"]
+    hybrid = {m["name"]: m["value"] for m in summary["model-index"][1]["results"][0]["metrics"]}
+    assert hybrid["Balanced accuracy"] == round(summary["arms"][1]["metrics"]["balanced_accuracy"]["mean"], 6)
     with Image.open(out / "accuracy_vs_synthetic_share.png") as image:
         assert image.format == "PNG" and image.width > 300
     arm = summary["arms"][1]
@@ -193,10 +219,12 @@ def test_update_card_writes_the_report_into_the_card(real_dir, model_dir, tiny_p
     arms.write_text("arms: [{name: mixed, real_per_class: 1, synthetic_per_class: 1}]\n")
     run(real_dir, synthetic, model_dir, arms, tmp_path / "out", epochs=1, seeds=1, update_card=str(synthetic), command="skinsynth benchmark …")
     report = json.loads((synthetic / "reports" / "benchmark.json").read_text())
-    assert set(report) == {"model", "real", "synthetic", "image_size", "epochs", "seeds", "command", "arms"}
+    assert set(report) == {"model", "real", "synthetic", "image_size", "epochs", "seeds", "command", "headline", "baselines", "subgroup_attributes", "external", "arms"}
     assert report["arms"][0]["name"] == "mixed" and set(report["arms"][0]["metrics"]["top1"]) == {"mean", "std", "ci95"}
     card = (synthetic / "README.md").read_text()
     assert "## Benchmark" in card and "skinsynth benchmark …" in card
+    assert "| *majority class (`" in card and "| *chance (uniform guess)* | | | 0.143 |" in card and "Balanced accuracy is the headline" in card
+    assert "Balanced accuracy by `sex`" in card and "| male |" in card
 
 
 def test_training_on_a_held_out_image_is_refused(ham10000_dir, model_dir, arms_file, synthetic_dir, tmp_path):
@@ -249,3 +277,135 @@ def test_python_errors_are_package_errors(real_dir, synthetic_dir, model_dir, ar
         benchmark(str(real_dir), [str(synthetic_dir)], model=str(model_dir), out=tmp_path, arms=arms_file, update_card=str(real_dir))
     with pytest.raises(RecipeError, match="unknown preset"):
         benchmark(str(real_dir), [], model=str(model_dir), out=tmp_path, preset="akrout")
+
+
+# ---- saved classifiers ------------------------------------------------------------------------------------------
+
+
+def test_real_only_runs_are_saved_as_model_folders_that_a_pipeline_loads(recorded, ham10000_dir):
+    from huggingface_hub import ModelCard
+    from transformers import pipeline
+
+    summary, _, out = recorded
+    assert sorted(p.name for p in (out / "models").iterdir()) == ["real"]  # default --save-models real: no synthetic arm
+    folder = out / "models" / "real" / "seed1"
+    assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md"} <= {p.name for p in folder.iterdir()}
+    assert not list(folder.glob("*.bin"))
+    config = json.loads((folder / "config.json").read_text())
+    assert [config["id2label"][str(i)] for i in range(len(CLASSES))] == CLASSES
+    card = ModelCard.load(folder / "README.md")
+    scores = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    seed1 = summary["arms"][0]["runs"][1]
+    assert scores["Top-1 accuracy"] == round(seed1["top1"], 6) and scores["Balanced accuracy"] == round(seed1["balanced_accuracy"], 6)
+    assert card.data.license is None and "seed 1" in card.text and "arm **real**" in card.text
+    classify = pipeline("image-classification", model=str(folder), device="cpu")
+    image = next((ham10000_dir / "images").glob("*.jpg"))
+    predictions = classify(str(image), top_k=len(CLASSES))
+    assert {p["label"] for p in predictions} == set(CLASSES) and sum(p["score"] for p in predictions) == pytest.approx(1, abs=1e-4)
+
+
+def test_an_arm_folder_is_the_ensemble_of_its_seeds(recorded, synthetic_dir, tmp_path):
+    from skinsynth.audit.features import image_batches
+    from skinsynth.audit.filter import ClassifierEnsemble, FilterConfig, filter_dataset
+    from skinsynth.data import open_dataset
+
+    _, _, out = recorded
+    config = FilterConfig(classifiers=(str(out / "models" / "real"),), threshold=0.0)
+    manifest = filter_dataset(synthetic_dir, tmp_path / "kept", config, progress=False)
+    assert [c["path"] for c in manifest["filter"]["classifiers"]] == [str(out / "models" / "real" / f"seed{s}") for s in (0, 1)]
+    assert manifest["filter"]["kept"] == 7 * 6
+    images = next(image_batches(open_dataset(synthetic_dir)["train"], 4))
+    names = CLASSES
+    both = ClassifierEnsemble([str(out / "models" / "real" / f"seed{s}") for s in (0, 1)], names).probabilities(images)
+    one = [ClassifierEnsemble([str(out / "models" / "real" / f"seed{s}")], names).probabilities(images) for s in (0, 1)]
+    np.testing.assert_allclose(both, (one[0] + one[1]) / 2, rtol=1e-5)
+
+
+def test_save_models_best_keeps_each_arms_best_seed_and_all_fills_in_the_rest(real_dir, synthetic_dir, model_dir, tmp_path):
+    arms = tmp_path / "arms.yaml"
+    arms.write_text("arms:\n  - {name: real, real_per_class: 2}\n  - {name: synthetic, synthetic_per_class: 2}\n")
+    out = tmp_path / "out"
+    summary = run(real_dir, synthetic_dir, model_dir, arms, out, epochs=1, seeds=2, save_models="best", select_by="loss")
+    for arm in summary["arms"]:
+        losses = [json.loads((out / "runs" / f"{arm['name']}-seed{s}.json").read_text())["best_val"]["loss"] for s in (0, 1)]
+        assert [p.name for p in (out / "models" / arm["name"]).iterdir()] == [f"seed{int(np.argmin(losses))}"]
+    run(real_dir, synthetic_dir, model_dir, arms, out, epochs=1, seeds=2, save_models="all", select_by="loss")
+    assert sorted(str(p.relative_to(out)) for p in out.glob("models/*/seed*")) == [f"models/{a}/seed{s}" for a in ("real", "synthetic") for s in (0, 1)]
+    with pytest.raises(SkinsynthError, match="--save-models"):
+        run(real_dir, synthetic_dir, model_dir, arms, out, save_models="some")
+
+
+def test_a_model_whose_image_processor_cannot_load_stops_the_run(recorded, real_dir, synthetic_dir, arms_file, tmp_path):
+    import shutil
+
+    _, _, out = recorded
+    broken = tmp_path / "broken"
+    shutil.copytree(out / "models" / "real" / "seed0", broken)
+    (broken / "preprocessor_config.json").write_text("{not json")
+    with pytest.raises(PipelineError, match="image processor"):
+        run(real_dir, synthetic_dir, broken, arms_file, tmp_path / "a")
+    (broken / "preprocessor_config.json").unlink()
+    with pytest.raises(PipelineError, match="no preprocessor_config.json"):
+        run(real_dir, synthetic_dir, broken, arms_file, tmp_path / "b")
+
+
+def test_generate_filters_with_the_saved_models_of_an_arm(recorded, tiny_pipeline_dir, tmp_path):
+    import yaml
+
+    _, _, out = recorded
+    recipe = {"name": "ham-twin", "classes": [{"name": name} for name in CLASSES], "prompts": {"templates": ["a photo of {class}"]},
+              "splits": {"train": {"per_class": 1}}, "generation": {"height": 32, "width": 32, "num_inference_steps": 1}}
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    args = ["-q", "generate", str(tmp_path / "recipe.yaml"), "--model", str(tiny_pipeline_dir), "--device", "cpu", "--out", str(tmp_path / "syn"),
+            "--filter-classifier", str(out / "models" / "real"), "--filter-threshold", "0.0"]
+    assert main(args) == 0
+    manifest = json.loads((tmp_path / "syn" / "generation.json").read_text())
+    assert manifest["splits"]["train"]["num_rows"] == 7 and len(manifest["filter"]["classifiers"]) == 2
+
+
+# ---- external test set ------------------------------------------------------------------------------------------
+
+
+def build_external(ham10000_dir, out):
+    """Another "dataset": a test split of HAM10000 lesions the real one does not hold, with display names, only
+    three of the seven classes, and one class (`Squamous cell carcinoma`: the akiec lesions) the benchmark does not know."""
+    with open(ham10000_dir / "metadata.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = ["Melanoma", "Melanocytic Nevus", "Squamous cell carcinoma"]
+    dx = {"mel": 0, "nv": 1, "akiec": 2}
+    lesions = {d: list(dict.fromkeys(r["lesion_id"] for r in rows if r["dx"] == d))[12:14] for d in dx}
+    chosen = [r for r in rows if r["dx"] in dx and r["lesion_id"] in lesions[r["dx"]]]
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names), "sex": datasets.Value("string")})
+    write_split(out, "test", [{"image": {"bytes": (ham10000_dir / "images" / f"{r['image_id']}.jpg").read_bytes(), "path": f"{r['image_id']}.jpg"},
+                               "label": dx[r["dx"]], "sex": r["sex"]} for r in chosen], features, shard_size=1000)
+    return out, [dx[r["dx"]] for r in chosen]
+
+
+def test_every_arm_is_also_tested_on_an_external_dataset(ham10000_dir, real_dir, synthetic_dir, model_dir, tmp_path):
+    external, labels = build_external(ham10000_dir, tmp_path / "pad")
+    arms = tmp_path / "arms.yaml"
+    arms.write_text("arms: [{name: real, real_per_class: 2}]\n")
+    with pytest.raises(DatasetError, match="Squamous cell carcinoma"):
+        run(real_dir, synthetic_dir, model_dir, arms, tmp_path / "out", test_datasets=[str(external)], seeds=1, epochs=1)
+    label_map = {"Squamous cell carcinoma": None, **{n.replace("_", " ").capitalize(): n for n in CLASSES}}
+    summary = run(real_dir, synthetic_dir, model_dir, arms, tmp_path / "out", test_datasets=[str(external)], label_map=label_map, seeds=1, epochs=1)
+    info = summary["external"]["pad"]
+    kept = [CLASSES.index(["melanoma", "melanocytic_nevus"][label]) for label in labels if label < 2]
+    assert info["test_images"] == len(kept) and info["dropped_images"] == labels.count(2)
+    assert info["test_class_counts"] == np.bincount(kept, minlength=7).tolist() and info["subgroup_attributes"] == ["sex"]
+    saved = json.loads((tmp_path / "out" / "runs" / "real-seed0.json").read_text())
+    scores = np.array(saved["external_scores"]["pad"])
+    predicted = scores.argmax(axis=1)
+    by_hand = np.mean([(predicted[np.array(kept) == c] == c).mean() for c in set(kept)])
+    metrics = summary["arms"][0]["external"]["pad"]["metrics"]
+    assert metrics["balanced_accuracy"]["mean"] == pytest.approx(by_hand) and metrics["top1"]["mean"] == pytest.approx(np.mean(predicted == kept))
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert f"External test set `{external}` ({len(kept)} images of the trained classes; {labels.count(2)} of other classes left out)" in table
+
+
+def test_class_weighted_loss_changes_training_on_an_imbalanced_arm(real_dir, synthetic_dir, model_dir, tmp_path):
+    arms = [Arm(name="all-real", real_fraction=1.0)]  # HAM10000's imbalance: class weights differ
+    plain = run(real_dir, synthetic_dir, model_dir, arms, tmp_path / "plain", epochs=1, seeds=1)
+    weighted = run(real_dir, synthetic_dir, model_dir, arms, tmp_path / "weighted", epochs=1, seeds=1, class_weighted=True)
+    assert weighted["settings"]["class_weighted"] and not plain["settings"]["class_weighted"]
+    assert weighted["arms"][0]["runs"][0]["history"][0]["loss"] != plain["arms"][0]["runs"][0]["history"][0]["loss"]

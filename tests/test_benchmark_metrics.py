@@ -3,7 +3,18 @@
 import numpy as np
 import pytest
 
-from skinsynth.benchmark.metrics import bootstrap_ci, confusion_matrix, evaluate, summarize, top_k_correct
+from skinsynth.benchmark.metrics import (
+    age_band,
+    bootstrap_ci,
+    chance,
+    confusion_matrix,
+    evaluate,
+    group_values,
+    majority_baseline,
+    subgroup_metrics,
+    summarize,
+    top_k_correct,
+)
 
 # 3 classes, 6 test images. argmax predictions: 0, 1, 1, 2, 0, 2.
 Y_TRUE = np.array([0, 0, 1, 1, 2, 2])
@@ -81,3 +92,42 @@ def test_summarize_mean_and_sample_std_over_seeds():
     assert s["top1"]["mean"] == pytest.approx(0.75)
     assert s["top1"]["std"] == pytest.approx(np.std([0.5, 1.0], ddof=1))
     assert summarize(Y_TRUE, [SCORES], 3, num_resamples=50)["top1"]["std"] == 0.0
+
+
+def test_majority_baseline_equals_hand_computed_values():
+    train = [0, 1, 1, 2, 1, 0]  # b most frequent, then a, then c
+    test = [0, 0, 1, 2, 2, 2, 1, 1]
+    baseline = majority_baseline(train, test, ["a", "b", "c"])
+    assert baseline["class"] == "b"
+    assert baseline["top1"] == 3 / 8 and baseline["top2"] == 5 / 8 and baseline["top3"] == 1.0
+    assert baseline["balanced_accuracy"] == pytest.approx(1 / 3)  # recall 1 for b, 0 for a and c
+    assert baseline["macro_f1"] == pytest.approx((2 * (3 / 8) / (1 + 3 / 8)) / 3)  # F1 of b (precision 3/8, recall 1), 0 for the others
+
+
+def test_chance_equals_hand_computed_values():
+    values = chance([0, 0, 1, 2, 2, 2, 1, 1], 4)  # a fourth class absent from the test set
+    assert values["top1"] == 0.25 and values["top2"] == 0.5 and values["top3"] == 0.75 and values["balanced_accuracy"] == 0.25
+    shares = [2 / 8, 3 / 8, 3 / 8]
+    assert values["macro_f1"] == pytest.approx(np.mean([2 * p * 0.25 / (p + 0.25) for p in shares]))
+
+
+def test_subgroup_metrics_equal_hand_computed_values():
+    groups = group_values("sex", ["male", "female", "male", None, "female", "male"])
+    assert groups.tolist() == ["male", "female", "male", "unknown", "female", "male"]
+    # Y_TRUE 0 0 1 1 2 2, argmax predictions 0 1 1 2 0 2
+    seed_a, seed_b = SCORES, np.eye(3)[[0, 0, 1, 1, 2, 2]]  # the second run is always right
+    result = subgroup_metrics(Y_TRUE, [seed_a, seed_b], groups, "sex", 3, num_resamples=200)
+    assert list(result) == ["female", "male", "unknown"]
+    # male = images 0, 2, 5: true 0 1 2, seed a predicts 0 1 2 -> 1.0; female = images 1, 4: true 0 2, seed a predicts 1 0 -> 0.0
+    assert result["male"]["count"] == 3 and result["male"]["classes"] == 3 and result["male"]["balanced_accuracy"]["mean"] == 1.0
+    assert result["female"]["count"] == 2 and result["female"]["balanced_accuracy"]["mean"] == 0.5  # mean of 0.0 (seed a) and 1.0 (seed b)
+    assert result["female"]["balanced_accuracy"]["std"] == pytest.approx(np.std([0.0, 1.0], ddof=1))
+    assert result["unknown"]["top1"]["mean"] == 0.5 and result["unknown"]["count"] == 1  # image 3: true 1, seed a says 2
+    for info in result.values():
+        low, high = info["balanced_accuracy"]["ci95"]
+        assert 0 <= low <= info["balanced_accuracy"]["mean"] <= high <= 1 or info["count"] == 1
+
+
+def test_ages_fall_into_bands():
+    assert group_values("age", ["80", "5", "45.0", None, "x", "29", "30"]).tolist() == ["75+", "0-29", "45-59", "unknown", "unknown", "0-29", "30-44"]
+    assert age_band(74.9) == "60-74" and age_band("") == "unknown"

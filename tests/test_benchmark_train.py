@@ -5,9 +5,21 @@ import io
 import datasets
 import numpy as np
 import pytest
+import torch
 from PIL import Image, ImageEnhance
 
-from skinsynth.benchmark.train import EpochShuffle, ImageRows, Normalization, augment, check_classifier, color_jitter, load_classifier, normalization, to_array
+from skinsynth.benchmark.train import (
+    EpochShuffle,
+    ImageRows,
+    Normalization,
+    augment,
+    check_classifier,
+    color_jitter,
+    load_classifier,
+    normalization,
+    normalize,
+    to_array,
+)
 from skinsynth.errors import PipelineError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -49,12 +61,18 @@ def test_image_rows_decode_augment_by_seed_epoch_and_index():
     norm = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     rows = ImageRows([(split, np.array([1, 0]), np.array([1, 0]))], 16, norm, train=True, seed=3)
     pixels, label = rows[(0, 0)]
-    assert pixels.shape == (3, 16, 16) and label == 1 and -1 <= pixels.min() and pixels.max() <= 1
+    assert pixels.shape == (3, 16, 16) and pixels.dtype == torch.uint8 and label == 1
+    assert rows.cache is not None and rows.cache[0].shape == (32, 43, 3)  # decoded once, at most twice the input size
+    inputs = normalize(pixels[None], norm)
+    assert inputs.dtype == torch.float32 and torch.allclose(inputs, (pixels[None].float() / 255 - 0.5) / 0.5)
     assert np.array_equal(pixels, rows[(0, 0)][0])
     assert not np.array_equal(pixels, rows[(0, 1)][0])  # same image, other index: other augmentation
     assert not np.array_equal(pixels, rows[(1, 0)][0])  # next epoch: other augmentation
     evaluation = ImageRows([(split, np.array([0, 1]), np.array([0, 1]))], 16, norm, train=False)
     assert np.array_equal(evaluation[0][0], evaluation[1][0])  # no augmentation: identical images give identical inputs
+    assert evaluation.cache[0].shape == (16, 16, 3)  # evaluation caches the final centred square
+    per_access = ImageRows([(split, np.array([1, 0]), np.array([1, 0]))], 16, norm, train=True, seed=3, cache_limit=0)
+    assert per_access.cache is None and np.array_equal(per_access[(0, 0)][0], pixels)  # too big to cache: decoded per access, same pixels
 
 
 def test_epoch_shuffle_is_a_seeded_permutation_per_epoch():
@@ -92,3 +110,22 @@ def test_saved_model_gets_a_new_head_and_its_processor_statistics(tmp_path):
     assert model.config.num_labels == 7 and model.classifier[-1].out_features == 7
     assert all((a == b).all() for a, b in zip(model.resnet.state_dict().values(), pretrained.resnet.state_dict().values()))  # backbone kept
     assert normalization(str(tmp_path)) == Normalization((0.1, 0.2, 0.3), (0.4, 0.5, 0.6), 48)
+
+
+def test_class_weights_are_inverse_frequency_with_mean_one():
+    from skinsynth.benchmark.train import class_weights
+
+    weights = class_weights(np.array([0, 0, 0, 1, 2, 2]), 4)  # class 3 absent
+    assert weights.tolist() == pytest.approx([6 / (3 * 3), 6 / (3 * 1), 6 / (3 * 2), 0.0])
+    assert float((weights[[0, 0, 0, 1, 2, 2]]).mean()) == pytest.approx(1.0)
+
+
+def test_selection_metric_defaults_keep_the_papers_choice_for_its_preset():
+    from skinsynth.benchmark.experiment import default_select_by
+    from skinsynth.benchmark.train import validation_metrics
+
+    assert default_select_by("akrout2023") == "top1" and default_select_by("ratio-sweep") == "balanced_accuracy" and default_select_by(None) == "balanced_accuracy"
+    scores = np.log(np.array([[0.8, 0.2], [0.6, 0.4], [0.3, 0.7]], dtype=np.float32))
+    values = validation_metrics(scores, np.array([0, 0, 1]))
+    assert values["top1"] == 1.0 and values["balanced_accuracy"] == 1.0
+    assert values["loss"] == pytest.approx(-np.mean(np.log([0.8, 0.6, 0.7])), rel=1e-5)

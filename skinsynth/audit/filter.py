@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..benchmark.arms import label_key
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, OutputError, PipelineError, SkinsynthError
 from ..shards import atomic_write_json, read_manifest, splits_manifest, write_split
@@ -66,11 +67,31 @@ class FilterConfig:
             raise SkinsynthError("the per-class thresholds are the classifier's mean confidence on real images: give the real dataset (`--real`) or a fixed `--threshold`")
 
 
+def classifier_folders(classifiers: tuple[str, ...] | list[str]) -> list[str]:
+    """Each `--classifier` as model folders or Hub ids: a local folder without a config.json that holds model
+    folders (a benchmark arm's `BENCH/models/ARM/`, one folder per seed) stands for all of them, an ensemble."""
+    folders = []
+    for classifier in classifiers:
+        local = Path(classifier).expanduser()
+        if local.is_dir() and not (local / "config.json").is_file():
+            members = sorted(str(sub) for sub in local.iterdir() if sub.is_dir() and (sub / "config.json").is_file())
+            if not members:
+                raise SkinsynthError(
+                    f"`--classifier {classifier}` holds neither a config.json nor model folders: pass a model folder, a folder of them "
+                    "(e.g. a benchmark's BENCH/models/ARM, its seeds as an ensemble) or a Hub id"
+                )
+            folders += members
+        else:
+            folders.append(classifier)
+    return folders
+
+
 class ClassifierEnsemble:
     """Mean class probabilities of one or more `AutoModelForImageClassification` checkpoints, as a `Scorer`.
 
-    Classifier outputs are matched to the dataset's classes by name, so a checkpoint trained with another label
-    order still works, and one that lacks a class is refused.
+    Classifier outputs are matched to the dataset's classes by name (ignoring case and `_`/`-`/space, as the
+    benchmark matches labels), so a checkpoint trained with another label order or spelling still works, and one
+    that lacks a class is refused.
     """
 
     def __init__(self, paths: tuple[str, ...] | list[str], names: list[str], device: str | None = None):
@@ -81,14 +102,14 @@ class ClassifierEnsemble:
         for path in self.paths:
             model, processor = load_image_model(path, "AutoModelForImageClassification", device)
             id2label = {int(i): str(label) for i, label in model.config.id2label.items()}
-            by_name = {label: i for i, label in id2label.items()}
-            missing = [name for name in names if name not in by_name]
+            by_name = {label_key(label): i for i, label in id2label.items()}
+            missing = [name for name in names if label_key(name) not in by_name]
             if missing:
                 raise SkinsynthError(
                     f"classifier `{path}` does not know the dataset's classes {missing} (its labels: {sorted(by_name)}); "
                     "use a classifier trained on the same class names"
                 )
-            self.members.append((model, processor, np.array([by_name[name] for name in names])))
+            self.members.append((model, processor, np.array([by_name[label_key(name)] for name in names])))
 
     def probabilities(self, images: list) -> np.ndarray:
         """(n, num dataset classes): softmax over the classifier's own classes, columns in dataset order, averaged."""
@@ -201,8 +222,9 @@ def build_filter(config: FilterConfig, names: list[str], class_texts: list[str] 
     """Load the classifiers (unless a `scorer` is given), resolve the thresholds and the optional CLIP check."""
     from ..pipeline import folder_fingerprint
 
+    classifiers = classifier_folders(config.classifiers)
     if scorer is None:
-        scorer = ClassifierEnsemble(config.classifiers, names, device)
+        scorer = ClassifierEnsemble(classifiers, names, device)
     if config.threshold is not None:
         thresholds = np.full(len(names), config.threshold, dtype=np.float32)
         method = "fixed"
@@ -214,7 +236,7 @@ def build_filter(config: FilterConfig, names: list[str], class_texts: list[str] 
         method = f"mean confidence on real `{config.real_split}` images of each class"
     clip = ClipCheck(config.clip, class_texts or [n.replace("_", " ") for n in names], device) if config.clip else None
     identity = {
-        "classifiers": [{"path": p, "fingerprint": folder_fingerprint(p) if Path(p).is_dir() else None} for p in config.classifiers],
+        "classifiers": [{"path": p, "fingerprint": folder_fingerprint(p) if Path(p).is_dir() else None} for p in classifiers],
         "threshold_method": method,
         "real": config.real if config.threshold is None else None,
         "clip": config.clip,
@@ -248,7 +270,8 @@ def filter_dataset(
     progress: bool = True,
 ) -> dict:
     """Write the rows of `synthetic` that pass the filter to a new dataset `out` (same layout, scores as
-    columns, counts per reason in its manifest under "filter"); mirrors `skinsynth filter`. Returns the manifest.
+    columns, counts per reason in its manifest under "filter", its own card); mirrors `skinsynth filter`.
+    Returns the manifest.
 
     The new dataset is written to a hidden folder beside `out` and renamed into place once complete.
     `scorer` replaces the classifier ensemble (any function of (images, labels) -> scores).
@@ -256,6 +279,7 @@ def filter_dataset(
     import datasets
     from tqdm.auto import tqdm
 
+    from ..card import write_dataset_card
     from ..generate import rejection_reason
 
     out = Path(out)
@@ -267,10 +291,10 @@ def filter_dataset(
         raise SkinsynthError(f"`--batch-size` must be at least 1, got {batch_size}")
     syn = open_dataset(synthetic)
     names = label_names(syn)
-    try:
-        _, manifest = read_manifest(synthetic)
-    except DatasetError:
-        manifest = {}
+    try:  # the new dataset keeps its source's kind of manifest, so its card is built the same way
+        manifest_name, manifest = read_manifest(synthetic)
+    except DatasetError:  # not made by skinsynth (e.g. a Hub dataset): described by its source, as `prepare` does
+        manifest_name, manifest = "prepare.json", {"kind": "real", "source": {"name": str(synthetic), "path": str(synthetic)}}
     recipe = manifest.get("recipe", {})
     texts = {c["name"]: c.get("prompt") or c["name"].replace("_", " ") for c in recipe.get("classes", [])}
     image_filter = build_filter(config, names, [texts.get(n, n.replace("_", " ")) for n in names], scorer=scorer, device=device, progress=progress)
@@ -308,11 +332,12 @@ def filter_dataset(
             "splits": splits_manifest(infos),
             "filter": {**image_filter.summary(), "kept": sum(i.num_rows for s in infos.values() for i in s), "rejections": dict(counts)},
         }
-        atomic_write_json(tmp / "generation.json", result)
+        atomic_write_json(tmp / manifest_name, result)
+        write_dataset_card(tmp)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return json.loads((out / "generation.json").read_text(encoding="utf-8"))
+    return json.loads((out / manifest_name).read_text(encoding="utf-8"))

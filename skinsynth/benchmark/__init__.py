@@ -5,7 +5,11 @@
     train.py       classifier loading, decoding + augmentation in DataLoader workers, the training loop
     report.py      results.json / .csv / .md, plots, the dataset card's reports/benchmark.json
     experiment.py  `benchmark(...)`: checks everything up front, then runs every arm × seed
+    export.py      each run's chosen weights as a transformers model folder with its card (`--save-models`)
+    skin_classification/  the metrics as an `evaluate` module: `evaluate.load(METRIC_PATH)`, offline
 """
+
+from pathlib import Path
 
 from .._lazy import lazy_exports
 
@@ -15,4 +19,6 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "benchmark": "experiment",
 })
 
-__all__ = ["PRESETS", "Arm", "benchmark"]
+METRIC_PATH = str(Path(__file__).resolve().parent / "skin_classification")  # evaluate.load(METRIC_PATH)
+
+__all__ = ["METRIC_PATH", "PRESETS", "Arm", "benchmark"]

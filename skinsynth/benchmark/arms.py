@@ -126,31 +126,34 @@ def load_arms(path: str | Path, scale: float = 1.0) -> list[Arm]:
 # ---- labels -----------------------------------------------------------------------------------------------------
 
 
-def _normalized(name: str) -> str:
+def label_key(name: str) -> str:
+    """A class name as labels are matched: case and `_`/`-`/space differences ignored."""
     return re.sub(r"[\s_-]+", "_", name.strip().lower())
 
 
-def match_labels(real_names: list[str], synthetic_names: list[str], mapping: dict[str, str | None] | None = None, synthetic_source: str = "synthetic") -> np.ndarray:
+def match_labels(real_names: list[str], synthetic_names: list[str], mapping: dict[str, str | None] | None = None, synthetic_source: str = "synthetic",
+                 cover_real: bool = True) -> np.ndarray:
     """For each synthetic label id, the real label id it stands for (-1: dropped by the mapping).
 
     Names match ignoring case and `_`/`-`/space differences; `mapping` renames synthetic names first (a `null`
-    value drops a class). Every real class must be covered, so that a synthetic-only arm can learn every class.
+    value drops a class). With `cover_real`, every real class must be covered, so that a synthetic-only arm can
+    learn every class; an external test set (`cover_real=False`) may lack some.
     """
-    mapping = {_normalized(k): v for k, v in (mapping or {}).items()}
-    real_index = {_normalized(name): i for i, name in enumerate(real_names)}
+    mapping = {label_key(k): v for k, v in (mapping or {}).items()}
+    real_index = {label_key(name): i for i, name in enumerate(real_names)}
     result = np.full(len(synthetic_names), -1, dtype=np.int64)
     unknown = []
     for i, name in enumerate(synthetic_names):
-        key = _normalized(name)
+        key = label_key(name)
         if key in mapping:
             if mapping[key] is None:
                 continue
-            key = _normalized(mapping[key])
+            key = label_key(mapping[key])
         if key in real_index:
             result[i] = real_index[key]
         else:
             unknown.append(name)
-    missing = [name for i, name in enumerate(real_names) if i not in set(result.tolist())]
+    missing = [name for i, name in enumerate(real_names) if i not in set(result.tolist())] if cover_real else []
     if unknown or missing:
         common = len(real_names) - len(missing)
         raise DatasetError(

@@ -11,9 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,9 +23,18 @@ import numpy as np
 
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, OutputError, SkinsynthError
-from ..shards import atomic_write_json
-from . import report
-from .arms import Arm, ArmSample, load_arms, load_label_map, match_labels, preset_arms, sample_arm
+from ..shards import atomic_write_json, read_manifest
+from . import export, report
+from .arms import (
+    Arm,
+    ArmSample,
+    load_arms,
+    load_label_map,
+    match_labels,
+    preset_arms,
+    sample_arm,
+)
+from .metrics import SELECT_BY, SUBGROUP_ATTRIBUTES, group_values
 
 if TYPE_CHECKING:
     from .train import RunResult
@@ -111,7 +122,8 @@ def _load_done(path: Path, identity: str) -> RunResult | None:
         return None
     return RunResult(
         np.asarray(saved["test_scores"], dtype=np.float32), np.asarray(saved["test_labels"]), saved["epochs_run"], saved["best_epoch"],
-        saved["best_val_top1"], saved["history"], saved["seconds"], saved["data_wait_share"], saved["images_per_second"],
+        saved["best_val_top1"], saved["history"], saved["seconds"], saved["data_wait_share"], saved["images_per_second"], saved.get("best_val", {}),
+        {name: np.asarray(scores, dtype=np.float32) for name, scores in saved.get("external_scores", {}).items()},
     )
 
 
@@ -119,10 +131,25 @@ def _save_done(path: Path, identity: str, result: RunResult) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, {
         "identity": identity, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "best_val_top1": result.best_val_top1,
-        "history": result.history, "seconds": result.seconds, "data_wait_share": result.data_wait_share,
+        "best_val": result.best_val, "history": result.history, "seconds": result.seconds, "data_wait_share": result.data_wait_share,
         "images_per_second": result.images_per_second,
         "test_labels": result.test_labels.tolist(), "test_scores": result.test_scores.tolist(),
+        "external_scores": {name: scores.tolist() for name, scores in result.external_scores.items()},
     })
+
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SkinsynthError(f"`--{option}` must be one of {', '.join(choices)}, got {value!r}")
+
+
+PAPER_SELECT_BY = {"akrout2023": "top1"}  # the paper stopped early on validation accuracy
+
+
+def default_select_by(preset: str | None) -> str:
+    """The paper preset keeps the paper's choice (top-1); anything else selects by balanced accuracy, which a
+    majority-class guess cannot inflate on an imbalanced validation split."""
+    return PAPER_SELECT_BY.get(preset or "", "balanced_accuracy")
 
 
 def _check_numbers(**values) -> None:
@@ -132,9 +159,14 @@ def _check_numbers(**values) -> None:
             raise SkinsynthError(f"`--{name.replace('_', '-')}` must be an integer of at least {minimum[name]}, got {value!r}")
 
 
-def default_workers() -> int:
-    """DataLoader workers: the cores beside the training process, at most 8."""
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
+def default_workers(device: str | None = None) -> int:
+    """DataLoader workers. On a GPU: the cores beside the training process, at most 8. On the CPU: none, since
+    images are decoded once into memory and augmenting one costs far less than a worker's share of the cores
+    would cost the training step (`benchmarks/bench_dataloading.py`)."""
+    import torch
+
+    cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
+    return 0 if cpu else max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 def _card_target(update_card: str | Path | None, synthetic: list[str]) -> str | None:
@@ -169,8 +201,11 @@ def _sample_all(runs: list[Condition], class_names, real: str, real_labels, synt
     return {(c.name, seed): sample(c, seed) for c in runs for seed in range(seeds)}
 
 
-def _check_leaks(real_data, synthetic_splits: list, runs: list[Condition], samples: dict) -> None:
-    held_out = (set(image_digests(real_data["validation"])) | set(image_digests(real_data["test"]))) - {""}
+def _check_leaks(real_data, synthetic_splits: list, runs: list[Condition], samples: dict, external_splits: list = ()) -> None:
+    held_out = set(image_digests(real_data["validation"])) | set(image_digests(real_data["test"]))
+    for split in external_splits:
+        held_out |= set(image_digests(split))
+    held_out -= {""}
     real_digests = image_digests(real_data["train"])
     synthetic_digests = [image_digests(split) for split in synthetic_splits]
     by_name = {c.name: c for c in runs}
@@ -179,9 +214,157 @@ def _check_leaks(real_data, synthetic_splits: list, runs: list[Condition], sampl
         check_no_leak(name, sample, real_digests, None if index is None else synthetic_digests[index], held_out)
 
 
+@dataclass(frozen=True)
+class ExternalTest:
+    """Another real dataset's test split, its rows whose labels match the training classes, in their label ids."""
+
+    name: str
+    source: str
+    split: object
+    rows: np.ndarray
+    labels: np.ndarray
+    dropped: int  # test images of classes the mapping drops
+
+
+def open_external(sources: list[str], class_names: list[str], mapping: dict, real: str) -> list[ExternalTest]:
+    """Each `--test-dataset`'s test split with labels matched to the real dataset's by name (or `--label-map`);
+    its classes the benchmark does not train on must be dropped explicitly (`null` in the label map)."""
+    tests = []
+    for source in sources:
+        if Path(source).expanduser().resolve() == Path(real).expanduser().resolve():
+            raise DatasetError(f"`--test-dataset {source}` is the real dataset itself; its test split is already used")
+        data = open_dataset(source, required_splits=("test",))
+        to_real = match_labels(class_names, label_names(data), mapping, synthetic_source=source, cover_real=False)
+        labels = to_real[np.asarray(data["test"]["label"])]
+        rows = np.flatnonzero(labels >= 0)
+        if not len(rows):
+            raise DatasetError(f"`--test-dataset {source}` has no test image of the classes trained on ({', '.join(class_names)})")
+        tests.append(ExternalTest(_short_name(source), source, data["test"], rows, labels[rows], int((labels < 0).sum())))
+    names = [t.name for t in tests]
+    if len(set(names)) != len(names):
+        raise SkinsynthError(f"two --test-dataset folders have the same name ({', '.join(sources)}); rename one so results can tell them apart")
+    return tests
+
+
 def _labelled(split) -> tuple:
     """A whole split as an `ImageRows` part: every row, with its own labels."""
     return split, np.arange(len(split)), np.asarray(split["label"])
+
+
+def test_groups(test_split) -> dict[str, np.ndarray]:
+    """Each real test image's subgroup for every subgroup attribute the dataset has (fitzpatrick, body_site, sex,
+    age in bands), in test-split order: what the per-subgroup metrics are computed over."""
+    return {attribute: group_values(attribute, test_split[attribute]) for attribute in SUBGROUP_ATTRIBUTES if attribute in test_split.column_names}
+
+
+def _real_license(real: str) -> str | None:
+    """The real dataset's license from its manifest (a local `skinsynth prepare` folder), else None (unknown)."""
+    try:
+        return read_manifest(real)[1].get("license")
+    except DatasetError:
+        return None
+
+
+@dataclass
+class _Runner:
+    """Everything one (condition, seed) run needs: trains it, or reuses its finished result, and saves its model."""
+
+    real: str
+    synthetic: list[str]
+    model: str
+    revision: str | None
+    class_names: list[str]
+    real_data: object
+    synthetic_splits: list
+    samples: dict
+    config: object
+    norm: object
+    accelerator: object
+    val_set: object
+    test_set: object
+    out: Path
+    settings: dict
+    license: str | None
+    progress: bool
+    external: dict = field(default_factory=dict)  # name -> ImageRows of an external test set
+
+    def identity(self, condition: Condition, seed: int) -> str:
+        sample = self.samples[(condition.name, seed)]
+        return _identity(real=self.real, synthetic=None if condition.synthetic is None else self.synthetic[condition.synthetic], model=self.model,
+                         revision=self.revision, device=str(self.accelerator.device), seed=seed,
+                         config={k: v for k, v in asdict(self.config).items() if k != "workers"},
+                         rows=[sample.real_rows.tolist(), sample.synthetic_rows.tolist()], external=sorted(self.external))
+
+    def finished(self, condition: Condition, seed: int, need_model: bool) -> RunResult | None:
+        """A run done before with the same inputs (and, if `need_model`, whose model folder was saved), else None."""
+        identity = self.identity(condition, seed)
+        result = _load_done(_run_path(self.out, condition.name, seed), identity)
+        if result is not None and need_model and export.saved_identity(export.model_folder(self.out, condition.name, seed)) != identity:
+            logger.info("%s seed %d: done before, but its model was not saved: training it again", condition.name, seed)
+            return None
+        return result
+
+    def train(self, condition: Condition, seed: int, save_model: bool) -> RunResult:
+        from .train import ImageRows, load_classifier, train_and_predict
+
+        sample = self.samples[(condition.name, seed)]
+        parts = [(self.real_data["train"], sample.real_rows, sample.real_labels)]
+        if condition.synthetic is not None:
+            parts.append((self.synthetic_splits[condition.synthetic], sample.synthetic_rows, sample.synthetic_labels))
+        train_set = ImageRows(parts, self.config.image_size, self.norm, train=True, seed=seed)
+        result = train_and_predict(lambda: load_classifier(self.model, self.class_names, self.revision), train_set, self.val_set, self.test_set,
+                                   self.config, seed, self.accelerator, progress_desc=f"{condition.name} seed {seed} ({len(train_set)} images)",
+                                   progress=self.progress, external=self.external)
+        if self.accelerator.is_main_process:
+            identity = self.identity(condition, seed)
+            if save_model:
+                self.save_model(condition, seed, identity, sample, result)
+            _save_done(_run_path(self.out, condition.name, seed), identity, result)
+        result.model = None
+        return result
+
+    def save_model(self, condition: Condition, seed: int, identity: str, sample: ArmSample, result: RunResult) -> None:
+        from .metrics import SUMMARY_METRICS, evaluate
+
+        test = evaluate(result.test_labels, result.test_scores, self.class_names)
+        run = {
+            "identity": identity, "arm": condition.name, "seed": seed, "classes": self.class_names,
+            "synthetic_dataset": None if condition.synthetic is None else self.synthetic[condition.synthetic],
+            "real_images": len(sample.real_rows), "synthetic_images": len(sample.synthetic_rows),
+            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "validation": result.best_val,
+            "test": {k: test[k] for k in SUMMARY_METRICS}, "test_images": len(result.test_labels),
+        }
+        name = f"{condition.name}-seed{seed}"
+        card = export.model_card(name, run, self.settings, self.license, _short_name(self.real), self.real)
+        processor = export.image_processor(self.norm.mean, self.norm.std, self.config.image_size)
+        export.save_classifier(export.model_folder(self.out, condition.name, seed), result.model, processor, card, run)
+
+
+def _best_seed(results: list[tuple[int, RunResult]], select_by: str) -> int:
+    sign = -1.0 if select_by == "loss" else 1.0
+    return max(results, key=lambda pair: sign * pair[1].best_val.get(select_by, -math.inf * sign))[0]
+
+
+def _run_condition(runner: _Runner, condition: Condition, seeds: int, save_models: str) -> list[tuple[int, RunResult]]:
+    """Every seed of one condition; then, with `--save-models best`, only the best seed's model folder is kept."""
+    keep = save_models == "all" or (save_models == "real" and condition.synthetic is None)
+    results = []
+    for seed in range(seeds):
+        result = runner.finished(condition, seed, need_model=keep)
+        if result is not None:
+            logger.info("%s seed %d: done before, reusing it", condition.name, seed)
+        else:
+            result = runner.train(condition, seed, save_model=keep or save_models == "best")
+        results.append((seed, result))
+    if save_models == "best":
+        best = _best_seed(results, runner.config.select_by)
+        if runner.accelerator.is_main_process:
+            for seed, _ in results:
+                if seed != best:
+                    shutil.rmtree(export.model_folder(runner.out, condition.name, seed), ignore_errors=True)
+        if runner.finished(condition, best, need_model=True) is None:  # done before without saving its model (every process trains)
+            results[best] = (best, runner.train(condition, best, save_model=True))
+    return results
 
 
 def benchmark(
@@ -203,6 +386,10 @@ def benchmark(
     patience: int = 10,
     learning_rate: float = 3e-4,
     workers: int | None = None,
+    select_by: str | None = None,
+    class_weighted: bool = False,
+    save_models: str = "real",
+    test_datasets: list[str] | tuple[str, ...] = (),
     update_card: str | Path | None = None,
     revision: str | None = None,
     progress: bool = True,
@@ -211,15 +398,27 @@ def benchmark(
     """Train `model` on every arm × seed and test on `real`'s test split; write the results to `out`.
 
     Mirrors `skinsynth benchmark`. `arms` is an arms YAML file or a list of `Arm`s; give it or `preset`.
-    `update_card` names a synthetic dataset folder whose `reports/benchmark.json` (and card) gets the results.
-    Returns the content of `out/results.json`.
+    `select_by` is the validation metric early stopping keeps the best epoch by (default: top1 for the paper's
+    preset, as in the paper; balanced_accuracy otherwise). `save_models` (real, best, all, none) says which runs are
+    saved as model folders under `out/models/` (see `export`). `test_datasets` are other real datasets whose test
+    splits every arm is also tested on (cross-dataset generalisation; labels matched by name or `label_map`). `update_card` names a synthetic dataset folder whose
+    `reports/benchmark.json` (and card) gets the results. Returns the content of `out/results.json`.
     """
-    from .train import ImageRows, TrainConfig, check_classifier, load_classifier, make_accelerator, normalization, train_and_predict
+    from .train import (
+        ImageRows,
+        TrainConfig,
+        check_classifier,
+        make_accelerator,
+        normalization,
+    )
 
     # Arguments and arms.
     synthetic = [str(s) for s in synthetic]
-    workers = default_workers() if workers is None else workers
+    workers = default_workers(device) if workers is None else workers
     _check_numbers(epochs=epochs, batch_size=batch_size, seeds=seeds, patience=patience, workers=workers, image_size=image_size)
+    select_by = select_by or default_select_by(preset)
+    _check_choice("select-by", select_by, SELECT_BY)
+    _check_choice("save-models", save_models, export.SAVE_MODELS)
     if (preset is None) == (arms is None):
         raise SkinsynthError("give exactly one of `--preset` (akrout2023, ratio-sweep) and `--arms ARMS.yaml`")
     arm_list = preset_arms(preset, scale) if preset is not None else (load_arms(arms, scale) if isinstance(arms, (str, Path)) else [a.scaled(scale) for a in arms])
@@ -232,13 +431,15 @@ def benchmark(
     synthetic_splits, synthetic_labels = _open_synthetic(synthetic, class_names, mapping)
     runs = conditions(arm_list, synthetic)
     samples = _sample_all(runs, class_names, real, np.asarray(real_data["train"]["label"]), synthetic, synthetic_labels, seeds, allow_fewer)
-    _check_leaks(real_data, synthetic_splits, runs, samples)
+    externals = open_external([str(t) for t in test_datasets], class_names, mapping, str(real))
+    _check_leaks(real_data, synthetic_splits, runs, samples, [t.split for t in externals])
 
     # Model: an image classifier, with its input statistics.
     check_classifier(model, revision)
     norm = normalization(model, revision)
     size = image_size or norm.size or 224
-    config = TrainConfig(image_size=size, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience, workers=workers)
+    config = TrainConfig(image_size=size, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience, workers=workers,
+                         select_by=select_by, class_weighted=class_weighted)
 
     out = Path(out)
     try:
@@ -249,41 +450,29 @@ def benchmark(
         "real": str(real), "synthetic": synthetic, "model": model, "revision": revision, "preset": preset,
         "arms": [a.model_dump(exclude_none=True) for a in arm_list], "scale": scale, "image_size": size, "epochs": epochs,
         "batch_size": batch_size, "seeds": seeds, "patience": patience, "learning_rate": learning_rate, "allow_fewer": allow_fewer,
-        "label_map": mapping, "command": command,
+        "select_by": select_by, "class_weighted": class_weighted, "save_models": save_models, "test_datasets": [t.source for t in externals], "label_map": mapping, "command": command,
     }
     atomic_write_json(out / "config.json", settings)
 
     # Training: every (condition, seed), reusing runs finished before with the same inputs.
     accelerator = make_accelerator(device, workers)
-    val_set = ImageRows([_labelled(real_data["validation"])], size, norm, train=False)
-    test_set = ImageRows([_labelled(real_data["test"])], size, norm, train=False)
+    runner = _Runner(
+        real=str(real), synthetic=synthetic, model=model, revision=revision, class_names=class_names, real_data=real_data,
+        synthetic_splits=synthetic_splits, samples=samples, config=config, norm=norm, accelerator=accelerator,
+        val_set=ImageRows([_labelled(real_data["validation"])], size, norm, train=False),
+        test_set=ImageRows([_labelled(real_data["test"])], size, norm, train=False),
+        out=out, settings=settings, license=_real_license(real), progress=progress,
+        external={t.name: ImageRows([(t.split, t.rows, t.labels)], size, norm, train=False) for t in externals},
+    )
     start = time.perf_counter()
-    results: dict[str, list[tuple[int, RunResult]]] = {}
-    for condition in runs:
-        source = None if condition.synthetic is None else synthetic[condition.synthetic]
-        for seed in range(seeds):
-            sample = samples[(condition.name, seed)]
-            identity = _identity(real=str(real), synthetic=source, model=model, revision=revision, device=str(accelerator.device), seed=seed,
-                                 config={k: v for k, v in asdict(config).items() if k != "workers"},
-                                 rows=[sample.real_rows.tolist(), sample.synthetic_rows.tolist()])
-            path = _run_path(out, condition.name, seed)
-            result = _load_done(path, identity)
-            if result is not None:
-                logger.info("%s seed %d: done before, reusing %s", condition.name, seed, path)
-            else:
-                parts = [(real_data["train"], sample.real_rows, sample.real_labels)]
-                if source is not None:
-                    parts.append((synthetic_splits[condition.synthetic], sample.synthetic_rows, sample.synthetic_labels))
-                train_set = ImageRows(parts, size, norm, train=True, seed=seed)
-                result = train_and_predict(lambda: load_classifier(model, class_names, revision), train_set, val_set, test_set, config, seed, accelerator,
-                                           progress_desc=f"{condition.name} seed {seed} ({len(train_set)} images)", progress=progress)
-                if accelerator.is_main_process:
-                    _save_done(path, identity, result)
-            results.setdefault(condition.name, []).append((seed, result))
+    results = {condition.name: _run_condition(runner, condition, seeds, save_models) for condition in runs}
 
     if not accelerator.is_main_process:
         return {}
-    summary = report.build_results(settings, class_names, runs, samples, results, time.perf_counter() - start, synthetic)
+    summary = report.build_results(settings, class_names, runs, samples, results, time.perf_counter() - start, synthetic,
+                                   np.asarray(real_data["train"]["label"]), test_groups(real_data["test"]),
+                                   {t.name: {"source": t.source, "labels": t.labels, "dropped": t.dropped, "groups": test_groups(t.split.select(t.rows))}
+                                    for t in externals})
     report.write_outputs(out, summary)
     if card_dataset is not None:
         report.update_card(Path(card_dataset), summary, card_dataset)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 SUMMARY_METRICS = ("top1", "top2", "top3", "balanced_accuracy", "macro_f1")
+SELECT_BY = ("balanced_accuracy", "top1", "loss")  # validation metrics early stopping can keep the best epoch by
 
 
 def top_k_correct(y_true: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
@@ -94,3 +95,68 @@ def summarize(y_true, scores_per_seed: list, num_classes: int, num_resamples: in
         values = np.array([run[name] for run in per_seed])
         summary[name] = {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "ci95": intervals[name]}
     return summary
+
+
+def majority_baseline(train_labels, test_labels, class_names: list[str]) -> dict:
+    """The summary metrics of always guessing the real training split's most frequent classes, in order (the
+    most frequent first, ties to the lower label id): what a classifier must beat to have learnt anything."""
+    num_classes = len(class_names)
+    order = np.argsort(-np.bincount(np.asarray(train_labels), minlength=num_classes), kind="stable")
+    scores = np.empty(num_classes, dtype=np.float32)
+    scores[order] = np.arange(num_classes, 0, -1)
+    test_labels = np.asarray(test_labels)
+    metrics = evaluate(test_labels, np.tile(scores, (len(test_labels), 1)), class_names)
+    return {"class": class_names[int(order[0])], **{name: metrics[name] for name in SUMMARY_METRICS}}
+
+
+def chance(test_labels, num_classes: int) -> dict:
+    """Summary metrics of a uniformly random guess among the classes, in expectation: top-k is k / classes,
+    balanced accuracy 1 / classes, and macro F1 (of the expected precision p and recall 1 / classes of each
+    present class, p its share of the test set) the mean of 2 p / (classes p + 1)."""
+    test_labels = np.asarray(test_labels)
+    share = np.bincount(test_labels, minlength=num_classes) / len(test_labels)
+    present = share > 0
+    f1 = 2 * share[present] / (num_classes * share[present] + 1)
+    return {**{f"top{k}": min(k, num_classes) / num_classes for k in (1, 2, 3)}, "balanced_accuracy": 1 / num_classes, "macro_f1": float(f1.mean())}
+
+
+# ---- subgroups --------------------------------------------------------------------------------------------------
+
+SUBGROUP_ATTRIBUTES = ("fitzpatrick", "body_site", "sex", "age")  # `prepare`'s attribute columns; ages go into bands
+SUBGROUP_METRICS = ("balanced_accuracy", "top1")
+AGE_BANDS = ((0, 30, "0-29"), (30, 45, "30-44"), (45, 60, "45-59"), (60, 75, "60-74"), (75, 200, "75+"))
+UNKNOWN = "unknown"
+
+
+def age_band(age) -> str:
+    """An age (a number, or a string such as "45") as its band; missing or unreadable ages are "unknown"."""
+    try:
+        years = float(age)
+    except (TypeError, ValueError):
+        return UNKNOWN
+    return next((name for low, high, name in AGE_BANDS if low <= years < high), UNKNOWN)
+
+
+def group_values(attribute: str, values) -> np.ndarray:
+    """Each test image's subgroup for `attribute`: the value itself (ages: their band); missing values "unknown"."""
+    if attribute == "age":
+        return np.array([age_band(v) for v in values], dtype=object)
+    return np.array([UNKNOWN if v is None or str(v).strip() in ("", UNKNOWN) else str(v) for v in values], dtype=object)
+
+
+def _group_order(attribute: str, groups) -> list[str]:
+    known = sorted({g for g in groups if g != UNKNOWN}, key=lambda g: [b[2] for b in AGE_BANDS].index(g) if attribute == "age" else g)
+    return known + ([UNKNOWN] if UNKNOWN in set(groups) else [])
+
+
+def subgroup_metrics(y_true, scores_per_seed: list, groups: np.ndarray, attribute: str, num_classes: int, num_resamples: int = 1000, seed: int = 0) -> dict:
+    """Per subgroup of the test set: its image count, how many classes it holds, and balanced accuracy and top-1
+    (mean ± std over seeds, 95% bootstrap interval over the subgroup's images). Balanced accuracy averages the
+    recall of the classes present in the subgroup, so it stays comparable across subgroups with other class mixes."""
+    y_true = np.asarray(y_true)
+    result = {}
+    for group in _group_order(attribute, groups):
+        mask = groups == group
+        metrics = summarize(y_true[mask], [np.asarray(s)[mask] for s in scores_per_seed], num_classes, num_resamples, seed)
+        result[group] = {"count": int(mask.sum()), "classes": len(np.unique(y_true[mask])), **{k: metrics[k] for k in SUBGROUP_METRICS}}
+    return result

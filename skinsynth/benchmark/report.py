@@ -1,10 +1,12 @@
 """What a benchmark leaves in its output folder, and in the synthetic dataset's card.
 
-    results.json                     everything: settings, per-arm metrics (mean, std, 95% CI) and every seed's run
+    results.json                     everything: settings, per-arm metrics (mean, std, 95% CI), every seed's run, baselines,
+                                     subgroups, external test sets, and `model-index` (the Hub's form, as in model cards)
     results.csv                      one row per arm and seed, then mean / std / ci95_low / ci95_high rows per arm
-    results.md                       the table in the paper's shape: top-1 / top-2 / top-3 and balanced accuracy
+    results.md                       the paper's table (balanced accuracy first), baselines, per-subgroup tables
     accuracy_vs_synthetic_share.png  accuracy against the synthetic share of the training set, 95% CI error bars
     confusion-{arm}.png              row-normalised confusion matrix, summed over seeds
+    subgroups-{attribute}.png        balanced accuracy per subgroup (Fitzpatrick type, body site, sex, age band) and arm
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import numpy as np
 
 from ..card import add_report
 from ..shards import atomic_write_json, atomic_write_text
-from .metrics import SUMMARY_METRICS, evaluate, summarize
-
+from .export import model_index
+from .metrics import SUMMARY_METRICS, chance, evaluate, majority_baseline, subgroup_metrics, summarize
 
 METRIC_TITLES = {"top1": "Top-1", "top2": "Top-2", "top3": "Top-3", "balanced_accuracy": "Balanced acc.", "macro_f1": "Macro F1"}
 
@@ -29,7 +31,12 @@ def _per_class_value(counts: dict[str, int]):
     return values.pop() if len(values) == 1 else dict(counts)
 
 
-def build_results(settings: dict, class_names: list[str], conditions, samples, results, seconds: float, synthetic: list[str]) -> dict:
+def build_results(settings: dict, class_names: list[str], conditions, samples, results, seconds: float, synthetic: list[str], real_train_labels,
+                  test_groups: dict[str, np.ndarray] | None = None, external: dict[str, dict] | None = None) -> dict:
+    """Everything `results.json` holds. `test_groups` maps an attribute (fitzpatrick, body_site, sex, age) to each
+    real test image's subgroup; every arm then gets per-subgroup metrics. `external` holds each external test set's
+    source, labels (real label ids), dropped-image count and subgroups."""
+    test_groups, external = test_groups or {}, external or {}
     arms = []
     for condition in conditions:
         runs = results[condition.name]
@@ -49,6 +56,9 @@ def build_results(settings: dict, class_names: list[str], conditions, samples, r
             "metrics": summarize(labels, [run.test_scores for _, run in runs], len(class_names)),
             "per_class_recall": {name: (None if any(r[i] is None for r in recalls) else float(np.mean([r[i] for r in recalls]))) for i, name in enumerate(class_names)},
             "confusion_matrix": np.sum([m["confusion_matrix"] for _, m, _ in per_seed], axis=0).tolist(),
+            "subgroups": {attribute: subgroup_metrics(labels, [run.test_scores for _, run in runs], groups, attribute, len(class_names))
+                          for attribute, groups in test_groups.items()},
+            "external": {name: external_metrics(test, [run.external_scores[name] for _, run in runs], len(class_names)) for name, test in external.items()},
             "runs": [
                 {"seed": seed, **{k: m[k] for k in SUMMARY_METRICS}, "per_class_recall": m["per_class_recall"], "confusion_matrix": m["confusion_matrix"],
                  "epochs_run": run.epochs_run, "best_epoch": run.best_epoch, "best_val_top1": run.best_val_top1, "seconds": round(run.seconds, 2),
@@ -56,7 +66,23 @@ def build_results(settings: dict, class_names: list[str], conditions, samples, r
                 for seed, m, run in per_seed
             ],
         })
-    return {"settings": settings, "classes": class_names, "test_images": int(len(labels)), "seconds": round(seconds, 1), "arms": arms}
+    baselines = {"majority": majority_baseline(real_train_labels, labels, class_names), "chance": chance(labels, len(class_names))}
+    return {"settings": settings, "classes": class_names, "test_images": len(labels), "test_class_counts": np.bincount(labels, minlength=len(class_names)).tolist(),
+            "seconds": round(seconds, 1), "headline": "balanced_accuracy", "baselines": baselines, "subgroup_attributes": list(test_groups),
+            "external": {name: {"source": test["source"], "test_images": len(test["labels"]), "dropped_images": test["dropped"],
+                                "test_class_counts": np.bincount(test["labels"], minlength=len(class_names)).tolist(),
+                                "subgroup_attributes": list(test["groups"]),
+                                "baselines": {"majority": majority_baseline(real_train_labels, test["labels"], class_names), "chance": chance(test["labels"], len(class_names))}}
+                         for name, test in external.items()},
+            "arms": arms,
+            "model-index": [entry for arm in arms for entry in model_index(arm["name"], arm["metrics"], Path(settings["real"].rstrip("/")).name, settings["real"])]}
+
+
+def external_metrics(test: dict, scores_per_seed: list, num_classes: int) -> dict:
+    """One arm on one external test set: the summary metrics (mean, std, CI) and per-subgroup metrics."""
+    labels = np.asarray(test["labels"])
+    return {"metrics": summarize(labels, scores_per_seed, num_classes),
+            "subgroups": {attribute: subgroup_metrics(labels, scores_per_seed, groups, attribute, num_classes) for attribute, groups in test["groups"].items()}}
 
 
 def results_csv(summary: dict) -> str:
@@ -83,22 +109,69 @@ def _cell(metric: dict, seeds: int) -> str:
 
 
 def results_markdown(summary: dict) -> str:
-    """The paper's table: one row per arm, accuracies in percent (mean ± std over seeds), 95% CI of top-1."""
+    """The paper's table with balanced accuracy first (the headline on an imbalanced test set), top-1/2/3 as in the
+    paper, in percent (mean ± std over seeds), and beside the arms what a majority-class guess and chance score."""
     settings = summary["settings"]
     seeds = settings["seeds"]
+    counts = summary["test_class_counts"]
+    largest = int(np.argmax(counts))
     lines = [
         f"Classifier `{settings['model']}` at {settings['image_size']} px, tested on {summary['test_images']} real test images of `{settings['real']}`; "
-        + (f"mean ± std over {seeds} seeds." if seeds > 1 else "one seed."),
+        + (f"mean ± std over {seeds} seeds." if seeds > 1 else "one seed.")
+        + f" Early stopping by validation {settings['select_by']}"
+        + (" (the paper's choice)." if settings.get("preset") == "akrout2023" and settings["select_by"] == "top1" else ".")
+        + f" The largest class (`{summary['classes'][largest]}`) is {100 * counts[largest] / sum(counts):.1f}% of the test set, so balanced"
+        " accuracy is the headline: a majority-class guess scores its share in top-1 but only 1 / classes in balanced accuracy.",
         "",
-        "| Arm | Real / class | Synthetic / class | Top-1 (%) | Top-2 (%) | Top-3 (%) | Balanced acc. (%) | Top-1 95% CI |",
+        "| Arm | Real / class | Synthetic / class | Balanced acc. (%) | Top-1 (%) | Top-2 (%) | Top-3 (%) | Balanced acc. 95% CI |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | :---: |",
     ]
     for arm in summary["arms"]:
         m = arm["metrics"]
-        lo, hi = m["top1"]["ci95"]
+        lo, hi = m["balanced_accuracy"]["ci95"]
         lines.append(f"| {arm['name']} | {_count(arm['real_per_class'])} | {_count(arm['synthetic_per_class'])} | "
-                     + " | ".join(_cell(m[k], seeds) for k in ("top1", "top2", "top3", "balanced_accuracy")) + f" | {100 * lo:.1f}–{100 * hi:.1f} |")
-    return "\n".join(lines) + "\n"
+                     + " | ".join(_cell(m[k], seeds) for k in ("balanced_accuracy", "top1", "top2", "top3")) + f" | {100 * lo:.1f}–{100 * hi:.1f} |")
+    majority, uniform = summary["baselines"]["majority"], summary["baselines"]["chance"]
+    for name, values in ((f"majority class (`{majority['class']}`)", majority), ("chance (uniform guess)", uniform)):
+        lines.append(f"| *{name}* | | | " + " | ".join(f"{100 * values[k]:.2f}" for k in ("balanced_accuracy", "top1", "top2", "top3")) + " | |")
+    return "\n".join(lines + subgroup_markdown(summary) + external_markdown(summary)) + "\n"
+
+
+def external_markdown(summary: dict) -> list[str]:
+    """Per external test set: every arm's balanced accuracy and top-1/2/3 there, beside its baselines."""
+    lines = []
+    seeds = summary["settings"]["seeds"]
+    for name, info in summary.get("external", {}).items():
+        lines += ["", f"External test set `{info['source']}` ({info['test_images']} images of the trained classes"
+                  + (f"; {info['dropped_images']} of other classes left out" if info["dropped_images"] else "") + "): cross-dataset generalisation.", "",
+                  "| Arm | Balanced acc. (%) | Top-1 (%) | Top-2 (%) | Top-3 (%) | Balanced acc. 95% CI |",
+                  "| --- | ---: | ---: | ---: | ---: | :---: |"]
+        for arm in summary["arms"]:
+            m = arm["external"][name]["metrics"]
+            lo, hi = m["balanced_accuracy"]["ci95"]
+            lines.append(f"| {arm['name']} | " + " | ".join(_cell(m[k], seeds) for k in ("balanced_accuracy", "top1", "top2", "top3")) + f" | {100 * lo:.1f}–{100 * hi:.1f} |")
+        majority, uniform = info["baselines"]["majority"], info["baselines"]["chance"]
+        for label, values in ((f"majority class (`{majority['class']}`)", majority), ("chance (uniform guess)", uniform)):
+            lines.append(f"| *{label}* | " + " | ".join(f"{100 * values[k]:.2f}" for k in ("balanced_accuracy", "top1", "top2", "top3")) + " | |")
+    return lines
+
+
+def subgroup_markdown(summary: dict) -> list[str]:
+    """Per attribute, a table of balanced accuracy (%, mean [95% CI]) per subgroup (rows, with image counts) and arm."""
+    lines = []
+    arms = summary["arms"]
+    for attribute in summary.get("subgroup_attributes", []):
+        groups = arms[0]["subgroups"][attribute]
+        lines += ["", f"Balanced accuracy (%) by `{attribute}` on the real test set, mean [95% CI]:", "",
+                  "| " + attribute + " | images | classes | " + " | ".join(a["name"] for a in arms) + " |",
+                  "| --- | ---: | ---: |" + " ---: |" * len(arms)]
+        for group, info in groups.items():
+            cells = []
+            for arm in arms:
+                m = arm["subgroups"][attribute][group]["balanced_accuracy"]
+                cells.append(f"{100 * m['mean']:.1f} [{100 * m['ci95'][0]:.0f}–{100 * m['ci95'][1]:.0f}]")
+            lines.append(f"| {group} | {info['count']} | {info['classes']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot_accuracy_vs_share(summary: dict, path: Path) -> None:
@@ -117,6 +190,9 @@ def plot_accuracy_vs_share(summary: dict, path: Path) -> None:
         if metric == "top1":
             for a, xi, yi in zip(arms, x, y):
                 ax.annotate(a["name"], (100 * xi, 100 * yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    majority, uniform = summary["baselines"]["majority"], summary["baselines"]["chance"]
+    ax.axhline(100 * majority["top1"], color="grey", linestyle="--", linewidth=1, label="majority class, top-1")
+    ax.axhline(100 * uniform["balanced_accuracy"], color="grey", linestyle=":", linewidth=1, label="majority / chance, balanced")
     ax.set_xlim(-5, 105)
     ax.set_xlabel("synthetic share of the training set (%)")
     ax.set_ylabel("accuracy on the real test set (%)")
@@ -152,6 +228,35 @@ def plot_confusion(arm: dict, class_names: list[str], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_subgroups(summary: dict, attribute: str, path: Path) -> None:
+    """Balanced accuracy per subgroup of `attribute`, one bar per arm, 95% CI error bars; image counts under the groups."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms = summary["arms"]
+    groups = list(arms[0]["subgroups"][attribute])
+    width = 0.8 / len(arms)
+    x = np.arange(len(groups))
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.9 * len(groups) * max(1, len(arms) / 2)), 4.2))
+    for i, arm in enumerate(arms):
+        values = [arm["subgroups"][attribute][g]["balanced_accuracy"] for g in groups]
+        y = np.array([100 * v["mean"] for v in values])
+        ci = np.array([[100 * v["ci95"][0], 100 * v["ci95"][1]] for v in values])
+        ax.bar(x + (i - (len(arms) - 1) / 2) * width, y, width, yerr=np.abs(ci.T - y), capsize=2, label=arm["name"])
+    counts = [arms[0]["subgroups"][attribute][g]["count"] for g in groups]
+    ax.set_xticks(x, [f"{g}\n(n={n})" for g, n in zip(groups, counts)], rotation=45 if len(groups) > 6 else 0, ha="right" if len(groups) > 6 else "center", fontsize=7)
+    ax.axhline(100 * summary["baselines"]["chance"]["balanced_accuracy"], color="grey", linestyle=":", linewidth=1, label="chance")
+    ax.set_ylabel("balanced accuracy on the real test set (%)")
+    ax.set_title(f"Balanced accuracy by {attribute} (95% bootstrap CI)", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_outputs(out: Path, summary: dict) -> None:
     atomic_write_json(out / "results.json", summary)
     atomic_write_text(out / "results.csv", results_csv(summary))
@@ -159,6 +264,8 @@ def write_outputs(out: Path, summary: dict) -> None:
     plot_accuracy_vs_share(summary, out / "accuracy_vs_synthetic_share.png")
     for arm in summary["arms"]:
         plot_confusion(arm, summary["classes"], out / f"confusion-{arm['name']}.png")
+    for attribute in summary.get("subgroup_attributes", []):
+        plot_subgroups(summary, attribute, out / f"subgroups-{attribute}.png")
 
 
 def card_report(summary: dict, synthetic_dataset: str) -> dict:
@@ -166,9 +273,11 @@ def card_report(summary: dict, synthetic_dataset: str) -> dict:
     settings = summary["settings"]
     return {
         "model": settings["model"], "real": settings["real"], "synthetic": settings["synthetic"], "image_size": settings["image_size"],
-        "epochs": settings["epochs"], "seeds": settings["seeds"], "command": settings["command"],
+        "epochs": settings["epochs"], "seeds": settings["seeds"], "command": settings["command"], "headline": summary["headline"],
+        "baselines": summary["baselines"], "subgroup_attributes": summary["subgroup_attributes"], "external": summary["external"],
         "arms": [
-            {"name": arm["name"], "real_per_class": arm["real_per_class"], "synthetic_per_class": arm["synthetic_per_class"], "metrics": arm["metrics"]}
+            {"name": arm["name"], "real_per_class": arm["real_per_class"], "synthetic_per_class": arm["synthetic_per_class"], "metrics": arm["metrics"],
+             "subgroups": arm["subgroups"], "external": {name: value["metrics"] for name, value in arm["external"].items()}}
             for arm in summary["arms"] if arm["synthetic_dataset"] in (None, synthetic_dataset)
         ],
     }

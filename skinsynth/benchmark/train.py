@@ -37,6 +37,9 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     patience: int = 10
     workers: int = 0
+    select_by: str = "balanced_accuracy"  # validation metric early stopping keeps the best epoch by (metrics.SELECT_BY)
+    class_weighted: bool = False  # cross-entropy weighted by inverse class frequency of the training set
+
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,9 @@ def _load_config(model: str, revision: str | None):
 
 def check_classifier(model: str, revision: str | None = None):
     """The model's config, if transformers has an image-classification head for it; else a `PipelineError`."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES,
+    )
 
     config = _load_config(model, revision)
     if config.model_type not in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES:
@@ -98,18 +103,31 @@ def load_classifier(model: str, class_names: list[str], revision: str | None = N
 
 
 def normalization(model: str, revision: str | None = None) -> Normalization:
-    """Mean, std and input size from the model's image processor; ImageNet statistics when it has none."""
+    """Mean, std and input size from the model's image processor.
+
+    Only a folder holding a config and no weights (training from scratch) has no processor by design: it gets
+    ImageNet statistics. A pretrained model whose processor cannot be loaded stops the run: training it with
+    other statistics or another input size than it was pretrained with would quietly cost accuracy.
+    """
     from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
     local = Path(model).expanduser()
     if local.is_dir() and not (local / "preprocessor_config.json").is_file():
-        return Normalization(tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+        if not any((local / name).is_file() for name in WEIGHT_FILES):
+            return Normalization(tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+        raise PipelineError(
+            f"model folder `{model}` has weights but no preprocessor_config.json, so its input statistics and size are unknown; "
+            "save the model's image processor into it (`AutoImageProcessor.from_pretrained(HUB_ID).save_pretrained(DIR)`)"
+        )
     from transformers import AutoImageProcessor
 
     try:
         processor = AutoImageProcessor.from_pretrained(str(local) if local.exists() else model, revision=revision)
-    except Exception:  # a model without an image processor on the Hub: fall back to ImageNet statistics
-        return Normalization(tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD))
+    except Exception as err:
+        raise PipelineError(
+            f"cannot load the image processor of model `{model}` ({type(err).__name__}: {err}); the benchmark needs its mean, std and "
+            "input size: check the id and your connection, or use a local folder holding the model and its preprocessor_config.json"
+        ) from err
     size = getattr(processor, "crop_size", None) or getattr(processor, "size", None)
     return Normalization(
         tuple(getattr(processor, "image_mean", None) or IMAGENET_DEFAULT_MEAN),
@@ -185,24 +203,63 @@ def augment(image: Image.Image, size: int, rng: np.random.Generator) -> np.ndarr
     return color_jitter(to_array(image), rng)
 
 
+CACHE_LIMIT = 4 << 30  # bytes of decoded pixels an `ImageRows` keeps in memory at most; beyond, it decodes per access
+
+
+def _stored_bytes(split, rows: np.ndarray) -> list:
+    """The stored image bytes (or, for images stored as paths, the paths) of `rows`, read straight from Arrow."""
+    import pyarrow.compute as pc
+
+    column = split.data.column("image").take(rows)
+    stored = pc.struct_field(column, "bytes").to_pylist()
+    paths = pc.struct_field(column, "path").to_pylist()
+    return [b if b is not None else p for b, p in zip(stored, paths)]
+
+
+def decode(stored, size: int) -> Image.Image:
+    """An RGB image from its stored bytes (or path), at most about twice `size` on its short side: JPEGs decode at a
+    reduced scale (`draft`), larger images are then shrunk; augmentation never needs more than that."""
+    image = Image.open(io.BytesIO(stored) if isinstance(stored, bytes) else stored)
+    image.draft("RGB", (2 * size, 2 * size))
+    image = image.convert("RGB")
+    short = min(image.size)
+    if short > 2 * size:
+        image = image.resize((round(image.width * 2 * size / short), round(image.height * 2 * size / short)), Image.Resampling.BILINEAR)
+    return image
+
+
 class ImageRows(torch.utils.data.Dataset):
-    """Rows of one or more datasets' splits as (pixel tensor, label); decoding and augmentation happen here.
+    """Rows of one or more datasets' splits as (uint8 pixel tensor, label); decoding and augmentation happen here.
 
     `parts` are (datasets.Dataset, row indices, label ids) triples: the label ids are already in the real
-    dataset's label space. Only the raw image bytes are read from the (memory-mapped) Arrow data, so a copy of
-    this object in each DataLoader worker costs nothing. A training set is indexed by (epoch, index) keys from
-    `EpochShuffle`: the augmentation of an image depends on the seed, the epoch and its index only, so it is
-    the same with any number of workers, and workers can stay alive across epochs.
+    dataset's label space. Every image is decoded once, up front and in threads, into memory: at most twice the
+    input size for training (augmentations crop from it), the final centred square for evaluation; a set whose
+    pixels would pass `cache_limit` bytes is decoded per access instead. Tensors stay uint8 until the training
+    loop normalizes them on the device (`normalize`), a quarter of the bytes between DataLoader workers and the
+    model. A training set is indexed by (epoch, index) keys from `EpochShuffle`: the augmentation of an image
+    depends on the seed, the epoch and its index only, so it is the same with any number of workers, and
+    workers can stay alive across epochs.
     """
 
-    def __init__(self, parts, size: int, norm: Normalization, train: bool, seed: int = 0):
+    def __init__(self, parts, size: int, norm: Normalization, train: bool, seed: int = 0, cache_limit: int = CACHE_LIMIT):
         import datasets
 
-        self.sources = [ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False)) for ds, _, _ in parts]
+        self.sources = [ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False)) for ds, _, _ in parts]  # where rows come from
         self.items = np.concatenate([np.stack([np.full(len(rows), i), rows, labels], axis=1) for i, (_, rows, labels) in enumerate(parts)]).astype(np.int64)
-        self.size, self.train, self.seed = size, train, seed
-        self.mean = np.asarray(norm.mean, dtype=np.float32).reshape(3, 1, 1)
-        self.std = np.asarray(norm.std, dtype=np.float32).reshape(3, 1, 1)
+        self.size, self.train, self.seed, self.norm = size, train, seed, norm
+        self.stored = [item for ds, rows, _ in parts for item in _stored_bytes(ds, np.asarray(rows, dtype=np.int64))]
+        self.cache: list[np.ndarray] | None = None
+        side = 2 * size if train else size
+        if len(self.items) * side * side * 3 * (4 / 3 if train else 1) <= cache_limit:  # HAM10000's 4:3 images at most
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # PIL decodes without the GIL
+                self.cache = list(pool.map(self._decode, range(len(self.items)), chunksize=64))
+            self.stored = None
+
+    def _decode(self, index: int) -> np.ndarray:
+        image = decode(self.stored[index], self.size)
+        return np.asarray(image if self.train else center_square(image, self.size))
 
     @property
     def labels(self) -> np.ndarray:
@@ -211,21 +268,20 @@ class ImageRows(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def image(self, index: int) -> Image.Image:
-        source, row, _ = self.items[index]
-        stored = self.sources[source][int(row)]["image"]
-        image = Image.open(io.BytesIO(stored["bytes"]) if stored["bytes"] is not None else stored["path"])
-        image.draft("RGB", (2 * self.size, 2 * self.size))  # JPEG: decode at a reduced scale, still >= 2x the target
-        return image.convert("RGB")
-
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
-        image = self.image(index)
+        pixels = self.cache[index] if self.cache is not None else self._decode(index)
         if self.train:
-            pixels = augment(image, self.size, np.random.default_rng([self.seed, epoch, index]))
-        else:
-            pixels = to_array(center_square(image, self.size))
-        return torch.from_numpy((pixels.transpose(2, 0, 1) - self.mean) / self.std), int(self.items[index, 2])
+            jittered = augment(Image.fromarray(pixels), self.size, np.random.default_rng([self.seed, epoch, index]))
+            pixels = (jittered * 255.0 + 0.5).astype(np.uint8)
+        return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))), int(self.items[index, 2])
+
+
+def normalize(pixels: torch.Tensor, norm: Normalization) -> torch.Tensor:
+    """uint8 NCHW pixels -> the float inputs the model expects, on the pixels' device."""
+    mean = torch.tensor(norm.mean, device=pixels.device, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(norm.std, device=pixels.device, dtype=torch.float32).view(1, 3, 1, 1)
+    return (pixels.float() / 255.0 - mean) / std
 
 
 # ---- training ---------------------------------------------------------------------------------------------------
@@ -244,6 +300,9 @@ class RunResult:
     seconds: float = 0.0
     data_wait_share: float = 0.0  # share of the training steps' time spent waiting for the next batch
     images_per_second: float = 0.0  # training throughput, data loading included
+    best_val: dict = field(default_factory=dict)  # the chosen epoch's validation metrics (top1, balanced_accuracy, loss)
+    external_scores: dict[str, np.ndarray] = field(default_factory=dict)  # scores on each external test set
+    model: object = None  # the trained model with the chosen epoch's weights (not saved in runs/; None once reloaded)
 
 
 def make_accelerator(device: str | None, workers: int = 0):
@@ -293,20 +352,38 @@ def loader(dataset, batch_size: int, workers: int, sampler=None, keep_workers: b
 
 
 @torch.no_grad()
-def predict(model, data, accelerator) -> tuple[np.ndarray, np.ndarray]:
+def predict(model, data, accelerator, norm: Normalization) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
     scores, labels = [], []
     for pixels, target in data:
-        logits = model(pixel_values=pixels).logits
+        logits = model(pixel_values=normalize(pixels, norm)).logits
         logits, target = accelerator.gather_for_metrics((logits.float(), target))
         scores.append(logits.cpu().numpy())
         labels.append(target.cpu().numpy())
     return np.concatenate(scores), np.concatenate(labels)
 
 
-def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, test_set: ImageRows, config: TrainConfig, seed: int, accelerator, progress_desc: str = "", progress: bool = True) -> RunResult:
-    """Train a fresh model from `model_factory()` on `train_set`, stop early on validation top-1 accuracy, and
-    score the test set with the best epoch's weights."""
+def validation_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """What early stopping can select by: top-1, balanced accuracy and the (unweighted) cross-entropy."""
+    from .metrics import balanced_accuracy, confusion_matrix
+
+    loss = torch.nn.functional.cross_entropy(torch.from_numpy(scores).float(), torch.from_numpy(labels).long()).item()
+    return {"top1": float((scores.argmax(axis=1) == labels).mean()),
+            "balanced_accuracy": float(balanced_accuracy(confusion_matrix(labels, scores.argmax(axis=1), scores.shape[1]))), "loss": float(loss)}
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1 over the training images: n / (classes present * count of the class)."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    present = (counts > 0).sum()
+    return torch.tensor(np.where(counts > 0, len(labels) / (present * np.maximum(counts, 1)), 0.0), dtype=torch.float32)
+
+
+def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, test_set: ImageRows, config: TrainConfig, seed: int, accelerator,
+                      progress_desc: str = "", progress: bool = True, external: dict[str, ImageRows] | None = None) -> RunResult:
+    """Train a fresh model from `model_factory()` on `train_set`, stop early on the validation metric
+    `config.select_by`, and score the test set (and each `external` test set) with the chosen epoch's weights
+    (kept in `RunResult.model`)."""
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
     from transformers import get_cosine_schedule_with_warmup
@@ -323,7 +400,11 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
     total_steps = config.epochs * len(train_data) * accelerator.num_processes
     scheduler = accelerator.prepare(get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * total_steps), total_steps))
 
-    best_state, best_top1, best_epoch, history = None, -1.0, -1, []
+    norm = train_set.norm
+    num_classes = accelerator.unwrap_model(model).config.num_labels
+    weight = class_weights(train_set.labels, num_classes).to(accelerator.device) if config.class_weighted else None
+    sign = -1.0 if config.select_by == "loss" else 1.0  # selection maximizes sign * metric
+    best_state, best_score, best_val, best_epoch, history = None, -math.inf, {}, -1, []
     waited = stepped = 0.0
     trained = 0
     bar = tqdm(total=config.epochs, desc=progress_desc, unit="epoch", disable=not (progress and accelerator.is_main_process), leave=True)
@@ -334,7 +415,7 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
         tick = time.perf_counter()
         for pixels, target in train_data:
             ready = time.perf_counter()
-            loss = torch.nn.functional.cross_entropy(model(pixel_values=pixels).logits.float(), target)
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=normalize(pixels, norm)).logits.float(), target, weight=weight)
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()
@@ -344,19 +425,23 @@ def train_and_predict(model_factory, train_set: ImageRows, val_set: ImageRows, t
             done = time.perf_counter()
             waited, stepped, tick = waited + ready - tick, stepped + done - tick, done
         trained += seen
-        scores, labels = predict(model, val_data, accelerator)
-        val_top1 = float((scores.argmax(axis=1) == labels).mean())
-        history.append({"epoch": epoch + 1, "loss": loss_sum.item() / max(seen, 1), "val_top1": val_top1})
-        if val_top1 > best_top1:
-            best_top1, best_epoch = val_top1, epoch + 1
+        scores, labels = predict(model, val_data, accelerator, norm)
+        val = validation_metrics(scores, labels)
+        history.append({"epoch": epoch + 1, "loss": loss_sum.item() / max(seen, 1), **{f"val_{k}": v for k, v in val.items()}})
+        if sign * val[config.select_by] > best_score:
+            best_score, best_val, best_epoch = sign * val[config.select_by], val, epoch + 1
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in accelerator.unwrap_model(model).state_dict().items()}
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_acc=f"{val_top1:.3f}", best=f"{best_top1:.3f}@{best_epoch}")
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{val[config.select_by]:.3f}", best=f"{sign * best_score:.3f}@{best_epoch}")
         bar.update()
         if epoch + 1 - best_epoch >= config.patience:
             break
     bar.close()
-    accelerator.unwrap_model(model).load_state_dict(best_state)
-    test_scores, test_labels = predict(model, test_data, accelerator)
+    trained_model = accelerator.unwrap_model(model)
+    trained_model.load_state_dict(best_state)
+    test_scores, test_labels = predict(model, test_data, accelerator, norm)
+    external_scores = {}
+    for name, dataset in (external or {}).items():
+        external_scores[name] = predict(model, accelerator.prepare(loader(dataset, config.batch_size, config.workers)), accelerator, norm)[0]
     accelerator.free_memory(model, optimizer, scheduler, train_data, val_data, test_data)
-    return RunResult(test_scores, test_labels, len(history), best_epoch, best_top1, history, time.perf_counter() - start,
-                     waited / stepped if stepped else 0.0, trained / stepped if stepped else 0.0)
+    return RunResult(test_scores, test_labels, len(history), best_epoch, best_val["top1"], history, time.perf_counter() - start,
+                     waited / stepped if stepped else 0.0, trained / stepped if stepped else 0.0, best_val, external_scores, trained_model.to("cpu"))

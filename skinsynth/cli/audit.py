@@ -7,8 +7,8 @@ from ..audit.quality import audit_quality
 FEATURES_HELP = (
     "feature space: `dinov2-vitl14[:DIR]` (FD-DINOv2's ViT-L/14 with its published preprocessing), `inception-v3` (FID's "
     "network, torchvision weights; needs torchvision), a Hub id or folder of a transformers vision model, `classifier:DIR` "
-    "(a `skinsynth benchmark` checkpoint's penultimate layer), or `contrastive` (a small encoder trained here on real "
-    "images; no download). Default `auto`: DINOv2 if the Hub is reachable, else contrastive"
+    "(the penultimate layer of a model `skinsynth benchmark` saved in BENCH/models/ARM/seedN), or `contrastive` (a small "
+    "encoder trained here on real images; no download). Default `auto`: DINOv2 if the Hub is reachable, else contrastive"
 )
 
 

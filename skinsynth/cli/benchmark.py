@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 
 from ..benchmark import PRESETS, benchmark
+from ..benchmark.export import SAVE_MODELS
+from ..benchmark.metrics import SELECT_BY
 
 
 def register(subparsers) -> None:
@@ -29,7 +31,9 @@ def register(subparsers) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--real", required=True, help="real dataset (local folder or Hub id) with train, validation and test splits")
     data.add_argument("--synthetic", nargs="+", default=[], metavar="SYN", help="synthetic dataset(s) (folders or Hub ids) with a train split; arms with synthetic images run once per dataset")
-    data.add_argument("--label-map", default=None, metavar="FILE", help="YAML mapping `synthetic name: real name` (`null` drops a class) when the label names differ")
+    data.add_argument("--test-dataset", nargs="+", default=[], metavar="OTHER",
+                      help="also test every arm on these real datasets' test splits (e.g. train on HAM10000, test on PAD-UFES-20); labels matched by name or --label-map")
+    data.add_argument("--label-map", default=None, metavar="FILE", help="YAML mapping `other name: real name` (`null` drops a class) for synthetic and --test-dataset labels that differ from the real dataset's")
     arms = data.add_mutually_exclusive_group(required=True)
     arms.add_argument("--preset", choices=list(PRESETS), help="akrout2023: 250 real, 500 real, 250+250 hybrid, 500 synthetic per class; ratio-sweep: 250 real + 0, 0.5, 1, 2, 4, 10× synthetic")
     arms.add_argument("--arms", metavar="ARMS.yaml", help="your own arms: `arms: [{name, real_per_class | real_fraction, synthetic_per_class | synthetic_ratio}]`")
@@ -40,14 +44,20 @@ def register(subparsers) -> None:
     training.add_argument("--revision", default=None, help="Hub revision of --model")
     training.add_argument("--image-size", type=int, default=None, metavar="N", help="input size in pixels (default: the model's image processor's, else 224)")
     training.add_argument("--epochs", type=int, default=50, metavar="N", help="most epochs per run (default: 50)")
-    training.add_argument("--patience", type=int, default=10, metavar="N", help="stop after N epochs without a better validation accuracy (default: 10, as in the paper)")
+    training.add_argument("--patience", type=int, default=10, metavar="N", help="stop after N epochs without a better validation --select-by metric (default: 10, as in the paper)")
     training.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per step (default: 32)")
     training.add_argument("--learning-rate", type=float, default=3e-4, metavar="LR", help="AdamW peak learning rate, cosine schedule (default: 3e-4)")
+    training.add_argument("--select-by", choices=SELECT_BY, default=None,
+                          help="validation metric early stopping keeps the best epoch by (default: top1 with --preset akrout2023, as in the paper; else balanced_accuracy)")
+    training.add_argument("--class-weighted", action="store_true", help="weight the cross-entropy by inverse class frequency in each arm's training set")
     training.add_argument("--seeds", type=int, default=3, metavar="N", help="repeat every arm with seeds 0…N-1 (default: 3)")
     training.add_argument("--device", default=None, help="cuda, cuda:1 or cpu (default: the best available)")
-    training.add_argument("--workers", type=int, default=None, metavar="N", help="DataLoader worker processes for decoding and augmentation (default: cores - 1, at most 8)")
+    training.add_argument("--workers", type=int, default=None, metavar="N", help="DataLoader worker processes for augmentation (default: none on the CPU, where images are decoded once into memory; cores - 1, at most 8, on a GPU)")
     output = parser.add_argument_group("output")
-    output.add_argument("--out", required=True, metavar="DIR", help="output folder: results.json, results.csv, results.md, plots, runs/")
+    output.add_argument("--out", required=True, metavar="DIR", help="output folder: results.json, results.csv, results.md, plots, runs/, models/")
+    output.add_argument("--save-models", choices=SAVE_MODELS, default="real",
+                        help="save runs as transformers model folders DIR/models/ARM/seedN (with a model card): real = every seed of the real-only arms "
+                             "(default; pass DIR/models/ARM to `filter --classifier` as an ensemble), best = each arm's best seed by --select-by, all, none")
     output.add_argument("--update-card", default=None, metavar="SYN_DIR", help="also write SYN_DIR/reports/benchmark.json and rebuild that synthetic dataset's card")
     parser.set_defaults(run=run)
 
@@ -57,6 +67,7 @@ def run(args) -> None:
         args.real, args.synthetic, model=args.model, out=args.out, preset=args.preset, arms=args.arms, image_size=args.image_size,
         epochs=args.epochs, batch_size=args.batch_size, seeds=args.seeds, scale=args.scale, device=args.device, allow_fewer=args.allow_fewer,
         label_map=args.label_map, patience=args.patience, learning_rate=args.learning_rate, workers=args.workers, update_card=args.update_card,
+        select_by=args.select_by, class_weighted=args.class_weighted, save_models=args.save_models, test_datasets=args.test_dataset,
         revision=args.revision, progress=not args.quiet, command="skinsynth " + shlex.join(sys.argv[1:]),
     )
     if summary:

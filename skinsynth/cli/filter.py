@@ -15,10 +15,10 @@ def register(subparsers) -> None:
             "manifest. To filter while generating instead (and still reach every class count), use "
             "`skinsynth generate … --filter-classifier DIR`."
         ),
-        epilog="Example: skinsynth filter ./synthetic --classifier ./benchmark/model --real ./ham10000 --out ./synthetic-filtered",
+        epilog="Example: skinsynth filter ./synthetic --classifier ./bench/models/real-500 --real ./ham10000 --out ./synthetic-filtered",
     )
     parser.add_argument("synthetic", metavar="SYN", help="synthetic dataset (folder or Hub id)")
-    parser.add_argument("--classifier", action="append", required=True, metavar="DIR", help="image classifier folder or Hub id; repeat for an ensemble")
+    parser.add_argument("--classifier", action="append", required=True, metavar="DIR", help="image classifier folder or Hub id, e.g. a model `skinsynth benchmark` saved (BENCH/models/ARM/seedN); BENCH/models/ARM is the ensemble of its seeds; repeat for more")
     parser.add_argument("--out", required=True, metavar="FILTERED", help="new dataset folder (must not exist yet)")
     parser.add_argument("--real", default=None, metavar="REAL", help="real dataset whose validation split sets the per-class thresholds")
     parser.add_argument("--real-split", default="validation", help="split of --real for the thresholds (default: validation)")

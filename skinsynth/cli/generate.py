@@ -31,8 +31,9 @@ def register(subparsers) -> None:
     parser.add_argument("--allow-pickle", action="store_true", help="let --lora and --embeddings load pickled .bin weights (they can run code; default: safetensors only)")
     parser.add_argument("--push-to-hub", default=None, metavar="REPO_ID", help="when done, publish the dataset on the Hub under REPO_ID (as `skinsynth push`; token from HF_TOKEN or `hf auth login`)")
     parser.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo as private")
-    filtering = parser.add_argument_group("filtering", "keep only images a classifier trained on real data recognizes; rejected images are retried with their next seed (up to the recipe's max_attempts), so every class still reaches its count")
-    filtering.add_argument("--filter-classifier", action="append", default=[], metavar="DIR", help="image classifier folder (a `skinsynth benchmark` checkpoint); repeat for an ensemble (probabilities averaged)")
+    filtering = parser.add_argument_group("filtering", "keep only images a classifier trained on real data recognizes; rejected images are retried with their next seed (up to the recipe's generation.max_attempts), so every class and attribute cell reaches its count; "
+                                          "an image still rejected stops the run (exit code 2) naming its cell: raise max_attempts and run the same command again (finished shards are kept)")
+    filtering.add_argument("--filter-classifier", action="append", default=[], metavar="DIR", help="image classifier folder: a model `skinsynth benchmark` saved (BENCH/models/ARM/seedN), or BENCH/models/ARM for all its seeds; repeat for an ensemble (probabilities averaged)")
     filtering.add_argument("--filter-threshold", type=float, default=None, metavar="P", help="keep images whose intended class has at least this probability (default: per class, the classifier's mean confidence on real images of the class, from --filter-real)")
     filtering.add_argument("--filter-real", default=None, metavar="REAL", help="real dataset whose validation split sets the per-class thresholds")
     filtering.add_argument("--filter-upper", type=float, default=None, metavar="P", help="also drop images scored above P (too easy to teach anything)")
