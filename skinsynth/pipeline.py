@@ -221,14 +221,15 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
-def _write_tiny_tokenizer(folder: Path) -> None:
-    """A CLIP BPE tokenizer whose merges spell out a small dermatology vocabulary, built without any download."""
+def write_tokenizer(folder: Path, words: list[str], max_length: int = 77) -> None:
+    """A CLIP BPE tokenizer whose merges spell out `words` (one token each), built without any download. Any other
+    text still tokenizes, byte by byte."""
     from transformers import CLIPTokenizer
 
     byte_chars = list(_bytes_to_unicode().values())
     vocab = byte_chars + [c + "</w>" for c in byte_chars]
     merges: list[str] = []
-    for word in _TINY_WORDS:
+    for word in words:
         symbols = list(word[:-1]) + [word[-1] + "</w>"]
         token = symbols[0]
         for symbol in symbols[1:]:
@@ -241,14 +242,15 @@ def _write_tiny_tokenizer(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(dict.fromkeys(vocab))}))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
     tokenizer.save_pretrained(folder)
 
 
 def tiny_pipeline(out: str | Path, seed: int = 0):
     """Write a random-weight Stable Diffusion pipeline of a few MB to `out` (64 px images) and return it.
 
-    It loads with `DiffusionPipeline.from_pretrained(out)` like any real checkpoint; its images are noise-like.
+    It loads with `DiffusionPipeline.from_pretrained(out)` like any real checkpoint; its images are noise-like. Its
+    latent geometry is Stable Diffusion's (8x downsampling, 4 channels): 64 px images use 8x8 latents, 512 px 64x64.
     """
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -259,7 +261,7 @@ def tiny_pipeline(out: str | Path, seed: int = 0):
         raise PipelineError(f"`{out}` exists and is not empty; choose a new folder for the tiny pipeline")
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=32,
+        sample_size=8,
         block_out_channels=(32, 64),
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -267,14 +269,15 @@ def tiny_pipeline(out: str | Path, seed: int = 0):
         cross_attention_dim=32,
         attention_head_dim=8,
     )
+    # Four blocks: the VAE downsamples 8x like Stable Diffusion's, so a 512 px recipe costs what its 64x64 latents cost.
     vae = AutoencoderKL(
-        block_out_channels=(32, 64),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 32, 64, 64),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
         latent_channels=4,
         sample_size=64,
     )
-    _write_tiny_tokenizer(out / "tokenizer")
+    write_tokenizer(out / "tokenizer", _TINY_WORDS)
     tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
