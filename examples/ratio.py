@@ -7,6 +7,7 @@ baselines of its test set. Nothing is typed by hand: README.md's figures are thi
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -34,4 +35,4 @@ def headline(results: dict) -> str:
 
 
 if __name__ == "__main__":
-    print(headline(json.loads(open(sys.argv[1], encoding="utf-8").read())))
+    print(headline(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))))

@@ -221,27 +221,40 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
+def _bpe_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Byte-pair merges learned on `words` (each counted once, CLIP's `</w>` word ending): the most frequent pair
+    first, ties broken alphabetically (deterministic, unlike a hash-ordered trainer), until every word is one symbol."""
+    from collections import Counter
+
+    corpus = [list(word[:-1]) + [word[-1] + "</w>"] for word in dict.fromkeys(words) if word]
+    merges = []
+    while pairs := Counter(pair for symbols in corpus for pair in zip(symbols, symbols[1:])):
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        for k, symbols in enumerate(corpus):
+            merged, i = [], 0
+            while i < len(symbols):
+                if tuple(symbols[i : i + 2]) == best:
+                    merged.append(best[0] + best[1])
+                    i += 2
+                else:
+                    merged.append(symbols[i])
+                    i += 1
+            corpus[k] = merged
+    return merges
+
+
 def write_tokenizer(folder: Path, words: list[str], max_length: int = 77) -> None:
-    """A CLIP BPE tokenizer whose merges spell out `words` (one token each), built without any download. Any other
-    text still tokenizes, byte by byte."""
+    """A CLIP BPE tokenizer whose merges, learned on `words` (lower-case), spell each of them as one token; built
+    without any download. Any other text still tokenizes, byte by byte."""
     from transformers import CLIPTokenizer
 
     byte_chars = list(_bytes_to_unicode().values())
-    vocab = byte_chars + [c + "</w>" for c in byte_chars]
-    merges: list[str] = []
-    for word in words:
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        token = symbols[0]
-        for symbol in symbols[1:]:
-            merge = f"{token} {symbol}"
-            token += symbol
-            if merge not in merges:
-                merges.append(merge)
-                vocab.append(token)
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    merges = _bpe_merges(words)
+    vocab = byte_chars + [c + "</w>" for c in byte_chars] + [a + b for a, b in merges] + ["<|startoftext|>", "<|endoftext|>"]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(dict.fromkeys(vocab))}))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
     tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
     tokenizer.save_pretrained(folder)
 
