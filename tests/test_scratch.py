@@ -14,7 +14,12 @@ from PIL import Image
 from skinsynth.cli import main
 from skinsynth.errors import SkinsynthError
 from skinsynth.finetune import finetune
-from skinsynth.finetune.scratch import ARCHITECTURES, caption_words, check_resolution, load_architecture
+from skinsynth.finetune.scratch import (
+    ARCHITECTURES,
+    caption_words,
+    check_resolution,
+    load_architecture,
+)
 from skinsynth.recipe import parse_recipe
 from skinsynth.shards import atomic_write_json, splits_manifest, write_split
 

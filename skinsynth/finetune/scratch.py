@@ -125,7 +125,12 @@ def caption_words(recipe: Recipe) -> list[str]:
 def build_pipeline(folder: Path, architecture: Architecture, recipe: Recipe, resolution: int, seed: int) -> None:
     """Write the random-weight starting pipeline to `folder` (atomically): same seed and recipe, same weights."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from ..pipeline import write_tokenizer
