@@ -325,34 +325,49 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(printable, map(chr, chars)))
 
 
-def _write_tiny_tokenizer(folder: Path) -> None:
-    """A CLIP BPE tokenizer whose merges spell out a small dermatology vocabulary, built without any download."""
+def _bpe_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Byte-pair merges learned on `words` (each counted once, CLIP's `</w>` word ending): the most frequent pair
+    first, ties broken alphabetically (deterministic, unlike a hash-ordered trainer), until every word is one symbol."""
+    from collections import Counter
+
+    corpus = [list(word[:-1]) + [word[-1] + "</w>"] for word in dict.fromkeys(words) if word]
+    merges = []
+    while pairs := Counter(pair for symbols in corpus for pair in zip(symbols, symbols[1:])):
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        merges.append(best)
+        for k, symbols in enumerate(corpus):
+            merged, i = [], 0
+            while i < len(symbols):
+                if tuple(symbols[i : i + 2]) == best:
+                    merged.append(best[0] + best[1])
+                    i += 2
+                else:
+                    merged.append(symbols[i])
+                    i += 1
+            corpus[k] = merged
+    return merges
+
+
+def write_tokenizer(folder: Path, words: list[str], max_length: int = 77) -> None:
+    """A CLIP BPE tokenizer whose merges, learned on `words` (lower-case), spell each of them as one token; built
+    without any download. Any other text still tokenizes, byte by byte."""
     from transformers import CLIPTokenizer
 
     byte_chars = list(_bytes_to_unicode().values())
-    vocab = byte_chars + [c + "</w>" for c in byte_chars]
-    merges: list[str] = []
-    for word in _TINY_WORDS:
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        token = symbols[0]
-        for symbol in symbols[1:]:
-            merge = f"{token} {symbol}"
-            token += symbol
-            if merge not in merges:
-                merges.append(merge)
-                vocab.append(token)
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    merges = _bpe_merges(words)
+    vocab = byte_chars + [c + "</w>" for c in byte_chars] + [a + b for a, b in merges] + ["<|startoftext|>", "<|endoftext|>"]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(dict.fromkeys(vocab))}))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=77)
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
+    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
     tokenizer.save_pretrained(folder)
 
 
 def tiny_pipeline(out: str | Path, seed: int = 0):
     """Write a random-weight Stable Diffusion pipeline of a few MB to `out` (64 px images) and return it.
 
-    It loads with `DiffusionPipeline.from_pretrained(out)` like any real checkpoint; its images are noise-like.
+    It loads with `DiffusionPipeline.from_pretrained(out)` like any real checkpoint; its images are noise-like. Its
+    latent geometry is Stable Diffusion's (8x downsampling, 4 channels): 64 px images use 8x8 latents, 512 px 64x64.
     """
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
@@ -363,7 +378,7 @@ def tiny_pipeline(out: str | Path, seed: int = 0):
         raise PipelineError(f"`{out}` exists and is not an empty folder; choose a new folder for the tiny pipeline")
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=32,
+        sample_size=8,
         block_out_channels=(32, 64),
         layers_per_block=1,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -371,14 +386,15 @@ def tiny_pipeline(out: str | Path, seed: int = 0):
         cross_attention_dim=32,
         attention_head_dim=8,
     )
+    # Four blocks: the VAE downsamples 8x like Stable Diffusion's, so a 512 px recipe costs what its 64x64 latents cost.
     vae = AutoencoderKL(
-        block_out_channels=(32, 64),
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 32, 64, 64),
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
         latent_channels=4,
         sample_size=64,
     )
-    _write_tiny_tokenizer(out / "tokenizer")
+    write_tokenizer(out / "tokenizer", _TINY_WORDS)
     tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
     text_encoder = CLIPTextModel(
         CLIPTextConfig(

@@ -101,6 +101,7 @@ def recipe_from(
     total: int | None = None,
     size: int = 512,
     steps: int = 30,
+    guidance_scale: float = 7.5,
     attributes: list[str] | None = None,
     templates: list[str] | None = None,
     name: str | None = None,
@@ -124,6 +125,8 @@ def recipe_from(
         raise SkinsynthError(f"`--size` must be a multiple of 8 (diffusion models work on 8x-downsampled latents), got {size}")
     if steps < 1:
         raise SkinsynthError(f"`--steps` must be at least 1, got {steps}")
+    if guidance_scale < 0:
+        raise SkinsynthError(f"`--guidance-scale` must be at least 0, got {guidance_scale}")
     if out is not None and Path(out).exists() and not overwrite:
         raise OutputError(f"`{out}` exists; choose another --out or pass --overwrite")
 
@@ -180,7 +183,7 @@ def recipe_from(
             "attributes": attribute_specs,
             "prompts": {"templates": templates or default_templates(list(attribute_specs))},
             "splits": splits,
-            "generation": {"height": size, "width": size, "num_inference_steps": steps},
+            "generation": {"height": size, "width": size, "num_inference_steps": steps, "guidance_scale": guidance_scale},
         },
         source=f"recipe from {dataset}",
     )

@@ -123,6 +123,19 @@ def test_batch_order_covers_each_epoch_splits_processes_and_resumes_anywhere():
     assert BatchOrder(10, 2, 2, seed=1).batch(3, 1) == order.batch(3, 1)  # a pure function of the step
 
 
+def test_class_balance_draws_rare_classes_as_often_as_common_ones_and_stays_a_pure_function():
+    labels = [0] * 90 + [1] * 9 + [2] * 1
+    plain = BatchOrder.balanced(labels, batch_size=10, seed=3)
+    assert plain.row_weights is None and sorted(plain.epoch_order(0).tolist()) == list(range(100))
+    balanced = BatchOrder.balanced(labels, batch_size=10, seed=3, balance=1.0)
+    drawn = np.concatenate([balanced.epoch_order(e) for e in range(30)])
+    shares = np.bincount(np.asarray(labels)[drawn], minlength=3) / len(drawn)
+    assert np.allclose(shares, 1 / 3, atol=0.03)
+    assert BatchOrder.balanced(labels, 10, seed=3, balance=1.0).batch(17) == balanced.batch(17)  # resumable
+    half = BatchOrder.balanced(labels, 10, seed=3, balance=0.5)
+    assert 90 / 100 > half.row_weights[:90].sum() > 1 / 3  # in between
+
+
 def test_training_pixels_resize_center_crop_flip():
     image = Image.new("RGB", (200, 150), (255, 0, 0))
     image.paste((0, 0, 255), (0, 0, 100, 150))  # left half blue

@@ -1,5 +1,6 @@
-"""Loading pipelines: safetensors only (pickled LoRA and textual-inversion weights need an explicit opt-in), and custom
-classes named in model_index.json are refused with one clear line."""
+"""Loading pipelines: safetensors only (pickled LoRA and textual-inversion weights need an explicit opt-in), custom
+classes named in model_index.json are refused with one clear line, and the tiny offline pipeline has Stable
+Diffusion's latent geometry."""
 
 from __future__ import annotations
 
@@ -70,3 +71,14 @@ def test_a_custom_pipeline_class_as_module_and_class_is_refused(tiny_pipeline_di
     (custom / "model_index.json").write_text(json.dumps(index))
     with pytest.raises(PipelineError, match=r"names the custom class \['my_module', 'MyUNet'\] for `unet`; custom code runs only with --trust-remote-code"):
         load_pipeline(str(custom), device="cpu")
+
+
+def test_the_tiny_pipeline_downsamples_8x_like_stable_diffusion(tiny_pipeline_dir):
+    from diffusers import DiffusionPipeline
+
+    pipe = DiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+    assert pipe.vae_scale_factor == 8 and pipe.vae.config.latent_channels == 4
+    assert pipe.unet.config.sample_size * pipe.vae_scale_factor == 64  # its default image size
+    with torch.no_grad():
+        latents = pipe.vae.encode(torch.zeros(1, 3, 512, 512)).latent_dist.mean
+    assert latents.shape == (1, 4, 64, 64)  # SD 1.5's latents at 512 px, not 256x256

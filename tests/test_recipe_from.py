@@ -72,8 +72,8 @@ def test_planned_twin_has_the_real_distribution(real, train):
 
 
 def test_scaling_and_options(real, tmp_path):
-    balanced = recipe_from(real, per_class=10, size=256, attributes=["body_site"], templates=["a dermoscopic image of {class} on the {body_site}"])
-    assert set(balanced.class_counts("train")) == {10} and balanced.generation.height == 256
+    balanced = recipe_from(real, per_class=10, size=256, guidance_scale=2.5, attributes=["body_site"], templates=["a dermoscopic image of {class} on the {body_site}"])
+    assert set(balanced.class_counts("train")) == {10} and balanced.generation.height == 256 and balanced.generation.guidance_scales == (2.5,)
     assert list(balanced.attributes) == ["body_site"] and balanced.prompts.templates == ("a dermoscopic image of {class} on the {body_site}",)
     scaled = recipe_from(real, total=100)
     assert sum(scaled.class_counts("train")) == 100

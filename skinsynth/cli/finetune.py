@@ -1,6 +1,8 @@
-"""`skinsynth finetune --base MODEL --data REAL --recipe RECIPE --method lora|full|textual-inversion --out DIR`."""
+"""`skinsynth finetune --base MODEL --data REAL --recipe RECIPE --method lora|full|textual-inversion --out DIR`, or
+`skinsynth finetune --method scratch --data REAL --recipe RECIPE --out DIR [--size PRESET] [--config FILE]`."""
 
 from ..finetune import finetune
+from ..finetune.scratch import ARCHITECTURES
 
 
 def register(subparsers) -> None:
@@ -13,19 +15,23 @@ def register(subparsers) -> None:
             "columns, so the prompts `skinsynth generate` writes from that recipe are the ones the model learned. "
             "Methods: `lora` (small adapter; generate with --model BASE --lora DIR), `full` (the whole UNet; --model DIR) "
             "and `textual-inversion` (one new token per class; --model BASE --embeddings DIR with DIR/recipe.yaml). "
+            "`scratch` needs no --base: it trains a whole small pipeline (autoencoder, then UNet and text encoder on its "
+            "latents) from random weights; generate with --model DIR. "
             "A checkpoint is kept every --checkpoint-every steps; run the same command with --resume to continue. "
             "Several GPUs: `accelerate launch -m skinsynth finetune …`."
         ),
         epilog=(
             "Example: skinsynth finetune --base stable-diffusion-v1-5/stable-diffusion-v1-5 --data ./ham10000 "
-            "--recipe ham10000.yaml --method lora --out ./sd-ham-lora --max-steps 2000 --mixed-precision fp16"
+            "--recipe ham10000.yaml --method lora --out ./sd-ham-lora --max-steps 2000 --mixed-precision fp16\n"
+            "From scratch: skinsynth finetune --method scratch --size cpu-small --data ./ham10000 --recipe ham10000.yaml "
+            "--out ./ham-scratch --max-steps 6000"
         ),
     )
     required = parser.add_argument_group("what to train")
-    required.add_argument("--base", required=True, metavar="MODEL_OR_PATH", help="Hub id or local folder of the Stable Diffusion pipeline to start from")
+    required.add_argument("--base", default=None, metavar="MODEL_OR_PATH", help="Hub id or local folder of the Stable Diffusion pipeline to start from (not with --method scratch)")
     required.add_argument("--data", required=True, metavar="REAL", help="labeled dataset (Hub id or `skinsynth prepare` folder) with a train split")
     required.add_argument("--recipe", required=True, help="recipe YAML whose classes and prompt templates caption the images")
-    required.add_argument("--method", required=True, choices=["lora", "full", "textual-inversion"], help="what to train")
+    required.add_argument("--method", required=True, choices=["lora", "full", "textual-inversion", "scratch"], help="what to train")
     required.add_argument("--out", required=True, metavar="DIR", help="output folder (new, or the run to continue with --resume)")
     required.add_argument("--revision", default=None, help="Hub revision of --base")
     required.add_argument("--data-revision", default=None, help="Hub revision of --data")
@@ -34,12 +40,17 @@ def register(subparsers) -> None:
     training.add_argument("--max-steps", type=int, default=1000, metavar="N", help="optimizer steps to train in all (default: 1000)")
     training.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per step and process (default: 4)")
     training.add_argument("--gradient-accumulation-steps", type=int, default=1, metavar="N", help="batches per optimizer step (default: 1)")
-    training.add_argument("--learning-rate", type=float, default=None, metavar="F", help="default: 1e-4 (lora), 1e-5 (full), 5e-4 (textual-inversion)")
+    training.add_argument("--learning-rate", type=float, default=None, metavar="F", help="default: 1e-4 (lora), 1e-5 (full), 5e-4 (textual-inversion, scratch)")
     training.add_argument("--resolution", type=int, default=None, metavar="N", help="training image size (default: the base's own, e.g. 512)")
     training.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the data order, flips, captions and noise (default: 0)")
-    training.add_argument("--caption-dropout", type=float, default=0.0, metavar="F", help="share of empty captions, for classifier-free guidance (default: 0; 0.05-0.1 for long full fine-tunes)")
+    training.add_argument("--caption-dropout", type=float, default=None, metavar="F", help="share of empty captions, for classifier-free guidance (default: 0.1 for scratch, else 0; 0.05-0.1 for long full fine-tunes)")
+    training.add_argument("--class-balance", type=float, default=0.0, metavar="F", help="draw images with probability count(class)^-F: 0 keeps the data's class frequencies (default), 1 shows every class equally often")
     training.add_argument("--lora-rank", type=int, default=4, metavar="N", help="rank of the LoRA adapters (default: 4)")
-    training.add_argument("--ema", action="store_true", help="keep and export an exponential moving average of the UNet (--method full)")
+    training.add_argument("--ema", action="store_true", help="keep and export an exponential moving average of the UNet (--method full, scratch)")
+
+    architecture = parser.add_argument_group("architecture (--method scratch)")
+    architecture.add_argument("--size", default=None, choices=list(ARCHITECTURES), help="architecture preset: tiny (toy data, 32 px), cpu-small (64 px, 2 CPU cores; the default), gpu-base (256 px)")
+    architecture.add_argument("--config", default=None, metavar="FILE", help="YAML/JSON of architecture fields put over the preset, e.g. `unet_channels: [64, 128]` or `autoencoder_steps: 500`")
     training.add_argument("--weight-decay", type=float, default=1e-2, metavar="F", help="AdamW weight decay (default: 0.01)")
     training.add_argument("--max-grad-norm", type=float, default=1.0, metavar="F", help="gradient clipping (default: 1.0)")
 
@@ -64,12 +75,15 @@ def run(args) -> None:
         gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate, resolution=args.resolution,
         checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, validation_images=args.validation_images, seed=args.seed,
         gradient_checkpointing=args.gradient_checkpointing, mixed_precision=args.mixed_precision, use_8bit_adam=args.use_8bit_adam,
-        ema=args.ema, caption_dropout=args.caption_dropout, lora_rank=args.lora_rank, weight_decay=args.weight_decay,
-        max_grad_norm=args.max_grad_norm, dataloader_workers=args.dataloader_workers,
+        ema=args.ema, caption_dropout=args.caption_dropout, class_balance=args.class_balance, lora_rank=args.lora_rank, weight_decay=args.weight_decay,
+        max_grad_norm=args.max_grad_norm, dataloader_workers=args.dataloader_workers, size=args.size, config=args.config,
     )
     metadata = result.metadata
-    print(f"fine-tuned {args.base} ({args.method}) for {metadata['steps']} steps, final loss {metadata['final_loss']}; wrote {args.out}")
-    if args.method == "full":
+    if args.method == "scratch":
+        print(f"trained from scratch for {metadata['steps']} steps (autoencoder loss {metadata['autoencoder_final_loss']}, final loss {metadata['final_loss']}); wrote {args.out}")
+    else:
+        print(f"fine-tuned {args.base} ({args.method}) for {metadata['steps']} steps, final loss {metadata['final_loss']}; wrote {args.out}")
+    if args.method in ("full", "scratch"):
         print(f"generate with:  skinsynth generate RECIPE --model {args.out} --out DATASET")
     elif args.method == "lora":
         print(f"generate with:  skinsynth generate RECIPE --model {args.base} --lora {args.out} --out DATASET")

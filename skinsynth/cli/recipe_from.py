@@ -25,6 +25,7 @@ def register(subparsers) -> None:
     count.add_argument("--per-class", type=int, default=None, metavar="N", help="N synthetic train images for every class (a balanced twin)")
     parser.add_argument("--size", type=int, default=512, help="generated image width and height in pixels (default: 512)")
     parser.add_argument("--steps", type=int, default=30, help="denoising steps per generated image (default: 30)")
+    parser.add_argument("--guidance-scale", type=float, default=7.5, metavar="F", help="classifier-free guidance (default: 7.5; 2-3 for small models trained from scratch)")
     parser.add_argument("--split", default="train", help="split to count (default: train)")
     parser.add_argument("--attributes", nargs="+", default=None, metavar="COLUMN", help="attribute columns (default: those the dataset's manifest declares)")
     parser.add_argument("--template", action="append", default=None, metavar="TEXT", help="prompt template using {class} and attribute names, e.g. 'a dermoscopic image of {class} on the {body_site}'; repeatable (default: two that name every attribute)")
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
 
 def run(args) -> None:
     recipe = recipe_from(
-        args.dataset, args.out, split=args.split, per_class=args.per_class, total=args.total, size=args.size, steps=args.steps,
+        args.dataset, args.out, split=args.split, per_class=args.per_class, total=args.total, size=args.size, steps=args.steps, guidance_scale=args.guidance_scale,
         attributes=args.attributes, templates=args.template, name=args.name, revision=args.revision, overwrite=args.overwrite,
     )
     counts = ", ".join(f"{split}: {sum(recipe.class_counts(split))}" for split in recipe.splits)

@@ -1,14 +1,15 @@
 """Training batches: a fixed, resumable order of rows, and the pixels and token ids of each row.
 
 Batch `m` (a micro-step: one forward/backward) is a pure function of (seed, m, process): epoch `e` visits the
-rows in a permutation seeded by (seed, e), and the global batch is split between processes. A run resumed at
+rows in a permutation seeded by (seed, e) (or, with class balancing, draws as many rows with replacement, rare
+classes more often), and the global batch is split between processes. A run resumed at
 step `s` therefore starts at exactly the batch an uninterrupted run would have seen next, with the same random
 flips and captions (both seeded by (seed, epoch, row)), without replaying the batches before it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -26,13 +27,28 @@ class BatchOrder:
     batch_size: int
     num_processes: int = 1
     seed: int = 0
+    row_weights: np.ndarray | None = field(default=None, compare=False)  # sampling probabilities; None: each row once
+
+    @classmethod
+    def balanced(cls, labels, batch_size: int, num_processes: int = 1, seed: int = 0, balance: float = 0.0) -> BatchOrder:
+        """Rows drawn with probability proportional to count(class) ** -balance: 0 keeps the data's class
+        frequencies (each row once an epoch), 1 shows every class equally often."""
+        labels = np.asarray(labels)
+        if not balance:
+            return cls(len(labels), batch_size, num_processes, seed)
+        _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        weights = counts[inverse].astype(np.float64) ** -balance
+        return cls(len(labels), batch_size, num_processes, seed, weights / weights.sum())
 
     @property
     def batches_per_epoch(self) -> int:
         return self.num_rows // (self.batch_size * self.num_processes)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.row_weights is None:
+            return rng.permutation(self.num_rows)
+        return rng.choice(self.num_rows, size=self.num_rows, replace=True, p=self.row_weights)
 
     def batch(self, micro_step: int, process_index: int = 0) -> list[tuple[int, int]]:
         """(row, epoch) pairs of this process's share of the batch at `micro_step`."""

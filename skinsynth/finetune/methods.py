@@ -5,6 +5,8 @@
 - `full`: every UNet weight, with an optional EMA copy; exported as a whole pipeline (`generate --model DIR`).
 - `textual-inversion`: one new token per class (the paper's choice), initialized from the class text's embedding;
   exported in diffusers' format, one `{token: embedding}` file per class (`generate --embeddings DIR`).
+- `scratch`: every weight of a pipeline built at random (`scratch.py`): the autoencoder for its first steps, then
+  the UNet (and text encoder) on its latents; exported as a whole pipeline (`generate --model DIR`).
 
 A checkpoint keeps only what the method trains (`state()`), as safetensors; optimizer state is accelerate's.
 """
@@ -73,6 +75,13 @@ class Method:
     def load_state(self, tensors: dict[str, torch.Tensor], step: int) -> None:
         raise NotImplementedError
 
+    def loss(self, trained, noise_scheduler, batch: dict, generator, weight_dtype, step: int):
+        """The loss of one micro-step; `trained` is what `setup()` returned, as prepared by accelerate; `step` the
+        number of optimizer steps done."""
+        from .train import diffusion_loss
+
+        return diffusion_loss(self.parts, trained, self.parts.text_encoder, noise_scheduler, batch, generator, weight_dtype)
+
     def after_step(self) -> None:
         """Called after every optimizer step."""
 
@@ -136,13 +145,17 @@ class Full(Method):
         self._freeze_all()
         unet = self.parts.unet
         unet.requires_grad_(True)
+        self._start_ema()
+        return unet
+
+    def _start_ema(self) -> None:
         self.ema_model = None
         if self.ema:
             from diffusers.training_utils import EMAModel
 
+            unet = self.parts.unet
             self.ema_model = EMAModel(unet.parameters(), model_cls=type(unet), model_config=unet.config)
             self.ema_model.to(unet.device)
-        return unet
 
     def low_precision_modules(self):
         return [self.parts.vae, self.parts.text_encoder]
@@ -159,6 +172,9 @@ class Full(Method):
 
     def load_state(self, tensors, step):
         self.parts.unet.load_state_dict({k.removeprefix("unet."): v for k, v in tensors.items() if k.startswith("unet.")})
+        self._load_ema(tensors, step)
+
+    def _load_ema(self, tensors, step):
         if self.ema_model is not None:
             names = [name for name, _ in self.parts.unet.named_parameters()]
             missing = [name for name in names if f"ema.{name}" not in tensors]
@@ -225,6 +241,11 @@ class TextualInversion(Method):
     def low_precision_modules(self):
         return [self.parts.unet, self.parts.vae]
 
+    def loss(self, trained, noise_scheduler, batch, generator, weight_dtype, step):
+        from .train import diffusion_loss
+
+        return diffusion_loss(self.parts, self.parts.unet, trained, noise_scheduler, batch, generator, weight_dtype)
+
     def parameters(self):
         return list(self.parts.text_encoder.get_input_embeddings().parameters())
 
@@ -255,4 +276,90 @@ class TextualInversion(Method):
         return {"tokens": {spec.name: token for spec, token in zip(self.recipe.classes, self.tokens)}}
 
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (LoRA, Full, TextualInversion)}
+class Scratch(Full):
+    """Stage 1 (the first `autoencoder_steps` steps) trains the autoencoder alone; stage 2 the UNet and the text
+    encoder on its latents, with the optional EMA of the UNet. One optimizer holds every weight: a weight that gets
+    no gradient in a stage is left untouched by AdamW. The latent scale (SD's `scaling_factor`) is measured on the
+    first batch of stage 2 and kept in the checkpoints, so a run resumes in either stage."""
+
+    name = "scratch"
+    COMPONENTS = ("vae", "unet", "text_encoder")
+
+    def setup(self):
+        import json
+
+        from .scratch import Architecture
+
+        self.architecture = Architecture(**json.loads((self.parts.base_folder / "architecture.json").read_text()))
+        self._freeze_all()
+        self.parts.vae.requires_grad_(True)
+        self.parts.unet.requires_grad_(True)
+        self.parts.text_encoder.requires_grad_(self.architecture.train_text_encoder)
+        self.scaling_factor: float | None = None
+        self._start_ema()
+        return torch.nn.ModuleDict({name: getattr(self.parts, name) for name in self.COMPONENTS})
+
+    def low_precision_modules(self):
+        return []
+
+    def parameters(self):
+        return [p for name in self.COMPONENTS for p in getattr(self.parts, name).parameters() if p.requires_grad]
+
+    def _in_stage_two(self, step: int) -> bool:
+        return step >= self.architecture.autoencoder_steps
+
+    def loss(self, trained, noise_scheduler, batch, generator, weight_dtype, step):
+        from .scratch import autoencoder_loss
+        from .train import diffusion_loss
+
+        vae = self.parts.vae
+        if not self._in_stage_two(step):
+            pixels = batch["pixel_values"].to(vae.device, weight_dtype)
+            return autoencoder_loss(vae, pixels, generator, self.architecture.kl_weight)[0]
+        if self.scaling_factor is None:
+            self._measure_scaling(batch, generator, weight_dtype)
+        return diffusion_loss(self.parts, self.parts.unet, self.parts.text_encoder, noise_scheduler, batch, generator, weight_dtype)
+
+    def _measure_scaling(self, batch, generator, weight_dtype) -> None:
+        vae = self.parts.vae
+        with torch.no_grad():
+            latents = vae.encode(batch["pixel_values"].to(vae.device, weight_dtype)).latent_dist.sample(generator)
+        self._set_scaling(1.0 / latents.float().std().item())
+
+    def _set_scaling(self, value: float) -> None:
+        self.scaling_factor = value
+        self.parts.vae.register_to_config(scaling_factor=value)
+
+    def state(self):
+        tensors = {f"{name}.{key}": value for name in self.COMPONENTS for key, value in getattr(self.parts, name).state_dict().items()}
+        if self.scaling_factor is not None:
+            tensors["scaling_factor"] = torch.tensor(self.scaling_factor, dtype=torch.float64)
+        if self.ema_model is not None:
+            names = [name for name, _ in self.parts.unet.named_parameters()]
+            tensors.update({f"ema.{name}": shadow for name, shadow in zip(names, self.ema_model.shadow_params)})
+        return tensors
+
+    def load_state(self, tensors, step):
+        for name in self.COMPONENTS:
+            prefix = f"{name}."
+            getattr(self.parts, name).load_state_dict({k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)})
+        if "scaling_factor" in tensors:
+            self._set_scaling(float(tensors["scaling_factor"]))
+        if self._in_stage_two(step):
+            self._load_ema(tensors, step - self.architecture.autoencoder_steps)
+
+    def after_step(self):
+        if self.scaling_factor is not None:  # stage 2 has begun
+            super().after_step()
+
+    def export(self, out, pipeline_class):
+        with self.evaluation_weights():
+            pipe = pipeline_class.from_pretrained(
+                self.parts.base_folder, unet=self.parts.unet, vae=self.parts.vae, text_encoder=self.parts.text_encoder,
+                safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+            )
+            pipe.save_pretrained(out, safe_serialization=True)
+        return {"architecture": self.architecture.model_dump(), "latent_scaling_factor": self.scaling_factor}
+
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (LoRA, Full, TextualInversion, Scratch)}

@@ -13,6 +13,7 @@ Output folder::
                                   validation/step-*.png: the grids written during training
       pytorch_lora_weights.safetensors | model_index.json + unet/ … | learned_embeds-*.safetensors + recipe.yaml
       .skinsynth/checkpoints/checkpoint-{step}/   the last two checkpoints (`--resume` continues from the latest)
+      .skinsynth/init/            `--method scratch`: the random-weight pipeline the run started from
 
 Checkpoints live in a hidden folder so that fingerprinting the model (`generate` records a fingerprint of every
 local model it loads) and uploading it skip them.
@@ -55,7 +56,10 @@ TRAINED_WEIGHTS = "trained.safetensors"
 FINAL_LOSS_WINDOW = 10
 SD_COMPONENTS = {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}
 # Options that may change when a run is resumed (train longer, checkpoint or validate more often).
-DEFAULT_LEARNING_RATES = {"lora": 1e-4, "full": 1e-5, "textual-inversion": 5e-4}  # as in diffusers' example scripts
+DEFAULT_LEARNING_RATES = {"lora": 1e-4, "full": 1e-5, "textual-inversion": 5e-4, "scratch": 5e-4}  # as in diffusers' example scripts
+# Training from scratch drops some captions by default: classifier-free guidance needs an unconditional model.
+DEFAULT_CAPTION_DROPOUT = {"scratch": 0.1}
+INIT_DIR = ".skinsynth/init"  # the random-weight pipeline a scratch run starts from
 RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "validate_every", "validation_images", "dataloader_workers"}
 
 
@@ -64,7 +68,9 @@ class Hyperparameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Literal["lora", "full", "textual-inversion"] = "lora"
+    method: Literal["lora", "full", "textual-inversion", "scratch"] = "lora"
+    size: str | None = None  # scratch only: the architecture preset
+    config: str | None = None  # scratch only: a file of architecture fields over the preset
     max_steps: Annotated[int, Field(ge=1)] = 1000
     batch_size: Annotated[int, Field(ge=1)] = 4
     gradient_accumulation_steps: Annotated[int, Field(ge=1)] = 1
@@ -78,7 +84,8 @@ class Hyperparameters(BaseModel):
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     use_8bit_adam: bool = False
     ema: bool = False
-    caption_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    caption_dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
+    class_balance: Annotated[float, Field(ge=0, le=1)] = 0.0
     lora_rank: Annotated[int, Field(ge=1)] = 4
     weight_decay: Annotated[float, Field(ge=0)] = 1e-2
     max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
@@ -102,8 +109,11 @@ def _hyperparameters(options: dict) -> Hyperparameters:
         first = err.errors()[0]
         name = "--" + str(first["loc"][0]).replace("_", "-")
         raise SkinsynthError(f"`{name}`: {first['msg']} (got {first.get('input')!r})") from None
-    if hyper.ema and hyper.method != "full":
-        raise SkinsynthError("`--ema` keeps an average of the UNet's weights: it applies to `--method full` only")
+    if hyper.ema and hyper.method not in ("full", "scratch"):
+        raise SkinsynthError("`--ema` keeps an average of the UNet's weights: it applies to `--method full` and `--method scratch` only")
+    for option in ("size", "config"):
+        if getattr(hyper, option) is not None and hyper.method != "scratch":
+            raise SkinsynthError(f"`--{option}` sets the architecture of a model trained from scratch: it applies to `--method scratch` only")
     if hyper.use_8bit_adam:
         try:
             import bitsandbytes  # noqa: F401
@@ -334,11 +344,9 @@ class Trainer:
         models.clear()
 
     def _forward(self, micro_step: int, batch: dict):
-        unet = self.trained if self.hyper.method != "textual-inversion" else self.parts.unet
-        text_encoder = self.trained if self.hyper.method == "textual-inversion" else self.parts.text_encoder
         generator = step_generator(self.hyper.seed, micro_step, self.accelerator.process_index)
         with self.accelerator.autocast():
-            return diffusion_loss(self.parts, unet, text_encoder, self.noise_scheduler, batch, generator, self.weight_dtype)
+            return self.method.loss(self.trained, self.noise_scheduler, batch, generator, self.weight_dtype, self.step)
 
     def resume(self, checkpoint: Path) -> None:
         state = json.loads((checkpoint / TRAINER_STATE).read_text())
@@ -421,7 +429,7 @@ class Trainer:
 
 
 def finetune(
-    base: str,
+    base: str | None,
     data: str | Path,
     recipe: Recipe | str | Path,
     out: str | Path,
@@ -444,7 +452,10 @@ def finetune(
     mixed_precision: str = "no",
     use_8bit_adam: bool = False,
     ema: bool = False,
-    caption_dropout: float = 0.0,
+    caption_dropout: float | None = None,
+    class_balance: float = 0.0,
+    size: str | None = None,
+    config: str | Path | None = None,
     lora_rank: int = 4,
     weight_decay: float = 1e-2,
     max_grad_norm: float = 1.0,
@@ -453,20 +464,45 @@ def finetune(
     """Fine-tune the Stable Diffusion pipeline `base` on the `train` split of `data`, captioned with `recipe`,
     into `out` (see the module docstring for its layout). Mirrors `skinsynth finetune`.
 
-    `method`: `lora` (default learning rate 1e-4), `full` (1e-5, `ema` optional) or `textual-inversion` (5e-4,
-    one new token per class). `resolution` defaults to the base's own. With `resume`, continues the run in `out`
-    from its latest checkpoint (same data order, same random draws), possibly to a larger `max_steps`.
+    `method`: `lora` (default learning rate 1e-4), `full` (1e-5, `ema` optional), `textual-inversion` (5e-4,
+    one new token per class) or `scratch` (5e-4; no `base`: a whole pipeline of the architecture `size`, overridden
+    by the file `config`, is trained from random weights, see `scratch.py`). `resolution` defaults to the base's
+    own (the preset's for scratch). With `resume`, continues the run in `out` from its latest checkpoint (same
+    data order, same random draws), possibly to a larger `max_steps`. `class_balance` (0 to 1) draws rows with
+    probability count(class) ** -class_balance: 1 shows every class equally often.
     """
     options = {k: v for k, v in locals().items() if k in Hyperparameters.model_fields}
+    options["config"] = None if config is None else str(config)
     hyper = _hyperparameters(options)
+    scratch = hyper.method == "scratch"
+    if scratch and base is not None:
+        raise SkinsynthError("`--base`: `--method scratch` trains every weight from random initialisation; leave --base out, or choose another --method")
+    if not scratch and base is None:
+        raise SkinsynthError(f"`--base` is required with `--method {hyper.method}`: the pipeline to fine-tune (or use `--method scratch`)")
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    folder, commit, pipeline_class = resolve_base(base, revision)
+    architecture = None
+    if scratch:
+        from diffusers import StableDiffusionPipeline
+
+        from .scratch import check_resolution, load_architecture
+
+        architecture = load_architecture(hyper.size, hyper.config)
+        check_resolution(architecture, hyper.resolution or architecture.resolution)
+        commit, pipeline_class, base_resolution = None, StableDiffusionPipeline, architecture.resolution
+    else:
+        folder, commit, pipeline_class = resolve_base(base, revision)
+        base_resolution = native_resolution(folder)
     dataset = open_dataset(data, revision=data_revision, required_splits=("train",))
     train_split = dataset["train"]
-    captioner = build_captioner(recipe, label_names(dataset), train_split.column_names, method=hyper.method, dropout=hyper.caption_dropout, seed=hyper.seed)
+    train_labels = list(train_split["label"])
+    if scratch and len(set(train_labels)) < 2:
+        raise DatasetError(f"the train split of `{data}` has a single class; a model trained from scratch learns classes from their differences: give it at least two")
+    dropout = hyper.caption_dropout if hyper.caption_dropout is not None else DEFAULT_CAPTION_DROPOUT.get(hyper.method, 0.0)
+    captioner = build_captioner(recipe, label_names(dataset), train_split.column_names, method=hyper.method, dropout=dropout, seed=hyper.seed)
     hyper = hyper.model_copy(update={
         "learning_rate": hyper.learning_rate or DEFAULT_LEARNING_RATES[hyper.method],
-        "resolution": hyper.resolution or native_resolution(folder),
+        "resolution": hyper.resolution or base_resolution,
+        "caption_dropout": dropout,
     })
     out = Path(out)
     identity = {
@@ -474,12 +510,18 @@ def finetune(
         "recipe_sha256": recipe.fingerprint(), "num_train_rows": len(train_split),
         "hyperparameters": {k: v for k, v in hyper.model_dump().items() if k not in RESUMABLE_CHANGES},
     }
+    if architecture is not None:
+        identity["architecture"] = architecture.model_dump(mode="json")
     checkpoint = _prepare_output(out, identity, resume)
 
     from .batches import BatchOrder, TrainingRows
 
     accelerator = _accelerator(hyper, out)
-    order = BatchOrder(len(train_split), hyper.batch_size, accelerator.num_processes, hyper.seed)
+    order = BatchOrder.balanced(train_labels, hyper.batch_size, accelerator.num_processes, hyper.seed, hyper.class_balance)
+    if scratch and accelerator.num_processes > 1:
+        raise SkinsynthError("`--method scratch` trains on one process; run it without `accelerate launch`")
+    if scratch and hyper.max_steps <= architecture.autoencoder_steps:
+        raise SkinsynthError(f"`--max-steps {hyper.max_steps}` leaves no step for the UNet: the first {architecture.autoencoder_steps} train the autoencoder (`autoencoder_steps` of `--size {hyper.size or 'cpu-small'}`); raise --max-steps")
     if order.batches_per_epoch == 0:
         raise DatasetError(f"the train split has {len(train_split)} rows, fewer than one batch ({hyper.batch_size} x {accelerator.num_processes} processes); lower --batch-size")
     if checkpoint is not None:
@@ -492,9 +534,15 @@ def finetune(
             from ..generate import library_versions
 
             out.mkdir(parents=True, exist_ok=True)
-            config = {"identity": identity, "recipe": recipe.to_dict(), "hyperparameters": hyper.model_dump(), "num_processes": accelerator.num_processes, "library_versions": library_versions()}
-            atomic_write_json(out / CONFIG_FILE, config)
+            run_config = {"identity": identity, "recipe": recipe.to_dict(), "hyperparameters": hyper.model_dump(), "num_processes": accelerator.num_processes, "library_versions": library_versions()}
+            atomic_write_json(out / CONFIG_FILE, run_config)
+            if scratch and not (out / INIT_DIR).is_dir():
+                from .scratch import build_pipeline
+
+                build_pipeline(out / INIT_DIR, architecture, recipe, hyper.resolution, hyper.seed)
         accelerator.wait_for_everyone()
+        if scratch:
+            folder = out / INIT_DIR
 
         trainer = Trainer(accelerator, hyper, recipe, folder, pipeline_class, out)
         rows = TrainingRows(train_split, captioner, trainer.parts.tokenizer, hyper.resolution, seed=hyper.seed)
@@ -521,6 +569,9 @@ def finetune(
                 "final_loss": round(sum(recent) / len(recent), 6) if recent else None,
                 **extra,
             }
+            if architecture is not None:
+                first_stage = trainer.losses[: architecture.autoencoder_steps][-FINAL_LOSS_WINDOW:]
+                metadata["autoencoder_final_loss"] = round(sum(first_stage) / len(first_stage), 6) if first_stage else None
             atomic_write_json(out / MODEL_METADATA_FILE, metadata)
             write_model_card(out)
             logger.info("fine-tuned %s for %d steps in %.1f s; wrote %s", base, trainer.step, seconds, out)
