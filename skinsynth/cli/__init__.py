@@ -52,6 +52,14 @@ def _quiet_libraries(no_progress: bool) -> None:
     if no_progress:  # the libraries' own loading bars too, through their environment switches: importing them here
         os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"  # would cost seconds before any input is checked
         os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"  # (transformers and skinsynth's pipeline loading follow the first)
+        # A library imported before `main` ran (a Python caller, the tests) has read its switch already: tell it directly.
+        if "huggingface_hub" in sys.modules:
+            sys.modules["huggingface_hub"].utils.disable_progress_bars()
+        if "datasets" in sys.modules:
+            sys.modules["datasets"].disable_progress_bars()
+        for library in ("diffusers", "transformers"):
+            if library in sys.modules:
+                sys.modules[library].utils.logging.disable_progress_bar()
     import warnings
 
     warnings.filterwarnings("ignore", message=".*requires torchvision.*")
