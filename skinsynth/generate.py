@@ -271,7 +271,7 @@ def library_versions() -> dict[str, str]:
 RUN_STATE_ONLY = {STATE_DIR}
 # Identity keys and the option a user changes to change them: named when a resume is refused.
 IDENTITY_OPTIONS = {
-    "recipe_sha256": "recipe (on resume only `generation.max_attempts` may change, and only upwards)", "limit": "--limit", "batch_size": "--batch-size", "device_type": "--device",
+    "recipe_sha256": "recipe (on resume, only `generation.max_attempts` may be raised)", "limit": "--limit", "batch_size": "--batch-size", "device_type": "--device",
     "libraries": "installed library versions", "filter": "filter (--filter-* options)", "model": "--model",
     "revision": "--revision", "commit": "--model/--revision (Hub commit)", "fingerprint": "--model (the folder's files changed)",
     "pipeline_class": "--model", "scheduler": "recipe's generation.scheduler", "dtype": "--dtype", "lora": "--lora",
