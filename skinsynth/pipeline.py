@@ -348,13 +348,28 @@ def _bpe_merges(words: list[str]) -> list[tuple[str, str]]:
     return merges
 
 
-def write_tokenizer(folder: Path, words: list[str], max_length: int = 77) -> None:
-    """A CLIP BPE tokenizer whose merges, learned on `words` (lower-case), spell each of them as one token; built
-    without any download. Any other text still tokenizes, byte by byte."""
+def _ordered_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Merges that build each word left to right, in word order: the tiny pipeline's vocabulary (its token ids are
+    what tests' random-weight models were built around). Words sharing a pair may not come out whole."""
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        token = symbols[0]
+        for symbol in symbols[1:]:
+            if (token, symbol) not in merges:
+                merges.append((token, symbol))
+            token += symbol
+    return merges
+
+
+def write_tokenizer(folder: Path, words: list[str], max_length: int = 77, *, learned: bool = True) -> None:
+    """A CLIP BPE tokenizer built without any download whose merges spell `words` (lower-case): learned on them
+    (`learned`, each word then one token) or in word order (the tiny pipeline's). Any other text still tokenizes,
+    byte by byte."""
     from transformers import CLIPTokenizer
 
     byte_chars = list(_bytes_to_unicode().values())
-    merges = _bpe_merges(words)
+    merges = _bpe_merges(words) if learned else _ordered_merges(words)
     vocab = byte_chars + [c + "</w>" for c in byte_chars] + [a + b for a, b in merges] + ["<|startoftext|>", "<|endoftext|>"]
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(dict.fromkeys(vocab))}))
@@ -394,7 +409,7 @@ def tiny_pipeline(out: str | Path, seed: int = 0):
         latent_channels=4,
         sample_size=64,
     )
-    write_tokenizer(out / "tokenizer", _TINY_WORDS)
+    write_tokenizer(out / "tokenizer", _TINY_WORDS, learned=False)
     tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
     text_encoder = CLIPTextModel(
         CLIPTextConfig(

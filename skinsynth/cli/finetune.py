@@ -22,8 +22,8 @@ def register(subparsers) -> None:
         ),
         epilog=(
             "Example: skinsynth finetune --base stable-diffusion-v1-5/stable-diffusion-v1-5 --data ./ham10000 "
-            "--recipe ham10000.yaml --method lora --out ./sd-ham-lora --max-steps 2000 --mixed-precision fp16\n"
-            "From scratch: skinsynth finetune --method scratch --size cpu-small --data ./ham10000 --recipe ham10000.yaml "
+            "--recipe ham10000.yaml --method lora --out ./sd-ham-lora --max-steps 2000 --mixed-precision fp16; "
+            "from scratch: skinsynth finetune --method scratch --size cpu-small --data ./ham10000 --recipe ham10000.yaml "
             "--out ./ham-scratch --max-steps 6000"
         ),
     )
