@@ -79,7 +79,7 @@ def duplicate_pairs(fingerprints: Sequence[Fingerprint], block: int = 256) -> li
     hashes = np.array([fp.phash for fp in fingerprints], dtype=np.uint64)
     thumbnails = np.frombuffer(b"".join(fp.thumbnail for fp in fingerprints), dtype=np.uint8).reshape(n, -1).astype(np.int16)
     for start in range(0, n, block):
-        distances = np.bitwise_count(hashes[start : start + block, None] ^ hashes[None, :])
+        distances = _bit_count(hashes[start : start + block, None] ^ hashes[None, :])
         rows, cols = np.nonzero(distances <= PHASH_DISTANCE)
         rows += start
         keep = cols > rows
@@ -87,6 +87,16 @@ def duplicate_pairs(fingerprints: Sequence[Fingerprint], block: int = 256) -> li
             if np.abs(thumbnails[i] - thumbnails[j]).mean() <= THUMBNAIL_DIFFERENCE:
                 pairs.add((i, j))
     return sorted(pairs)
+
+
+def _bit_count(words):
+    """Set bits of each uint64: numpy 2's `bitwise_count`, or a byte table on numpy 1.x (which pyproject still allows)."""
+    import numpy as np
+
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(words)
+    byte_bits = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+    return byte_bits[words.view(np.uint8)].reshape(*words.shape, 8).sum(axis=-1, dtype=np.uint8)
 
 
 def clusters(n: int, pairs: Sequence[tuple[int, int]]) -> list[list[int]]:

@@ -135,3 +135,16 @@ def test_ham10000_duplicates(ham_subset, tmp_path):
     """Real dermoscopy images of different lesions look alike at 8x8 DCT frequencies; none of them may be merged."""
     manifest = prepare(ham_subset, "ham10000", tmp_path / "out", progress=False)
     assert manifest["duplicates"]["across_groups"] == 0 and manifest["duplicates"]["conflicting"]["clusters"] == 0
+
+
+def test_hash_distances_without_numpy_2(monkeypatch):
+    """pyproject allows numpy 1.x, which has no `bitwise_count`: the byte-table fallback counts the same bits."""
+    import numpy as np
+
+    from skinsynth.duplicates import _bit_count
+
+    words = np.random.default_rng(0).integers(0, 2**63, (4, 9), dtype=np.uint64) | np.uint64(1 << 63)
+    expected = np.array([[bin(int(w)).count("1") for w in row] for row in words])
+    assert (_bit_count(words) == expected).all()
+    monkeypatch.delattr(np, "bitwise_count")
+    assert (_bit_count(words) == expected).all()
