@@ -204,13 +204,13 @@ class ImageMaker:
         where = " ".join([f"split `{job.split}`, class `{self.recipe.label_names[job.label]}`"] + [f"{k}={v}" for k, v in sorted(job.attributes.items())])
         if 0 < rate < 1:  # tries that make a shortfall unlikely (< 0.1% per image) at this rate
             needed = min(100, math.ceil(math.log(1e-3) / math.log(1 - rate)))
-            advice = f"raise `generation.max_attempts` in the recipe to about {needed} (at most 100)" if needed > attempts else "raise `generation.max_attempts` in the recipe"
+            fix = f"raise `generation.max_attempts` in the recipe{f' to about {needed} (at most 100)' if needed > attempts else ''} and run the same command again to resume, or "
         else:
-            advice = "raising `generation.max_attempts` will not help at this rate"
+            fix = "raising `generation.max_attempts` will not help at this rate: "
         return (
             f"image {job.index} of {where} was rejected {attempts} times (last: {reason}); this cell kept {kept} of {tried} images in this run "
-            f"({100 * rate:.1f}%), so it would come up short. Finished shards are kept: {advice} and run the same command again to resume, "
-            "or lower `--filter-threshold` / drop `--filter-upper` or `--filter-clip` (a new --out), or use a model that draws this class better"
+            f"({100 * rate:.1f}%), so it would come up short. Finished shards are kept; {fix}"
+            "lower `--filter-threshold` / drop `--filter-upper` or `--filter-clip` (a new --out), or use a model that draws this class better"
         )
 
 
