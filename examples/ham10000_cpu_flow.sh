@@ -3,7 +3,9 @@
 # small text-to-image pipeline from scratch at 64 px (`finetune --method scratch`: autoencoder, then UNet + text
 # encoder), generate a balanced synthetic twin from `recipe-from`, and benchmark a small ResNet trained from scratch
 # on real, hybrid and synthetic arms (akrout2023 preset at --scale 0.15: 38 / 75 images per class, HAM10000's rarest
-# class has 92 train images), tested on the real test split, 3 seeds. README.md gives the figures and times.
+# class has 92 train images), tested on the real test split, 3 seeds; then over-generate a twin filtered by the
+# benchmark's real-500 classifiers (the paper's trick), benchmark it beside the unfiltered one, print the ratios, and
+# audit the twin (memorization, quality). README.md gives the figures and times.
 #
 #   . .venv/bin/activate && bash examples/ham10000_cpu_flow.sh [HAM10000_DIR] [WORK_DIR]
 #
