@@ -237,6 +237,7 @@ def ordered_map(pool: ThreadPoolExecutor, fn: Callable, items: Iterable, ahead: 
 
 
 def _file_name(path: Path, root: Path) -> str:
+    path = path.absolute()
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
@@ -488,7 +489,7 @@ def prepare(
         usable = [(e, c) for e, c in zip(examples, checks) if c.skip is None]
         duplicates, entries = None, []
         if config.dedup and usable:
-            root = Path(os.path.commonpath([s.expanduser() for s in sources])) if len(sources) > 1 else sources[0].expanduser()
+            root = Path(os.path.commonpath([s.expanduser().absolute() for s in sources])) if len(sources) > 1 else sources[0].expanduser().absolute()
             usable, duplicates, entries, dropped = resolve_duplicates(usable, config, root if root.is_dir() else root.parent)
             skipped.update(dropped)
         if not usable:

@@ -266,4 +266,11 @@ def test_combining_refuses_what_it_cannot_combine(tmp_path, capsys):
     assert "only `--format skinsynth` combines" in capsys.readouterr().err
     with pytest.raises(DatasetError, match="no skinsynth manifest"):
         prepare([tmp_path / "a", pad], "skinsynth", tmp_path / "out", progress=False)
+    with pytest.raises(DatasetError, match="column mapping only applies"):
+        prepare([tmp_path / "a"], "skinsynth", tmp_path / "out", mapping=MAPPINGS / "pad_ufes_20.yaml", progress=False)
+    manifest = json.loads((tmp_path / "b" / "prepare.json").read_text())
+    manifest["splits"]["train"]["shards"][0]["file"] = "../a/data/" + manifest["splits"]["train"]["shards"][0]["file"].split("/")[-1]
+    (tmp_path / "b" / "prepare.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match="points outside"):  # a manifest cannot pull in files from outside its dataset
+        prepare([tmp_path / "a", tmp_path / "b"], "skinsynth", tmp_path / "out", progress=False)
     assert not (tmp_path / "out").exists()

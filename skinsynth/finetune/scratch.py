@@ -22,11 +22,10 @@ import shutil
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import SkinsynthError
-from ..recipe import Recipe
+from ..recipe import Recipe, load_yaml
 
 Channels = Annotated[tuple[Annotated[int, Field(ge=8)], ...], Field(min_length=1, max_length=5)]
 
@@ -89,10 +88,7 @@ def load_architecture(size: str | None, config: str | Path | None) -> Architectu
         raise SkinsynthError(f"`--size {size}` is not a preset; choose one of {', '.join(ARCHITECTURES)}")
     fields = dict(ARCHITECTURES[size])
     if config is not None:
-        try:
-            overrides = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as err:
-            raise SkinsynthError(f"`--config {config}` cannot be read: {err}") from None
+        overrides = load_yaml(config, "architecture config")
         if not isinstance(overrides, dict):
             raise SkinsynthError(f"`--config {config}` must hold a mapping of architecture fields, e.g. `unet_channels: [64, 128]`")
         fields.update(overrides)

@@ -129,6 +129,8 @@ def read_source(source: str | Path | list, format: str, mapping=None) -> Source:
     for one in sources:
         if not one.exists():
             raise DatasetError(f"source `{one}` does not exist")
+    if mapping is not None and format != "csv":
+        raise DatasetError(f"a column mapping only applies to `--format csv`, not `{format}`")
     if format == "skinsynth":
         return skinsynth.read(sources)
     if len(sources) != 1:
@@ -136,8 +138,6 @@ def read_source(source: str | Path | list, format: str, mapping=None) -> Source:
     source = sources[0]
     if format == "csv":
         return csv.read(source, mapping)
-    if mapping is not None:
-        raise DatasetError(f"a column mapping only applies to `--format csv`, not `{format}`")
     if format == "ham10000":
         return ham10000.read(source)
     if format == "imagefolder":

@@ -20,6 +20,7 @@ from functools import partial
 from pathlib import Path
 
 from ..errors import DatasetError
+from ..paths import inside
 from ..shards import read_manifest
 from . import Example, Source, SourceInfo
 
@@ -45,7 +46,7 @@ def _read_one(folder: Path) -> tuple[dict, list[Example]]:
     examples = []
     for split, info in manifest["splits"].items():
         for shard in info["shards"]:
-            path = folder / shard["file"]
+            path = inside(folder, shard["file"], f"{folder / name}'s shard list")
             if not path.is_file():
                 raise DatasetError(f"shard `{shard['file']}` is missing from `{folder}`; run `skinsynth verify {folder}`")
             table = pa.ipc.open_stream(pa.memory_map(str(path))).read_all()
