@@ -40,7 +40,7 @@ def synthetic_set(real, out: Path, non_copies: int, copies: int, strength: str, 
     rng = np.random.default_rng(seed)
     test_rows = np.sort(rng.choice(len(real["test"]), non_copies, replace=False))
     train_rows = np.sort(rng.choice(len(real["train"]), copies, replace=False))
-    rows = [jpeg_row(real["test"][int(r)]["image"], real["test"][int(r)]["label"], f"test-{r}.jpg") for r in test_rows]
+    rows = [jpeg_row(row["image"], row["label"], f"test-{r}.jpg") for r, row in ((r, real["test"][int(r)]) for r in test_rows)]
     for r in train_rows:
         row = real["train"][int(r)]
         rows.append(jpeg_row(plant_copy(row["image"], rng, strength), row["label"], f"copy-{r}.jpg"))

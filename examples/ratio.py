@@ -9,8 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def headline(results: dict) -> str:
     arms = results["arms"]
@@ -19,11 +17,9 @@ def headline(results: dict) -> str:
         b, t = arm["metrics"]["balanced_accuracy"], arm["metrics"]["top1"]
         lines.append(f"| {arm['name']} | {arm['real_per_class']} / {arm['synthetic_per_class']} | "
                      f"{100 * b['mean']:.1f} % ({100 * b['ci95'][0]:.1f}–{100 * b['ci95'][1]:.1f}) | {100 * t['mean']:.1f} % |")
-    confusion = np.asarray(arms[0]["confusion_matrix"], dtype=float) / len(arms[0]["runs"])
-    test_counts = confusion.sum(axis=1)
-    classes = len(results["classes"])
-    lines.append(f"| majority class (always `{results['classes'][int(test_counts.argmax())]}`) | – | {100 / classes:.1f} % | {100 * test_counts.max() / test_counts.sum():.1f} % |")
-    lines.append(f"| chance ({classes} classes, uniform guess) | – | {100 / classes:.1f} % | {100 / classes:.1f} % |")
+    majority, chance = results["baselines"]["majority"], results["baselines"]["chance"]
+    lines.append(f"| majority class (always `{majority['class']}`) | – | {100 * majority['balanced_accuracy']:.1f} % | {100 * majority['top1']:.1f} % |")
+    lines.append(f"| chance ({len(results['classes'])} classes, uniform guess) | – | {100 * chance['balanced_accuracy']:.1f} % | {100 * chance['top1']:.1f} % |")
     synthetic = [a for a in arms if a["real_images"] == 0]
     for arm in synthetic:
         twins = [a for a in arms if a["synthetic_images"] == 0 and a["real_per_class"] == arm["synthetic_per_class"]]

@@ -2,7 +2,7 @@
 
     arms.py        which real and synthetic training images each arm gets (presets, --scale, seeded sampling)
     metrics.py     top-k, balanced accuracy, macro F1, confusion matrix, bootstrap CIs (numpy only)
-    train.py       classifier loading, decoding + augmentation in DataLoader workers, the training loop
+    train.py       classifier loading, images decoded once up front (uint8), augmentation, the training loop
     report.py      results.json / .csv / .md, plots, the dataset card's reports/benchmark.json
     experiment.py  `benchmark(...)`: checks everything up front, then runs every arm × seed
     export.py      each run's chosen weights as a transformers model folder with its card (`--save-models`)

@@ -344,7 +344,7 @@ class EpochShuffle(torch.utils.data.Sampler):
 
 
 def loader(dataset, batch_size: int, workers: int, sampler=None, keep_workers: bool = False):
-    """A DataLoader whose workers decode and augment; `keep_workers` keeps them alive from one epoch to the next."""
+    """A DataLoader over the rows (decoded once up front unless they are too many), which augments; `keep_workers` keeps them alive from one epoch to the next."""
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, persistent_workers=keep_workers and workers > 0,
         pin_memory=torch.cuda.is_available(), drop_last=False,
