@@ -207,10 +207,11 @@ class ImageMaker:
             fix = f"raise `generation.max_attempts` in the recipe{f' to about {needed} (at most 100)' if needed > attempts else ''} and run the same command again to resume, or "
         else:
             fix = "raising `generation.max_attempts` will not help at this rate: "
+        if self.image_filter is not None:
+            fix += "lower `--filter-threshold` / drop `--filter-upper` or `--filter-clip` (a new --out), or "
         return (
             f"image {job.index} of {where} was rejected {attempts} times (last: {reason}); this cell kept {kept} of {tried} images in this run "
-            f"({100 * rate:.1f}%), so it would come up short. Finished shards are kept; {fix}"
-            "lower `--filter-threshold` / drop `--filter-upper` or `--filter-clip` (a new --out), or use a model that draws this class better"
+            f"({100 * rate:.1f}%), so it would come up short. Finished shards are kept; {fix}use a model that draws this class better"
         )
 
 
@@ -404,10 +405,10 @@ def _broadcast(state, value):
     return broadcast_object_list([value])[0]
 
 
-def remaining_tasks(out: Path, tasks: list[ShardTask]) -> list[ShardTask]:
-    """The shards without both a record and a file: what this run still has to write."""
+def remaining_tasks(out: Path, tasks: list[ShardTask]) -> list[int]:
+    """The indices of the shards without both a record and a file: what this run still has to write."""
     records = out / STATE_DIR / "shards"
-    return [t for t in tasks if not (records / t.record_name).is_file() or not (out / t.file).is_file()]
+    return [i for i, t in enumerate(tasks) if not (records / t.record_name).is_file() or not (out / t.file).is_file()]
 
 
 def generate(
@@ -511,7 +512,7 @@ def generate(
             elif manifest["identity"]["recipe_sha256"] != identity["recipe_sha256"]:  # resumed with a raised max_attempts
                 manifest = {**manifest, "identity": {**manifest["identity"], "recipe_sha256": identity["recipe_sha256"]}, "recipe": recipe.to_dict()}
                 atomic_write_json(out / MANIFEST, manifest)
-            remaining_indices = [tasks.index(t) for t in remaining_tasks(out, tasks)]
+            remaining_indices = remaining_tasks(out, tasks)
         remaining = [tasks[i] for i in _broadcast(state, remaining_indices)]
 
         started = time.perf_counter()

@@ -54,12 +54,12 @@ def _quiet_libraries(no_progress: bool) -> None:
         os.environ["HF_DATASETS_DISABLE_PROGRESS_BARS"] = "1"  # (transformers and skinsynth's pipeline loading follow the first)
         # A library imported before `main` ran (a Python caller, the tests) has read its switch already: tell it directly.
         if "huggingface_hub" in sys.modules:
-            sys.modules["huggingface_hub"].utils.disable_progress_bars()
+            importlib.import_module("huggingface_hub.utils").disable_progress_bars()
         if "datasets" in sys.modules:
-            sys.modules["datasets"].disable_progress_bars()
+            importlib.import_module("datasets").disable_progress_bars()
         for library in ("diffusers", "transformers"):
             if library in sys.modules:
-                sys.modules[library].utils.logging.disable_progress_bar()
+                importlib.import_module(f"{library}.utils.logging").disable_progress_bar()
     import warnings
 
     warnings.filterwarnings("ignore", message=".*requires torchvision.*")
