@@ -65,5 +65,5 @@ step "synthetic-only / real-only balanced accuracy at the same count per class, 
 python "$(dirname "$0")/ratio.py" "$WORK/benchmark/results.json"
 
 step "audits: memorization (threshold at a 1 % false-positive rate, measured, with planted-copy recall) and quality"
-time skinsynth -q audit memorization "$WORK/twin" --train "$WORK/ham10000" --features contrastive --out "$WORK/audit" --update-card
+time skinsynth -q audit memorization "$WORK/twin" --train "$WORK/ham10000" --out "$WORK/audit" --update-card
 time skinsynth -q audit quality "$WORK/twin" --real "$WORK/ham10000" --features contrastive --out "$WORK/audit-quality" --update-card

@@ -14,6 +14,12 @@ from skinsynth.shards import atomic_write_json, splits_manifest, write_split
 CLASSES = ["akiec", "bcc", "bkl", "df", "mel", "nv", "vasc"]
 
 
+def image_row(ham_dir: Path, row: dict) -> dict:
+    """A dataset row of the HAM10000 image a metadata.csv row names, with its lesion as the group."""
+    data = (ham_dir / "images" / f"{row['image_id']}.jpg").read_bytes()
+    return {"image": {"bytes": data, "path": f"{row['image_id']}.jpg"}, "label": CLASSES.index(row["dx"]), "image_id": row["image_id"], "group_id": row["lesion_id"]}
+
+
 def ham_rows(ham_dir: Path, per_class: int, skip: int = 0) -> list[dict]:
     """One image per lesion: lesions `skip` to `skip + per_class` of every diagnosis, in metadata order."""
     with open(ham_dir / "metadata.csv", newline="") as f:
@@ -26,10 +32,19 @@ def ham_rows(ham_dir: Path, per_class: int, skip: int = 0) -> list[dict]:
             continue
         lesions.append(row["lesion_id"])
         if skip <= len(lesions) - 1 < skip + per_class:
-            data = (ham_dir / "images" / f"{row['image_id']}.jpg").read_bytes()
-            rows.append({"image": {"bytes": data, "path": f"{row['image_id']}.jpg"}, "label": CLASSES.index(row["dx"]), "image_id": row["image_id"],
-                         "group_id": row["lesion_id"]})
+            rows.append(image_row(ham_dir, row))
     return rows
+
+
+def ham_lesions(ham_dir: Path, count: int, offset: int, stride: int) -> list[dict]:
+    """One image (the first) of lesions `offset`, `offset + stride`, … of HAM10000 in metadata order, `count` of them:
+    every diagnosis, and disjoint lesions (patients, as far as HAM10000 tells) for different offsets."""
+    with open(ham_dir / "metadata.csv", newline="") as f:
+        metadata = list(csv.DictReader(f))
+    first: dict[str, dict] = {}
+    for row in metadata:
+        first.setdefault(row["lesion_id"], row)
+    return [image_row(ham_dir, row) for row in list(first.values())[offset::stride][:count]]
 
 
 def features(names: list[str] = CLASSES) -> datasets.Features:

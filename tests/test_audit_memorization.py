@@ -1,6 +1,6 @@
-"""Memorization audit on real HAM10000 images, the issue's test at a small scale: images of new patients (the real
-test split's lesions) are flagged at about the nominal false-positive rate with no significant excess, copies of
-training images are caught, and every report measures its own false-positive rate and planted-copy recall."""
+"""Memorization audit on real HAM10000 images: images of new patients (the real test split's lesions) are flagged at
+about the nominal false-positive rate with no significant excess, copies of training images are caught, heavily
+altered ones included, and every report measures its own false-positive rate and planted-copy recall."""
 
 import io
 import json
@@ -11,12 +11,12 @@ from PIL import Image
 
 from skinsynth.audit.copies import plant_copy
 from skinsynth.audit.features import ContrastiveConfig, ContrastiveFeatures
-from skinsynth.audit.memorization import audit_memorization, halves_by_group
+from skinsynth.audit.memorization import audit_memorization, excess, halves_by_group
 from skinsynth.audit.stats import wilson_interval
 from skinsynth.cli import main
 from skinsynth.errors import SkinsynthError
 
-from .audit_datasets import CLASSES, ham_rows, jpeg, tiny_classifier, write_dataset
+from .audit_datasets import CLASSES, ham_lesions, ham_rows, jpeg, tiny_classifier, write_dataset
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
@@ -46,7 +46,65 @@ def datasets_dir(ham10000_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(datasets_dir):
     root, _ = datasets_dir
-    return audit_memorization(root / "syn", root / "real", root / "audit", features="contrastive", contrastive=FAST, num_planted=84, progress=False)
+    return audit_memorization(root / "syn", root / "real", root / "audit", num_planted=84, progress=False)
+
+
+SAME_LESION = 9  # verified keypoint matches; pairs of different lesions reach 4-6 (see `lesions_new_to`)
+
+
+def lesions_new_to(train: list[dict], candidates: list[dict], count: int) -> list[dict]:
+    """The first `count` candidates that show no training lesion. HAM10000's lesion ids miss some repeats: of 240
+    lesions held out from 600, six share 9 to 108 verified keypoints with a training image of another id, and side by
+    side each pair is one lesion photographed twice (the rest score 6 or less). Those are copies, not new patients."""
+    import datasets
+
+    from skinsynth.audit.keypoints import KeypointMatcher
+
+    def as_dataset(rows):
+        return datasets.Dataset.from_dict({"image": [r["image"] for r in rows]}, features=datasets.Features({"image": datasets.Image()}))
+
+    scores, _ = KeypointMatcher(as_dataset(train), progress=False).nearest(as_dataset(candidates), progress=False)
+    new = [row for row, score in zip(candidates, scores) if score < SAME_LESION]
+    assert len(new) >= count
+    return new[:count]
+
+
+@pytest.fixture(scope="module")
+def at_scale(ham10000_dir, tmp_path_factory):
+    """The issue's check at a scale where a 1 % rate means something: 500 training lesions, 200 held-out test lesions
+    (100 set the threshold, 100 measure its false-positive rate), and a synthetic set of 100 heavily altered copies of
+    training images (`copies`) beside 100 images of lesions neither split holds (`new`)."""
+    root = tmp_path_factory.mktemp("memorization-at-scale")
+    train = ham_lesions(ham10000_dir, 500, offset=0, stride=3)
+    held_out = lesions_new_to(train, ham_lesions(ham10000_dir, 330, offset=1, stride=3), 300)
+    write_dataset(root / "real", {"train": train, "test": held_out[:200]})
+    sources = np.random.default_rng(1).choice(len(train), 100, replace=False)
+    rng = np.random.default_rng(2)
+    write_dataset(root / "syn", {"copies": [copy_row(train[i], rng, "heavy") for i in sources], "new": held_out[200:]})
+    report = audit_memorization(root / "syn", root / "real", root / "audit", num_planted=100, progress=False)
+    return report, [train[i]["group_id"] for i in sources]
+
+
+def test_heavily_altered_copies_are_caught_at_the_default_threshold(at_scale):
+    report, source_groups = at_scale
+    assert report["features"] == "keypoints" and "RANSAC" in report["score"]
+    flagged = {f["row"]: f for f in report["flagged"] if f["split"] == "copies"}
+    caught = [r for r, group in enumerate(source_groups) if flagged.get(r, {}).get("nearest_group") == group]
+    assert len(caught) >= 90  # crop to 70-90 %, flip, any rotation, ±20 % colour, hue, JPEG 40-75
+    assert report["planted_copy_recall"]["heavy"]["value"] >= 0.9 and report["planted_copy_recall"]["light"]["value"] >= 0.95
+
+
+def test_new_patients_are_flagged_at_the_nominal_rate_with_no_excess(at_scale):
+    report, _ = at_scale
+    assert report["threshold_method"].startswith("split-conformal 0.99 quantile of 100 held-out real `test` images")
+    fpr = report["false_positive_rate"]
+    assert fpr["n"] == 100 and fpr["ci95"][0] <= 0.01 <= fpr["ci95"][1]
+    new = report["per_split"]["new"]
+    low, high = wilson_interval(new["num_flagged"], 100)
+    assert low <= 0.01 <= high
+    clean = excess(new["num_flagged"], 100, fpr["count"], fpr["n"])
+    assert not clean["significant"] and clean["ci95"][0] <= 0 <= clean["ci95"][1]
+    assert report["excess"]["significant"]  # the copies are
 
 
 def test_copies_are_caught_and_new_patients_are_flagged_at_the_nominal_rate(datasets_dir, report):
@@ -84,14 +142,26 @@ def test_planted_copy_recall_is_measured_in_every_report(report):
 
 def test_new_patients_only_show_no_significant_excess(datasets_dir, report):
     root, _ = datasets_dir
-    clean = audit_memorization(root / "syn-new", root / "real", root / "audit", features="contrastive", contrastive=FAST, num_planted=0, progress=False)
-    assert clean["threshold"] == report["threshold"]  # same encoder (cached) and calibration
+    clean = audit_memorization(root / "syn-new", root / "real", root / "audit", num_planted=0, progress=False)
+    assert clean["threshold"] == report["threshold"]  # same index (seeded) and calibration
     assert not clean["excess"]["significant"] and clean["excess"]["p_value"] > 0.05
     assert clean["excess"]["ci95"][0] <= 0 <= clean["excess"]["ci95"][1]
     assert "no evidence of copying" in clean["verdict"] and clean["planted_copy_recall"] == {}
-    # a fixed threshold skips the calibration, not the measurement
-    fixed = audit_memorization(root / "syn-new", root / "real", root / "audit", features="contrastive", contrastive=FAST, threshold=-1.0, num_planted=0, progress=False)
-    assert fixed["threshold_method"] == "fixed" and fixed["false_positive_rate"]["value"] == 1.0 and fixed["num_flagged"] == 28
+
+
+@pytest.fixture(scope="module")
+def contrastive_report(datasets_dir):
+    """The embedding path: the self-trained encoder and cosine similarity, with a fixed threshold that flags everything."""
+    root, _ = datasets_dir
+    return audit_memorization(root / "syn-new", root / "real", root / "audit-contrastive", features="contrastive", contrastive=FAST, threshold=-1.0,
+                              num_planted=0, progress=False)
+
+
+def test_a_fixed_threshold_skips_the_calibration_not_the_measurement(contrastive_report):
+    report = contrastive_report
+    assert report["features"] == "contrastive" and report["score"].startswith("cosine similarity")
+    assert report["threshold_method"] == "fixed" and report["false_positive_rate"]["value"] == 1.0 and report["num_flagged"] == 28
+    assert report["rows"]["encoder"] == "real `train` (the contrastive encoder's training images)"
 
 
 def test_held_out_halves_share_no_group():
@@ -101,12 +171,12 @@ def test_held_out_halves_share_no_group():
     assert not set(groups[first]) & set(groups[second])
 
 
-def test_contrastive_embedding_ignores_flips_and_rotations(datasets_dir, report):
+def test_contrastive_embedding_ignores_flips_and_rotations(datasets_dir, contrastive_report):
     from skinsynth.data import open_dataset
 
     root, _ = datasets_dir
     real = open_dataset(root / "real")
-    encoder = ContrastiveFeatures.fit_or_load(real["train"], root / "audit", FAST, progress=False)  # cached by `report`
+    encoder = ContrastiveFeatures.fit_or_load(real["train"], root / "audit-contrastive", FAST, progress=False)  # cached by `contrastive_report`
     image = real["train"][0]["image"].convert("RGB").resize((64, 64))
     variants = [image, image.transpose(0), image.rotate(90), image.rotate(270)]
     features = encoder.embed(variants)
@@ -139,7 +209,10 @@ def test_cli_prints_the_measured_rates_and_bad_input_exits_2(datasets_dir, ham10
     write_dataset(tmp_path / "empty", {"train": [], "test": ham_rows(ham10000_dir, 1)})
     assert main(["-q", "audit", "memorization", str(root / "syn"), "--train", str(tmp_path / "empty"), "--features", "contrastive", "--out", str(tmp_path / "c")]) == 2
     assert "empty" in capsys.readouterr().err
-    assert main(["-q", "audit", "memorization", str(root / "syn"), "--train", str(root / "real"), "--threshold", "2", "--out", str(tmp_path / "d")]) == 2
+    assert main(["-q", "audit", "memorization", str(root / "syn"), "--train", str(root / "real"), "--threshold", "-1", "--out", str(tmp_path / "d")]) == 2
+    assert "number of matched keypoints" in capsys.readouterr().err
+    assert main(["-q", "audit", "memorization", str(root / "syn"), "--train", str(root / "real"), "--features", "contrastive", "--threshold", "2", "--out", str(tmp_path / "d")]) == 2
+    assert "cosine similarity between -1 and 1" in capsys.readouterr().err
     assert main(["-q", "audit", "memorization", str(root / "syn"), "--train", str(root / "real"), "--false-positive-rate", "0.7", "--out", str(tmp_path / "d")]) == 2
     with pytest.raises(SkinsynthError, match="classifier"):
         audit_memorization(root / "syn", root / "real", tmp_path / "e", features="classifier:", progress=False)

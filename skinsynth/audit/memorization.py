@@ -1,7 +1,11 @@
 """Memorization audit: does any synthetic image copy a patient photo the generator was trained on?
 
-Every synthetic image's nearest real training image by cosine similarity in a feature space; an image is flagged
-when that similarity is above a threshold. The audit validates itself on real images the generator never saw (the
+Every synthetic image's nearest real training image and a similarity score; an image is flagged when the score is
+above a threshold. Two kinds of score: `keypoints` (the default; `keypoints.py`), the number of SIFT keypoints an
+image shares with a training image under one similarity transform, which catches reproductions of a photo under any
+crop, rotation, colour change or compression; or the cosine similarity in an embedding (`--features`, `features.py`),
+which can also catch look-alikes re-rendered with other textures, when the embedding is good enough. The planted-copy
+recall below says which is good enough on the data at hand. The audit validates itself on real images the generator never saw (the
 real `test` split when there is one, else `validation`; lesions / patients the training split does not hold):
 
 1. **Threshold at a stated false-positive rate.** The held-out images are cut in two halves by group. Each image of
@@ -19,7 +23,8 @@ real `test` split when there is one, else `validation`; lesions / patients the t
 4. **Group-aware.** A copy of another photo of the same lesion is a copy too: every flagged image names the nearest
    training image's group (`group_id`: lesion or patient) and all training rows of that group.
 
-A fixed `--threshold` (SSCD's copy-detection cut-off is 0.5) skips step 1's calibration but not its measurement.
+A fixed `--threshold` (a score; SSCD's copy-detection cut-off is cosine 0.5) skips step 1's calibration but not its
+measurement.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from ..shards import atomic_write_json
 from . import reports
 from .copies import STRENGTHS, plant_copy
 from .features import ContrastiveConfig, l2_normalize, load_extractor, torch_device
+from .keypoints import KeypointConfig, KeypointMatcher
 from .neighbors import knn
 from .stats import (
     conformal_threshold,
@@ -50,12 +56,15 @@ HELDOUT_SPLITS = ("test", "validation")
 SIGNIFICANCE = 0.05
 
 DEFINITIONS = {
-    "threshold": "cosine similarity above which a synthetic image is flagged as a possible copy of its nearest training image",
+    "score": "how alike an image and its nearest training image are (see `score`); higher is more alike",
+    "threshold": "score above which a synthetic image is flagged as a possible copy of its nearest training image",
     "false_positive_rate": "share of held-out real images (new patients, not used to set the threshold) above the threshold; "
     "a perfect generator's images are flagged at this rate too, so it is the audit's false-alarm rate",
     "rate": "share of synthetic images above the threshold; a perfect generator scores the false-positive rate",
     "excess": "synthetic share above the threshold minus the held-out real share, with a 95 % interval and a one-sided test; "
     "a perfect generator scores 0 (not significant)",
+    "heldout_flagged": "held-out real images above the threshold: false alarms, or the same lesion under another group id "
+    "(a leak between the real splits; look at them)",
     "planted_copy_recall": "share of planted copies (training images altered by crop, flip, rotation, colour jitter and JPEG) "
     "flagged and matched to their own lesion group; a perfect audit scores 1, whatever the generator",
 }
@@ -111,12 +120,26 @@ def verdict(report: dict) -> str:
             f"of copying (excess {e['value']:.1%}, 95% CI {e['ci95'][0]:.1%} to {e['ci95'][1]:.1%}, p = {e['p_value']:.2g})")
 
 
-def _nearest(extractor, split, train_features, backend, device, desc, progress) -> tuple[np.ndarray, np.ndarray]:
+class EmbeddingMatcher:
+    """Nearest training image by cosine similarity of `extractor`'s features (exact search, `neighbors.knn`)."""
+
+    score = "cosine similarity of the image's features to its nearest training image's"
+    label = "cosine similarity"
+
+    def __init__(self, extractor, reference, backend: str, device: str | None, progress: bool):
+        self.name, self.extractor, self.backend, self.device = extractor.name, extractor, backend, device
+        self.train_features = l2_normalize(extractor.extract(reference, desc="features: real train", progress=progress))
+
+    def nearest(self, split, desc: str, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+        features = l2_normalize(self.extractor.extract(split, desc=desc, progress=progress))
+        sims, idx = knn(features, self.train_features, 1, backend=self.backend, device=self.device)
+        return sims[:, 0], idx[:, 0]
+
+
+def _nearest(matcher, split, desc: str, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     if len(split) == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.int64)
-    features = l2_normalize(extractor.extract(split, desc=desc, progress=progress))
-    sims, idx = knn(features, train_features, 1, backend=backend, device=device)
-    return sims[:, 0], idx[:, 0]
+    return matcher.nearest(split, desc, progress)
 
 
 def planted_copies(train_split, rows: np.ndarray, strength: str, seed: int):
@@ -133,7 +156,7 @@ def audit_memorization(
     train: str | Path,
     out: str | Path,
     *,
-    features: str = "auto",
+    features: str = "keypoints",
     false_positive_rate: float = 0.01,
     threshold: float | None = None,
     train_split: str = "train",
@@ -145,12 +168,18 @@ def audit_memorization(
     update_card: bool = False,
     device: str | None = None,
     contrastive: ContrastiveConfig = ContrastiveConfig(),
+    keypoints: KeypointConfig = KeypointConfig(),
     progress: bool = True,
 ) -> dict:
     """Audit every split of `synthetic` against the `train_split` of the real dataset `train`; mirrors
-    `skinsynth audit memorization`. Writes memorization.json and two PNGs into `out`; returns the report."""
-    if threshold is not None and not -1.0 <= threshold <= 1.0:
-        raise SkinsynthError(f"`--threshold` is a cosine similarity between -1 and 1, got {threshold}")
+    `skinsynth audit memorization`. Writes memorization.json and two PNGs into `out`; returns the report.
+
+    `features`: "keypoints" (SIFT matches verified by RANSAC, `keypoints.py`) or any `features.load_extractor` spec
+    ("auto", "contrastive", "dinov2-vitl14", a Hub id, "classifier:DIR"…), compared by cosine similarity."""
+    if threshold is not None and features == "keypoints" and threshold < 0:
+        raise SkinsynthError(f"`--threshold` with keypoints is a number of matched keypoints, 0 or more; got {threshold}")
+    if threshold is not None and features != "keypoints" and not -1.0 <= threshold <= 1.0:
+        raise SkinsynthError(f"`--threshold` with `{features}` features is a cosine similarity between -1 and 1, got {threshold}")
     if not 0 < false_positive_rate < 0.5:
         raise SkinsynthError(f"`--false-positive-rate` must be between 0 and 0.5, got {false_positive_rate}")
     if num_planted < 0:
@@ -168,16 +197,19 @@ def audit_memorization(
         raise DatasetError(f"the real `{train_split}` split of `{train}` is empty: there is nothing to compare with")
     out = reports.prepare_output(out)  # once the inputs are known good: a refused audit leaves no folder behind
 
-    if backend == "auto":  # the search runs where the features are computed
-        backend = "numpy" if torch_device(device) == "cpu" else "torch"
-    extractor = load_extractor(features, train_split=reference, cache_dir=out, device=device, contrastive=contrastive, progress=progress)
-    train_features = l2_normalize(extractor.extract(reference, desc=f"features: real {train_split}", progress=progress))
+    if features == "keypoints":
+        matcher = KeypointMatcher(reference, keypoints, progress)
+    else:
+        if backend == "auto":  # the search runs where the features are computed
+            backend = "numpy" if torch_device(device) == "cpu" else "torch"
+        extractor = load_extractor(features, train_split=reference, cache_dir=out, device=device, contrastive=contrastive, progress=progress)
+        matcher = EmbeddingMatcher(extractor, reference, backend, device, progress)
     train_groups = groups_of(reference)
 
     # held-out images of a group the training split holds are not new patients: left out of calibration
     heldout_groups = groups_of(heldout)
     new = np.flatnonzero(~np.isin(heldout_groups, np.unique(train_groups))) if "group_id" in heldout.column_names else np.arange(len(heldout))
-    null_sims, _ = _nearest(extractor, heldout.select(new.tolist()), train_features, backend, device, f"features: real {heldout_split}", progress)
+    null_sims, null_idx = _nearest(matcher, heldout.select(new.tolist()), f"{matcher.name}: real {heldout_split}", progress)
     calibration, measurement = halves_by_group(heldout_groups[new], seed)
     if len(calibration) == 0 or len(measurement) == 0:
         raise DatasetError(f"the real `{heldout_split}` split has {len(new)} images of new groups; the audit needs at least two groups to calibrate and measure")
@@ -190,9 +222,14 @@ def audit_memorization(
     else:
         method = "fixed"
     fpr = share(len(flag_copies(null_sims[measurement], threshold)), len(measurement))
+    half = np.where(np.isin(np.arange(len(new)), measurement), "measurement", "calibration")
+    heldout_flagged = sorted(
+        ({"row": int(new[r]), "half": str(half[r]), "group": str(heldout_groups[new[r]]), "nearest_train_row": int(null_idx[r]),
+          "nearest_group": str(train_groups[null_idx[r]]), "similarity": round(float(null_sims[r]), 6)} for r in flag_copies(null_sims, threshold)),
+        key=lambda f: -f["similarity"])
 
     names = label_names(syn)
-    nearest = {split: _nearest(extractor, part, train_features, backend, device, f"features: synthetic {split}", progress) for split, part in syn.items()}
+    nearest = {split: _nearest(matcher, part, f"{matcher.name}: synthetic {split}", progress) for split, part in syn.items()}
     flagged, per_split, class_total, class_flagged = [], {}, np.zeros(len(names), int), np.zeros(len(names), int)
     group_rows: dict[str, list[int]] = {}
     for row, group in enumerate(train_groups):
@@ -212,19 +249,20 @@ def audit_memorization(
     planted_rows = np.sort(np.random.default_rng(seed).choice(len(reference), min(num_planted, len(reference)), replace=False))
     for strength in STRENGTHS if num_planted else ():
         copies = planted_copies(reference, planted_rows, strength, seed)
-        sims, idx = _nearest(extractor, copies, train_features, backend, device, f"features: planted {strength} copies", progress)
+        sims, idx = _nearest(matcher, copies, f"{matcher.name}: planted {strength} copies", progress)
         hits = (sims > threshold) & (train_groups[idx] == train_groups[planted_rows])
         recall[strength] = share(int(hits.sum()), len(hits))
 
     all_sims = np.concatenate([s for s, _ in nearest.values()]) if nearest else np.zeros(0)
     report = {
-        "features": extractor.name,
+        "features": matcher.name,
+        "score": matcher.score,
         "threshold": round(float(threshold), 6),
         "threshold_method": method,
         "nominal_false_positive_rate": false_positive_rate if method != "fixed" else None,
         "false_positive_rate": fpr,
         "num_synthetic": num_synthetic,
-        "num_train": len(train_features),
+        "num_train": len(reference),
         "num_flagged": len(flagged),
         "rate": len(flagged) / num_synthetic if num_synthetic else 0.0,
         "excess": excess(len(flagged), num_synthetic, fpr["count"], fpr["n"]),
@@ -235,7 +273,7 @@ def audit_memorization(
         "baseline": _summary(null_sims[measurement]),
         "rows": {
             "reference": f"all {len(reference)} rows of real `{train_split}` (searched for each image's nearest neighbour)",
-            "encoder": f"real `{train_split}` (the contrastive encoder's training images)" if extractor.name == "contrastive" else "pretrained, no real rows",
+            "encoder": _encoder_rows(matcher.name, train_split),
             "calibration": f"{len(calibration)} rows of real `{heldout_split}` ({len(np.unique(heldout_groups[new][calibration]))} groups) set the threshold",
             "measurement": f"{len(measurement)} other rows of real `{heldout_split}` ({len(np.unique(heldout_groups[new][measurement]))} groups) measure the false-positive rate",
             "left_out": f"{len(heldout) - len(new)} rows of real `{heldout_split}` whose group is also in `{train_split}`",
@@ -244,15 +282,25 @@ def audit_memorization(
         "definitions": DEFINITIONS,
         "synthetic": str(synthetic),
         "real": str(train),
+        "heldout_split": heldout_split,
         "flagged": flagged,
+        "heldout_flagged": heldout_flagged,
     }
     report["verdict"] = verdict(report)
     atomic_write_json(out / REPORT, report)
-    plot_histogram(all_sims, null_sims[measurement], threshold, out / HISTOGRAM, extractor.name, heldout_split)
+    plot_histogram(all_sims, null_sims[measurement], threshold, out / HISTOGRAM, f"{matcher.label}, {matcher.name}", heldout_split)
     plot_closest_pairs(syn, reference, train_groups, nearest, out / PAIRS, num_pairs)
     if update_card:
         add_report(synthetic, "memorization", report)
     return report
+
+
+def _encoder_rows(features: str, train_split: str) -> str:
+    if features == "keypoints":
+        return f"none trained; the visual vocabulary that shortlists candidates is fitted on real `{train_split}` descriptors"
+    if features == "contrastive":
+        return f"real `{train_split}` (the contrastive encoder's training images)"
+    return "pretrained, no real rows"
 
 
 def _summary(values: np.ndarray) -> dict:
@@ -261,7 +309,7 @@ def _summary(values: np.ndarray) -> dict:
     return {name: round(float(np.percentile(values, q)), 6) for name, q in (("min", 0), ("median", 50), ("p99", 99), ("max", 100))}
 
 
-def plot_histogram(similarities: np.ndarray, baseline: np.ndarray, threshold: float, path: Path, features: str, heldout_split: str) -> None:
+def plot_histogram(similarities: np.ndarray, baseline: np.ndarray, threshold: float, path: Path, score: str, heldout_split: str) -> None:
     """Synthetic-to-train nearest-neighbour similarities against the held-out real (new patients) ones."""
     import matplotlib
 
@@ -269,11 +317,13 @@ def plot_histogram(similarities: np.ndarray, baseline: np.ndarray, threshold: fl
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    bins = np.linspace(min(similarities.min(initial=1), baseline.min(initial=1), threshold) - 0.01, 1.0, 60)
+    values = np.concatenate([similarities, baseline, [threshold]])
+    span = max(float(values.max() - values.min()), 1e-3)
+    bins = np.linspace(values.min() - 0.01 * span, values.max() + 0.01 * span, 60)
     ax.hist(similarities, bins=bins, density=True, alpha=0.6, label=f"synthetic → nearest real train ({len(similarities)})")
     ax.hist(baseline, bins=bins, density=True, alpha=0.6, label=f"held-out real {heldout_split} → nearest real train ({len(baseline)})")
     ax.axvline(threshold, color="black", linestyle="--", label=f"copy threshold {threshold:.3f}")
-    ax.set_xlabel(f"cosine similarity ({features})")
+    ax.set_xlabel(score)
     ax.set_ylabel("density")
     ax.set_title("Nearest-neighbour similarity to the training images")
     ax.legend(fontsize=8)
@@ -289,7 +339,7 @@ def plot_closest_pairs(syn, train_split, train_groups, nearest: dict, path: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    candidates = [(float(sims[r]), split, int(r), int(idx[r])) for split, (sims, idx) in nearest.items() for r in np.argsort(-sims, kind="stable")[:num_pairs]]
+    candidates = [(float(sims[r]), split, int(r), int(idx[r])) for split, (sims, idx) in nearest.items() for r in np.argsort(-sims, kind="stable")[:num_pairs] if idx[r] >= 0]
     pairs = sorted(candidates, key=lambda c: -c[0])[:num_pairs]
     if not pairs:
         return
@@ -298,7 +348,7 @@ def plot_closest_pairs(syn, train_split, train_groups, nearest: dict, path: Path
         left.imshow(syn[split][row]["image"].convert("RGB"))
         left.set_title(f"synthetic {split}[{row}]", fontsize=8)
         right.imshow(train_split[train_row]["image"].convert("RGB"))
-        right.set_title(f"train[{train_row}] {train_groups[train_row]}  sim {sim:.3f}", fontsize=8)
+        right.set_title(f"train[{train_row}] {train_groups[train_row]}  score {sim:.4g}", fontsize=8)
         for ax in (left, right):
             ax.axis("off")
     fig.tight_layout()

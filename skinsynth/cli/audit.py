@@ -10,6 +10,13 @@ FEATURES_HELP = (
     "(the penultimate layer of a model `skinsynth benchmark` saved in BENCH/models/ARM/seedN), or `contrastive` (a small "
     "encoder trained here on real images; no download). Default `auto`: DINOv2 if the Hub is reachable, else contrastive"
 )
+MEMORIZATION_FEATURES_HELP = (
+    "how an image is compared with the training images. Default `keypoints`: the number of SIFT keypoints it shares with "
+    "one training image under a single rotation/scale/shift (RANSAC inliers); catches copies under any crop, flip, rotation, "
+    "colour change and JPEG, with no download. Or any feature space of `audit quality` (`auto`, `dinov2-vitl14`, a Hub id, "
+    "`classifier:DIR`, `contrastive`), compared by cosine similarity, which can also catch look-alikes with other textures "
+    "when the space is good enough: the planted-copy recall in the report says whether it is"
+)
 
 
 def register(subparsers) -> None:
@@ -25,8 +32,8 @@ def register(subparsers) -> None:
         "memorization",
         help="find synthetic images that copy a real training image",
         description=(
-            "Find every synthetic image's nearest real training image by cosine similarity (exact search, in blocks) and flag "
-            "it when the similarity is above the copy threshold. The audit checks itself on real images the generator never saw "
+            "Find every synthetic image's nearest real training image and flag it when their score (matched keypoints, or "
+            "cosine similarity in a feature space) is above the copy threshold. The audit checks itself on real images the generator never saw "
             "(the real test split, else validation: new lesions): half of them set the threshold so that a new patient's image "
             "is flagged at most --false-positive-rate of the time, the other half measure that rate (with a 95% CI). The "
             "headline is the excess: the synthetic share above the threshold minus the held-out real share, with a 95% CI "
@@ -34,14 +41,14 @@ def register(subparsers) -> None:
             "jitter, JPEG; light and heavy) and reports the share it catches. Writes memorization.json (flagged rows with "
             "their nearest training row and lesion group), a histogram against the held-out baseline, and the closest pairs."
         ),
-        epilog="Example: skinsynth audit memorization ./synthetic --train ./ham10000 --features contrastive --out ./audit",
+        epilog="Example: skinsynth audit memorization ./synthetic --train ./ham10000 --out ./audit",
     )
     memorization.add_argument("synthetic", metavar="SYN", help="synthetic dataset (folder or Hub id); all its splits are audited")
     memorization.add_argument("--train", required=True, metavar="REAL", help="real dataset the generator was trained on (its train split is searched; its test or validation split calibrates the threshold)")
     memorization.add_argument("--out", required=True, metavar="DIR", help="folder for memorization.json, the PNGs and a cached contrastive encoder")
-    memorization.add_argument("--features", default="auto", metavar="F", help=FEATURES_HELP)
+    memorization.add_argument("--features", default="keypoints", metavar="F", help=MEMORIZATION_FEATURES_HELP)
     memorization.add_argument("--false-positive-rate", type=float, default=0.01, metavar="A", help="nominal share of new patients' images flagged; sets the threshold (default: 0.01)")
-    memorization.add_argument("--threshold", type=float, default=None, metavar="X", help="fixed cosine-similarity threshold instead of the calibrated one (SSCD uses 0.5); its false-positive rate is still measured")
+    memorization.add_argument("--threshold", type=float, default=None, metavar="X", help="fixed score threshold instead of the calibrated one (matched keypoints, or a cosine similarity: SSCD uses 0.5); its false-positive rate is still measured")
     memorization.add_argument("--heldout-split", default=None, metavar="SPLIT", help="real split of images the generator never saw, for the threshold and its false-positive rate (default: test, else validation)")
     memorization.add_argument("--planted", type=int, default=200, metavar="N", help="training images planted as altered copies (per strength) to measure the audit's recall (default: 200; 0: none)")
     memorization.add_argument("--backend", default="auto", choices=["auto", "numpy", "torch", "faiss"], help="exact search backend (default: torch on a GPU --device, numpy on the CPU; faiss if installed)")
@@ -88,6 +95,11 @@ def run_memorization(args) -> None:
     for strength, recall in report["planted_copy_recall"].items():
         print(f"planted-copy recall ({strength} alterations): {_share(recall)}")
     print(report["verdict"])
+    if report["heldout_flagged"]:
+        top = report["heldout_flagged"][0]
+        print(f"{len(report['heldout_flagged'])} held-out real images are above the threshold too (highest {top['similarity']:.4g}: `{report['heldout_split']}` row "
+              f"{top['row']}, group {top['group']}, against train row {top['nearest_train_row']}, group {top['nearest_group']}); if they show the same "
+              "lesion, the real splits share lesions under different ids (memorization.json lists them)")
     print(f"wrote {args.out}/memorization.json and its pictures")
 
 
