@@ -216,3 +216,17 @@ def test_cli_prints_the_measured_rates_and_bad_input_exits_2(datasets_dir, ham10
     assert main(["-q", "audit", "memorization", str(root / "syn"), "--train", str(root / "real"), "--false-positive-rate", "0.7", "--out", str(tmp_path / "d")]) == 2
     with pytest.raises(SkinsynthError, match="classifier"):
         audit_memorization(root / "syn", root / "real", tmp_path / "e", features="classifier:", progress=False)
+
+
+def test_heldout_images_of_a_training_lesion_under_another_id_are_reported(ham10000_dir, datasets_dir, tmp_path, capsys):
+    """HAM10000 files some lesions under two ids; the audit names the held-out images that match a training image."""
+    root, _ = datasets_dir
+    train = ham_rows(ham10000_dir, 12)
+    leak = {**copy_row(train[5], np.random.default_rng(0), "light"), "group_id": "HAM_leak"}
+    write_dataset(tmp_path / "leaky", {"train": train, "test": ham_rows(ham10000_dir, 12, skip=12) + [leak]})
+    assert main(["-q", "audit", "memorization", str(root / "syn-new"), "--train", str(tmp_path / "leaky"), "--threshold", "8", "--planted", "0",
+                 "--out", str(tmp_path / "audit")]) == 0
+    out = capsys.readouterr().out
+    assert "held-out real images score above the threshold too" in out and "group HAM_leak" in out
+    report = json.loads((tmp_path / "audit" / "memorization.json").read_text())
+    assert [(f["group"], f["nearest_train_row"]) for f in report["heldout_flagged"]] == [("HAM_leak", 5)]

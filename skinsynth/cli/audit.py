@@ -51,7 +51,7 @@ def register(subparsers) -> None:
     memorization.add_argument("--threshold", type=float, default=None, metavar="X", help="fixed score threshold instead of the calibrated one (matched keypoints, or a cosine similarity: SSCD uses 0.5); its false-positive rate is still measured")
     memorization.add_argument("--heldout-split", default=None, metavar="SPLIT", help="real split of images the generator never saw, for the threshold and its false-positive rate (default: test, else validation)")
     memorization.add_argument("--planted", type=int, default=200, metavar="N", help="training images planted as altered copies (per strength) to measure the audit's recall (default: 200; 0: none)")
-    memorization.add_argument("--backend", default="auto", choices=["auto", "numpy", "torch", "faiss"], help="exact search backend (default: torch on a GPU --device, numpy on the CPU; faiss if installed)")
+    memorization.add_argument("--backend", default="auto", choices=["auto", "numpy", "torch", "faiss"], help="exact search backend for embedding features (default: torch on a GPU --device, numpy on the CPU; faiss if installed)")
     _common(memorization)
     memorization.set_defaults(run=run_memorization)
 
@@ -91,15 +91,15 @@ def run_memorization(args) -> None:
         contrastive=ContrastiveConfig(steps=args.contrastive_steps), progress=not args.quiet,
     )
     fpr = report["false_positive_rate"]
-    print(f"threshold {report['threshold']:.4f} ({report['features']} features): measured false-positive rate {_share(fpr)} on held-out real images")
+    print(f"threshold {report['threshold']:.4g} ({report['features']}): measured false-positive rate {_share(fpr)} on held-out real images")
     for strength, recall in report["planted_copy_recall"].items():
         print(f"planted-copy recall ({strength} alterations): {_share(recall)}")
     print(report["verdict"])
     if report["heldout_flagged"]:
         top = report["heldout_flagged"][0]
-        print(f"{len(report['heldout_flagged'])} held-out real images are above the threshold too (highest {top['similarity']:.4g}: `{report['heldout_split']}` row "
-              f"{top['row']}, group {top['group']}, against train row {top['nearest_train_row']}, group {top['nearest_group']}); if they show the same "
-              "lesion, the real splits share lesions under different ids (memorization.json lists them)")
+        print(f"{len(report['heldout_flagged'])} held-out real images score above the threshold too (highest {top['similarity']:.4g}: `{report['heldout_split']}` "
+              f"row {top['row']}, group {top['group']}, against train row {top['nearest_train_row']}, group {top['nearest_group']}). If a pair shows one "
+              "lesion, the real splits share it under two ids; such pairs also raise the threshold and lower the recall (memorization.json lists them)")
     print(f"wrote {args.out}/memorization.json and its pictures")
 
 
