@@ -58,12 +58,13 @@ def lesions_new_to(train: list[dict], candidates: list[dict], count: int) -> lis
     side each pair is one lesion photographed twice (the rest score 6 or less). Those are copies, not new patients."""
     import datasets
 
-    from skinsynth.audit.keypoints import KeypointMatcher
+    from skinsynth.audit.keypoints import KeypointConfig, KeypointMatcher
 
     def as_dataset(rows):
         return datasets.Dataset.from_dict({"image": [r["image"] for r in rows]}, features=datasets.Features({"image": datasets.Image()}))
 
-    scores, _ = KeypointMatcher(as_dataset(train), progress=False).nearest(as_dataset(candidates), progress=False)
+    index = KeypointMatcher(as_dataset(train), KeypointConfig(vocabulary=1024), progress=False)  # a smaller vocabulary: quicker, ample for twins
+    scores, _ = index.nearest(as_dataset(candidates), progress=False)
     new = [row for row, score in zip(candidates, scores) if score < SAME_LESION]
     assert len(new) >= count
     return new[:count]

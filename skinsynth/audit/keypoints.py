@@ -41,8 +41,8 @@ class KeypointConfig:
     side: int = 400  # pixels of the longer side images are described at
     max_keypoints: int = 300
     contrast_threshold: float = 0.02  # SIFT's detector threshold; dermoscopy images are low-contrast (OpenCV's default: 0.04)
-    vocabulary: int = 2048  # visual words (fewer when the training images have few descriptors)
-    candidates: int = 60  # training images verified per query
+    vocabulary: int = 8192  # visual words (fewer when the training images have few descriptors)
+    candidates: int = 100  # training images verified per query
     ratio: float = 0.85  # Lowe's ratio test
     ransac_pixels: float = 4.0  # inlier distance, in pixels at `side`
     seed: int = 0
