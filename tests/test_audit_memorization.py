@@ -231,3 +231,13 @@ def test_heldout_images_of_a_training_lesion_under_another_id_are_reported(ham10
     assert "held-out real images score above the threshold too" in out and "group HAM_leak" in out
     report = json.loads((tmp_path / "audit" / "memorization.json").read_text())
     assert [(f["group"], f["nearest_train_row"]) for f in report["heldout_flagged"]] == [("HAM_leak", 5)]
+
+
+def test_the_verdict_says_fewer_when_held_out_images_score_higher_than_synthetic_ones():
+    """The HAM10000 twin: 0 of 588 synthetic images flagged while 7 of 501 held-out ones are (lesions under two ids)."""
+    from skinsynth.audit.memorization import share, verdict
+
+    report = {"excess": excess(0, 588, 7, 501), "false_positive_rate": share(7, 501), "num_flagged": 0, "num_synthetic": 588}
+    assert report["excess"]["ci95"][1] < 0
+    assert verdict(report).startswith("0 of 588 synthetic images are above the threshold, fewer than expected from new patients (1.4% of")
+    assert "no evidence of copying" in verdict(report)

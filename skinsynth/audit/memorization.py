@@ -116,7 +116,8 @@ def verdict(report: dict) -> str:
     if e["significant"]:
         return (f"{head}: about {e['num_excess_images']:.0f} more than new patients would be (excess {e['value']:.1%}, "
                 f"95% CI {e['ci95'][0]:.1%} to {e['ci95'][1]:.1%}, one-sided p = {e['p_value']:.2g}): inspect the flagged images")
-    return (f"{head}, as many as expected from new patients ({fpr['value']:.1%} of held-out real images are): no evidence "
+    expected = "fewer than" if e["ci95"][1] < 0 else "as many as"  # fewer: held-out images above it are likely training lesions under other ids
+    return (f"{head}, {expected} expected from new patients ({fpr['value']:.1%} of held-out real images are): no evidence "
             f"of copying (excess {e['value']:.1%}, 95% CI {e['ci95'][0]:.1%} to {e['ci95'][1]:.1%}, p = {e['p_value']:.2g})")
 
 
