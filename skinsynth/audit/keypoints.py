@@ -88,7 +88,7 @@ class KeypointMatcher:
     """The training images' keypoints, vocabulary and bag-of-words index; `nearest` scores query images against them."""
 
     name = "keypoints"
-    label = "verified keypoint matches"
+    label = "verified keypoint matches (SIFT + RANSAC)"
     score = "number of SIFT keypoints matched to the nearest training image under one similarity transform (RANSAC inliers)"
 
     def __init__(self, reference, config: KeypointConfig = KeypointConfig(), progress: bool = True):

@@ -125,10 +125,10 @@ class EmbeddingMatcher:
     """Nearest training image by cosine similarity of `extractor`'s features (exact search, `neighbors.knn`)."""
 
     score = "cosine similarity of the image's features to its nearest training image's"
-    label = "cosine similarity"
 
     def __init__(self, extractor, reference, backend: str, device: str | None, progress: bool):
         self.name, self.extractor, self.backend, self.device = extractor.name, extractor, backend, device
+        self.label = f"cosine similarity ({extractor.name})"
         self.train_features = l2_normalize(extractor.extract(reference, desc="features: real train", progress=progress))
 
     def nearest(self, split, desc: str, progress: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -289,7 +289,7 @@ def audit_memorization(
     }
     report["verdict"] = verdict(report)
     atomic_write_json(out / REPORT, report)
-    plot_histogram(all_sims, null_sims[measurement], threshold, out / HISTOGRAM, f"{matcher.label}, {matcher.name}", heldout_split)
+    plot_histogram(all_sims, null_sims[measurement], threshold, out / HISTOGRAM, matcher.label, heldout_split)
     plot_closest_pairs(syn, reference, train_groups, nearest, out / PAIRS, num_pairs)
     if update_card:
         add_report(synthetic, "memorization", report)
@@ -323,10 +323,11 @@ def plot_histogram(similarities: np.ndarray, baseline: np.ndarray, threshold: fl
     bins = np.linspace(values.min() - 0.01 * span, values.max() + 0.01 * span, 60)
     ax.hist(similarities, bins=bins, density=True, alpha=0.6, label=f"synthetic → nearest real train ({len(similarities)})")
     ax.hist(baseline, bins=bins, density=True, alpha=0.6, label=f"held-out real {heldout_split} → nearest real train ({len(baseline)})")
-    ax.axvline(threshold, color="black", linestyle="--", label=f"copy threshold {threshold:.3f}")
+    ax.axvline(threshold, color="black", linestyle="--", label=f"copy threshold {threshold:.4g}")
     ax.set_xlabel(score)
-    ax.set_ylabel("density")
-    ax.set_title("Nearest-neighbour similarity to the training images")
+    ax.set_ylabel("density (log scale: the tail is what matters)")
+    ax.set_yscale("log")
+    ax.set_title("Score against the nearest training image")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
