@@ -92,13 +92,13 @@ class KeypointMatcher:
     score = "number of SIFT keypoints matched to the nearest training image under one similarity transform (RANSAC inliers)"
 
     def __init__(self, reference, config: KeypointConfig = KeypointConfig(), progress: bool = True):
+        from tqdm.auto import tqdm
+
         from .features import image_batches
 
         self.config = config
         self._detector = _cv2().SIFT_create(nfeatures=config.max_keypoints, contrastThreshold=config.contrast_threshold)
         positions, descriptors = [], []
-        from tqdm.auto import tqdm
-
         with tqdm(total=len(reference), unit="img", desc="keypoints: real train", disable=not progress) as bar:
             for batch in image_batches(reference, 64):
                 for image in batch:
