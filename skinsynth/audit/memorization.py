@@ -5,8 +5,9 @@ above a threshold. Two kinds of score: `keypoints` (the default; `keypoints.py`)
 image shares with a training image under one similarity transform, which catches reproductions of a photo under any
 crop, rotation, colour change or compression; or the cosine similarity in an embedding (`--features`, `features.py`),
 which can also catch look-alikes re-rendered with other textures, when the embedding is good enough. The planted-copy
-recall below says which is good enough on the data at hand. The audit validates itself on real images the generator never saw (the
-real `test` split when there is one, else `validation`; lesions / patients the training split does not hold):
+recall below says which is good enough on the data at hand. The audit validates itself on real images the generator
+never saw (the real `test` split when there is one, else `validation`; lesions / patients the training split does
+not hold):
 
 1. **Threshold at a stated false-positive rate.** The held-out images are cut in two halves by group. Each image of
    the calibration half is scored against the training images exactly as a synthetic image is; the threshold is the
