@@ -18,6 +18,7 @@ from ._lazy import lazy_exports
 _EXPORTS = {
     "FilterConfig": "audit.filter",
     "filter_dataset": "audit.filter",
+    "audit_fidelity": "audit.fidelity",
     "audit_memorization": "audit.memorization",
     "audit_quality": "audit.quality",
     "benchmark": "benchmark",
@@ -67,6 +68,7 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "SkinsynthError",
+    "audit_fidelity",
     "audit_memorization",
     "audit_quality",
     "benchmark",

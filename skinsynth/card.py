@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 CARD_FILE = "README.md"
 GRID_FILE = "sample_grid.png"
 REPORTS_DIR = "reports"
-REPORTS = ("benchmark", "memorization", "quality")  # reports/{name}.json -> cards/{name}_section.md, in this order
+REPORTS = ("benchmark", "fidelity", "memorization", "quality")  # reports/{name}.json -> cards/{name}_section.md, in this order
 REAL_ATTRIBUTES = ("fitzpatrick", "body_site", "sex", "age")  # `prepare`'s attribute columns, where a source has them
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"), (10_000_000, "1M<n<10M"),
                    (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B"), (10**10, "1B<n<10B"), (10**11, "10B<n<100B"), (10**12, "100B<n<1T")]
@@ -273,7 +273,7 @@ def write_sample_grid(root: Path, manifest: dict, summary: DataSummary, per_clas
 
 
 def read_reports(root: Path) -> dict[str, dict]:
-    """The reports in `root/reports/` that other commands wrote (benchmark, memorization, quality)."""
+    """The reports in `root/reports/` that other commands wrote (benchmark, fidelity, memorization, quality)."""
     reports = {}
     for name in REPORTS:
         path = root / REPORTS_DIR / f"{name}.json"

@@ -10,7 +10,7 @@ def register(subparsers) -> None:
         description=(
             "Rebuild DATASET/README.md, the Hugging Face dataset card, from the manifest (generation.json or "
             "prepare.json), the data (class and attribute counts, sample_grid.png) and the reports in "
-            "DATASET/reports/ (benchmark, memorization, quality). `generate` writes the card itself; run this after "
+            "DATASET/reports/ (benchmark, fidelity, memorization, quality). `generate` writes the card itself; run this after "
             "adding a report or to put the Hub id in the loading snippet. The same folder always gives the same card."
         ),
         epilog="Example: skinsynth card ./demo-output --repo-id me/skin-demo",

@@ -46,6 +46,7 @@ def register(subparsers) -> None:
     training.add_argument("--caption-dropout", type=float, default=None, metavar="F", help="share of empty captions, for classifier-free guidance (default: 0.1 for scratch, else 0; 0.05-0.1 for long full fine-tunes)")
     training.add_argument("--class-balance", type=float, default=0.0, metavar="F", help="draw images with probability count(class)^-F: 0 keeps the data's class frequencies (default), 1 shows every class equally often")
     training.add_argument("--lora-rank", type=int, default=4, metavar="N", help="rank of the LoRA adapters (default: 4)")
+    training.add_argument("--snr-gamma", type=float, default=None, metavar="G", help="min-SNR-gamma loss weighting, as diffusers' --snr_gamma (default: 5 for scratch, else 0 = plain MSE)")
     training.add_argument("--ema", action="store_true", help="keep and export an exponential moving average of the UNet (--method full, scratch)")
 
     architecture = parser.add_argument_group("architecture (--method scratch)")
@@ -75,7 +76,7 @@ def run(args) -> None:
         gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate, resolution=args.resolution,
         checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, validation_images=args.validation_images, seed=args.seed,
         gradient_checkpointing=args.gradient_checkpointing, mixed_precision=args.mixed_precision, use_8bit_adam=args.use_8bit_adam,
-        ema=args.ema, caption_dropout=args.caption_dropout, class_balance=args.class_balance, lora_rank=args.lora_rank, weight_decay=args.weight_decay,
+        ema=args.ema, caption_dropout=args.caption_dropout, snr_gamma=args.snr_gamma, class_balance=args.class_balance, lora_rank=args.lora_rank, weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm, dataloader_workers=args.dataloader_workers, size=args.size, config=args.config,
     )
     metadata = result.metadata

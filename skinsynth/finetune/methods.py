@@ -56,8 +56,8 @@ class Method:
 
     name: str
 
-    def __init__(self, parts: Components, recipe: Recipe, *, lora_rank: int = 4, ema: bool = False):
-        self.parts, self.recipe, self.lora_rank, self.ema = parts, recipe, lora_rank, ema
+    def __init__(self, parts: Components, recipe: Recipe, *, lora_rank: int = 4, ema: bool = False, snr_gamma: float = 0.0):
+        self.parts, self.recipe, self.lora_rank, self.ema, self.snr_gamma = parts, recipe, lora_rank, ema, snr_gamma
 
     def setup(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -80,7 +80,7 @@ class Method:
         number of optimizer steps done."""
         from .train import diffusion_loss
 
-        return diffusion_loss(self.parts, trained, self.parts.text_encoder, noise_scheduler, batch, generator, weight_dtype)
+        return diffusion_loss(self.parts, trained, self.parts.text_encoder, noise_scheduler, batch, generator, weight_dtype, self.snr_gamma)
 
     def after_step(self) -> None:
         """Called after every optimizer step."""
@@ -148,14 +148,17 @@ class Full(Method):
         self._start_ema()
         return unet
 
+    def ema_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The weights `--ema` averages, by checkpoint name."""
+        return list(self.parts.unet.named_parameters())
+
     def _start_ema(self) -> None:
         self.ema_model = None
         if self.ema:
             from diffusers.training_utils import EMAModel
 
-            unet = self.parts.unet
-            self.ema_model = EMAModel(unet.parameters(), model_cls=type(unet), model_config=unet.config)
-            self.ema_model.to(unet.device)
+            self.ema_model = EMAModel([p for _, p in self.ema_parameters()])
+            self.ema_model.to(self.parts.unet.device)
 
     def low_precision_modules(self):
         return [self.parts.vae, self.parts.text_encoder]
@@ -164,11 +167,12 @@ class Full(Method):
         return list(self.parts.unet.parameters())
 
     def state(self):
-        tensors = {f"unet.{name}": value for name, value in self.parts.unet.state_dict().items()}
-        if self.ema_model is not None:
-            names = [name for name, _ in self.parts.unet.named_parameters()]
-            tensors.update({f"ema.{name}": shadow for name, shadow in zip(names, self.ema_model.shadow_params)})
-        return tensors
+        return {f"unet.{name}": value for name, value in self.parts.unet.state_dict().items()} | self._ema_state()
+
+    def _ema_state(self) -> dict[str, torch.Tensor]:
+        if self.ema_model is None:
+            return {}
+        return {f"ema.{name}": shadow for (name, _), shadow in zip(self.ema_parameters(), self.ema_model.shadow_params)}
 
     def load_state(self, tensors, step):
         self.parts.unet.load_state_dict({k.removeprefix("unet."): v for k, v in tensors.items() if k.startswith("unet.")})
@@ -176,10 +180,9 @@ class Full(Method):
 
     def _load_ema(self, tensors, step):
         if self.ema_model is not None:
-            names = [name for name, _ in self.parts.unet.named_parameters()]
-            missing = [name for name in names if f"ema.{name}" not in tensors]
-            if missing:
-                raise PipelineError("the checkpoint has no EMA weights; resume without --ema changes, or start a new run")
+            names = [name for name, _ in self.ema_parameters()]
+            if any(f"ema.{name}" not in tensors for name in names):
+                raise PipelineError("the checkpoint has no EMA weights for every averaged weight; resume without --ema changes, or start a new run")
             with torch.no_grad():
                 for name, shadow in zip(names, self.ema_model.shadow_params):
                     shadow.copy_(tensors[f"ema.{name}"])
@@ -187,19 +190,20 @@ class Full(Method):
 
     def after_step(self):
         if self.ema_model is not None:
-            self.ema_model.step(self.parts.unet.parameters())
+            self.ema_model.step([p for _, p in self.ema_parameters()])
 
     @contextlib.contextmanager
     def evaluation_weights(self):
         if self.ema_model is None:
             yield
             return
-        self.ema_model.store(self.parts.unet.parameters())
-        self.ema_model.copy_to(self.parts.unet.parameters())
+        parameters = [p for _, p in self.ema_parameters()]
+        self.ema_model.store(parameters)
+        self.ema_model.copy_to(parameters)
         try:
             yield
         finally:
-            self.ema_model.restore(self.parts.unet.parameters())
+            self.ema_model.restore(parameters)
 
     def export(self, out, pipeline_class):
         from diffusers import DiffusionPipeline
@@ -244,7 +248,7 @@ class TextualInversion(Method):
     def loss(self, trained, noise_scheduler, batch, generator, weight_dtype, step):
         from .train import diffusion_loss
 
-        return diffusion_loss(self.parts, self.parts.unet, trained, noise_scheduler, batch, generator, weight_dtype)
+        return diffusion_loss(self.parts, self.parts.unet, trained, noise_scheduler, batch, generator, weight_dtype, self.snr_gamma)
 
     def parameters(self):
         return list(self.parts.text_encoder.get_input_embeddings().parameters())
@@ -278,7 +282,7 @@ class TextualInversion(Method):
 
 class Scratch(Full):
     """Stage 1 (the first `autoencoder_steps` steps) trains the autoencoder alone; stage 2 the UNet and the text
-    encoder on its latents, with the optional EMA of the UNet. One optimizer holds every weight: a weight that gets
+    encoder on its latents, with the optional EMA of both. One optimizer holds every weight: a weight that gets
     no gradient in a stage is left untouched by AdamW. The latent scale (SD's `scaling_factor`) is measured on the
     first batch of stage 2 and kept in the checkpoints, so a run resumes in either stage."""
 
@@ -318,7 +322,7 @@ class Scratch(Full):
             return autoencoder_loss(vae, pixels, generator, self.architecture.kl_weight)[0]
         if self.scaling_factor is None:
             self._measure_scaling(batch, generator, weight_dtype)
-        return diffusion_loss(self.parts, self.parts.unet, self.parts.text_encoder, noise_scheduler, batch, generator, weight_dtype)
+        return diffusion_loss(self.parts, self.parts.unet, self.parts.text_encoder, noise_scheduler, batch, generator, weight_dtype, self.snr_gamma)
 
     def _measure_scaling(self, batch, generator, weight_dtype) -> None:
         vae = self.parts.vae
@@ -330,14 +334,16 @@ class Scratch(Full):
         self.scaling_factor = value
         self.parts.vae.register_to_config(scaling_factor=value)
 
+    def ema_parameters(self):
+        # The co-trained text encoder is averaged with the UNet: an averaged UNet reading a raw text encoder's last
+        # state sees captions it was never trained on.
+        return [(f"{name}.{key}", p) for name in ("unet", "text_encoder") for key, p in getattr(self.parts, name).named_parameters() if p.requires_grad]
+
     def state(self):
         tensors = {f"{name}.{key}": value for name in self.COMPONENTS for key, value in getattr(self.parts, name).state_dict().items()}
         if self.scaling_factor is not None:
             tensors["scaling_factor"] = torch.tensor(self.scaling_factor, dtype=torch.float64)
-        if self.ema_model is not None:
-            names = [name for name, _ in self.parts.unet.named_parameters()]
-            tensors.update({f"ema.{name}": shadow for name, shadow in zip(names, self.ema_model.shadow_params)})
-        return tensors
+        return tensors | self._ema_state()
 
     def load_state(self, tensors, step):
         for name in self.COMPONENTS:

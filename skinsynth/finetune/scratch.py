@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -49,6 +49,17 @@ class Architecture(BaseModel):
     text_heads: Annotated[int, Field(ge=1)] = 4
     max_caption_tokens: Annotated[int, Field(ge=8, le=77)] = 32
     train_text_encoder: bool = True
+    # How the caption reaches the UNet. Cross-attention alone, at the low resolutions only, let the seed decide the
+    # picture and the class word barely change it (issue 20): `pooled_text` also adds an attention-pooled caption
+    # embedding to the timestep embedding of every ResNet block (`addition_embed_type="text"`, as DeepFloyd IF
+    # does), and `attention_levels: all` puts cross-attention at every UNet level.
+    pooled_text: bool = True
+    attention_levels: Literal["all", "lower"] = "all"
+    # The noise schedule. SD's scaled_linear schedule leaves about 7 % of the image's mean at t = T, so the seed's
+    # noise sets the global colour; a zero-terminal-SNR schedule with v-prediction and "trailing" timesteps
+    # (Lin et al. 2024) starts generation from pure noise, where only the caption can set it.
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    zero_terminal_snr: bool = True
 
     @property
     def autoencoder_factor(self) -> int:
@@ -121,12 +132,7 @@ def caption_words(recipe: Recipe) -> list[str]:
 def build_pipeline(folder: Path, architecture: Architecture, recipe: Recipe, resolution: int, seed: int) -> None:
     """Write the random-weight starting pipeline to `folder` (atomically): same seed and recipe, same weights."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from ..pipeline import write_tokenizer
@@ -136,18 +142,20 @@ def build_pipeline(folder: Path, architecture: Architecture, recipe: Recipe, res
     shutil.rmtree(tmp, ignore_errors=True)
     torch.manual_seed(seed)
     levels = len(a.unet_channels)
+    plain = 1 if a.attention_levels == "lower" else 0  # "lower": no attention at full latent resolution (cheaper)
     unet = UNet2DConditionModel(
         sample_size=resolution // a.autoencoder_factor,
         in_channels=a.latent_channels,
         out_channels=a.latent_channels,
         block_out_channels=a.unet_channels,
         layers_per_block=a.unet_layers,
-        # Attention only below full latent resolution (cheap), as in the smaller diffusers UNets.
-        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (levels - 1),
-        up_block_types=("CrossAttnUpBlock2D",) * (levels - 1) + ("UpBlock2D",),
+        down_block_types=("DownBlock2D",) * plain + ("CrossAttnDownBlock2D",) * (levels - plain),
+        up_block_types=("CrossAttnUpBlock2D",) * (levels - plain) + ("UpBlock2D",) * plain,
         cross_attention_dim=a.text_hidden_size,
         attention_head_dim=a.attention_head_dim,
         norm_num_groups=math.gcd(32, *a.unet_channels),  # GroupNorm's groups must divide every width
+        addition_embed_type="text" if a.pooled_text else None,
+        addition_embed_type_num_heads=a.text_heads,
     )
     vae = AutoencoderKL(
         block_out_channels=a.autoencoder_channels,
@@ -165,15 +173,25 @@ def build_pipeline(folder: Path, architecture: Architecture, recipe: Recipe, res
         num_hidden_layers=a.text_layers, num_attention_heads=a.text_heads, max_position_embeddings=a.max_caption_tokens,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     ))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=noise_schedule(a),
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     )
     pipe.save_pretrained(tmp, safe_serialization=True)
     (tmp / "architecture.json").write_text(json.dumps(a.model_dump(), indent=2), encoding="utf-8")
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
+
+
+def noise_schedule(architecture: Architecture):
+    """The pipeline's scheduler; training reads the same config (`DDPMScheduler.from_pretrained`), so the model is
+    sampled with the schedule and prediction type it learned."""
+    from diffusers import DDIMScheduler
+
+    schedule = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, prediction_type=architecture.prediction_type)
+    if architecture.zero_terminal_snr:
+        return DDIMScheduler(**schedule, rescale_betas_zero_snr=True, timestep_spacing="trailing", set_alpha_to_one=True)
+    return DDIMScheduler(**schedule, set_alpha_to_one=False, steps_offset=1)
 
 
 def autoencoder_loss(vae, pixels, generator, kl_weight: float):

@@ -59,6 +59,9 @@ SD_COMPONENTS = {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}
 DEFAULT_LEARNING_RATES = {"lora": 1e-4, "full": 1e-5, "textual-inversion": 5e-4, "scratch": 5e-4}  # as in diffusers' example scripts
 # Training from scratch drops some captions by default: classifier-free guidance needs an unconditional model.
 DEFAULT_CAPTION_DROPOUT = {"scratch": 0.1}
+# Min-SNR-gamma loss weighting (Hang et al. 2023) for training from scratch: the easy, low-noise steps stop
+# dominating the loss, so the model spends its capacity where the layout (and the class) is decided.
+DEFAULT_SNR_GAMMA = {"scratch": 5.0}
 INIT_DIR = ".skinsynth/init"  # the random-weight pipeline a scratch run starts from
 RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "validate_every", "validation_images", "dataloader_workers"}
 
@@ -85,6 +88,7 @@ class Hyperparameters(BaseModel):
     use_8bit_adam: bool = False
     ema: bool = False
     caption_dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
+    snr_gamma: Annotated[float, Field(ge=0)] | None = None  # 0: plain MSE
     class_balance: Annotated[float, Field(ge=0, le=1)] = 0.0
     lora_rank: Annotated[int, Field(ge=1)] = 4
     weight_decay: Annotated[float, Field(ge=0)] = 1e-2
@@ -254,10 +258,13 @@ def step_generator(seed: int, micro_step: int, process_index: int):
     return torch.Generator("cpu").manual_seed(int(np.random.SeedSequence([seed, micro_step, process_index]).generate_state(1)[0]))
 
 
-def diffusion_loss(parts: Components, unet, text_encoder, noise_scheduler, batch: dict, generator, weight_dtype):
-    """diffusers' text-to-image objective: predict the noise (or the velocity) added to the image's latents."""
+def diffusion_loss(parts: Components, unet, text_encoder, noise_scheduler, batch: dict, generator, weight_dtype, snr_gamma: float = 0.0):
+    """diffusers' text-to-image objective: predict the noise (or the velocity) added to the image's latents;
+    with `snr_gamma`, each image's error is weighted by min(SNR, gamma) / SNR (epsilon) or / (SNR + 1) (velocity),
+    as diffusers' `--snr_gamma` does."""
     import torch
     import torch.nn.functional as F
+    from diffusers.training_utils import compute_snr
     from diffusers.utils.torch_utils import randn_tensor
 
     vae = parts.vae
@@ -278,7 +285,14 @@ def diffusion_loss(parts: Components, unet, text_encoder, noise_scheduler, batch
     else:
         raise PipelineError(f"the base's scheduler predicts `{prediction_type}`; fine-tuning supports epsilon and v_prediction")
     prediction = unet(noisy, timesteps, hidden, return_dict=False)[0]
-    return F.mse_loss(prediction.float(), target.float())
+    if not snr_gamma:
+        return F.mse_loss(prediction.float(), target.float())
+    snr = compute_snr(noise_scheduler, timesteps).float()
+    clamped = snr.clamp(max=snr_gamma)
+    # At a zero-SNR timestep the epsilon weight's limit is 1 (min(SNR, gamma) / SNR with SNR -> 0).
+    weights = clamped / (snr + 1) if prediction_type == "v_prediction" else torch.where(snr > 0, clamped / snr.clamp(min=1e-12), 1.0)
+    errors = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=list(range(1, prediction.ndim)))
+    return (errors * weights).mean()
 
 
 class Trainer:
@@ -309,7 +323,7 @@ class Trainer:
         self.noise_scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
         pipe.to(accelerator.device)
         self.parts = Components(pipe, folder)
-        self.method: Method = METHODS[hyper.method](self.parts, recipe, lora_rank=hyper.lora_rank, ema=hyper.ema)
+        self.method: Method = METHODS[hyper.method](self.parts, recipe, lora_rank=hyper.lora_rank, ema=hyper.ema, snr_gamma=hyper.snr_gamma)
         set_seed(hyper.seed)  # LoRA's initial weights are random
         trained = self.method.setup()
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
@@ -453,6 +467,7 @@ def finetune(
     use_8bit_adam: bool = False,
     ema: bool = False,
     caption_dropout: float | None = None,
+    snr_gamma: float | None = None,
     class_balance: float = 0.0,
     size: str | None = None,
     config: str | Path | None = None,
@@ -503,6 +518,7 @@ def finetune(
         "learning_rate": hyper.learning_rate or DEFAULT_LEARNING_RATES[hyper.method],
         "resolution": hyper.resolution or base_resolution,
         "caption_dropout": dropout,
+        "snr_gamma": hyper.snr_gamma if hyper.snr_gamma is not None else DEFAULT_SNR_GAMMA.get(hyper.method, 0.0),
     })
     out = Path(out)
     identity = {

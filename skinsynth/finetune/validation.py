@@ -11,8 +11,13 @@ from ..recipe import Recipe
 
 
 def validation_grid(pipe, prompts: Sequence[Sequence[str]], row_labels: Sequence[str], recipe: Recipe, seed: int) -> Image.Image:
-    """Generate `prompts[i][j]` with seed `seed + j` using the recipe's generation settings, and lay the images
-    out in a grid with each row's label on its left."""
+    """The grid of `shared_seed_images`, with each row's label on its left."""
+    return image_grid(shared_seed_images(pipe, prompts, recipe, seed), row_labels)
+
+
+def shared_seed_images(pipe, prompts: Sequence[Sequence[str]], recipe: Recipe, seed: int) -> list[list[Image.Image]]:
+    """Generate `prompts[i][j]` with seed `seed + j` using the recipe's generation settings: every row (class) starts
+    column j from the same noise, so what differs down a column is what the prompt changed."""
     generation = recipe.generation
     rows = []
     for row in prompts:
@@ -26,10 +31,10 @@ def validation_grid(pipe, prompts: Sequence[Sequence[str]], row_labels: Sequence
             generator=[torch.Generator("cpu").manual_seed(seed + j) for j in range(len(row))],
         )
         rows.append(output.images)
-    return _grid(rows, row_labels)
+    return rows
 
 
-def _grid(rows: list[list[Image.Image]], labels: Sequence[str]) -> Image.Image:
+def image_grid(rows: list[list[Image.Image]], labels: Sequence[str]) -> Image.Image:
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     margin = 8 + max(draw.textbbox((0, 0), label)[2] for label in labels)
     width, height = rows[0][0].size
