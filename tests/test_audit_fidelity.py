@@ -9,7 +9,6 @@ import pytest
 from PIL import Image
 
 from skinsynth.audit.fidelity import audit_fidelity, shared_seed_measures
-from skinsynth.benchmark.metrics import evaluate
 from skinsynth.cli import main
 from skinsynth.generate import generate
 

@@ -62,15 +62,14 @@ def evaluate(y_true, scores, class_names: list[str]) -> dict:
     }
 
 
-def bootstrap_ci(y_true, scores_per_seed: list, num_classes: int, num_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
-    """Percentile bootstrap interval of each summary metric over the test images, averaged over the seeds' runs.
+def _test_draws(n: int, num_resamples: int, seed: int) -> np.ndarray:
+    """(num_resamples, n) test-image indices drawn with replacement: the same draws for every arm and seed."""
+    return np.random.default_rng(seed).integers(0, n, size=(num_resamples, n))
 
-    Every resample draws test images with replacement (the same draw for every seed, since all runs are tested on
-    the same images) and averages the metric over the seeds.
-    """
-    y_true = np.asarray(y_true)
-    n = len(y_true)
-    draws = np.random.default_rng(seed).integers(0, n, size=(num_resamples, n))
+
+def _resampled(y_true: np.ndarray, scores_per_seed: list, num_classes: int, draws: np.ndarray) -> dict[str, np.ndarray]:
+    """Each summary metric on every resample of the test images, averaged over the seeds' runs."""
+    num_resamples = len(draws)
     values = {name: np.zeros(num_resamples) for name in SUMMARY_METRICS}
     for scores in scores_per_seed:
         scores = np.asarray(scores)
@@ -80,8 +79,35 @@ def bootstrap_ci(y_true, scores_per_seed: list, num_classes: int, num_resamples:
         confusions = np.stack([np.bincount(row, minlength=num_classes * num_classes) for row in pairs]).reshape(num_resamples, num_classes, num_classes)
         values["balanced_accuracy"] += balanced_accuracy(confusions)
         values["macro_f1"] += macro_f1(confusions)
+    return {name: v / len(scores_per_seed) for name, v in values.items()}
+
+
+def bootstrap_ci(y_true, scores_per_seed: list, num_classes: int, num_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
+    """Percentile bootstrap interval of each summary metric over the test images, averaged over the seeds' runs.
+
+    Every resample draws test images with replacement (the same draw for every seed, since all runs are tested on
+    the same images) and averages the metric over the seeds.
+    """
+    y_true = np.asarray(y_true)
+    values = _resampled(y_true, scores_per_seed, num_classes, _test_draws(len(y_true), num_resamples, seed))
     tail = (1 - level) / 2 * 100
-    return {name: [float(np.percentile(v / len(scores_per_seed), tail)), float(np.percentile(v / len(scores_per_seed), 100 - tail))] for name, v in values.items()}
+    return {name: [float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))] for name, v in values.items()}
+
+
+def paired_ratio(y_true, numerator_scores: list, denominator_scores: list, num_classes: int, metric: str = "balanced_accuracy",
+                 num_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict:
+    """The ratio of two arms' seed-averaged `metric` on the same test images (e.g. synthetic-only / real-only), with a
+    paired percentile bootstrap interval: each resample draws the same test images for both arms, so the test set's
+    own luck, shared by the two, cancels instead of widening the interval the way dividing two separate intervals would."""
+    y_true = np.asarray(y_true)
+    draws = _test_draws(len(y_true), num_resamples, seed)
+    top = _resampled(y_true, numerator_scores, num_classes, draws)[metric]
+    bottom = _resampled(y_true, denominator_scores, num_classes, draws)[metric]
+    point = np.mean([evaluate(y_true, s, [str(i) for i in range(num_classes)])[metric] for s in numerator_scores]) / np.mean(
+        [evaluate(y_true, s, [str(i) for i in range(num_classes)])[metric] for s in denominator_scores])
+    ratios = top / np.maximum(bottom, 1e-12)
+    tail = (1 - level) / 2 * 100
+    return {"value": float(point), "ci95": [float(np.percentile(ratios, tail)), float(np.percentile(ratios, 100 - tail))], "num_resamples": num_resamples}
 
 
 def summarize(y_true, scores_per_seed: list, num_classes: int, num_resamples: int = 1000, seed: int = 0) -> dict[str, dict]:

@@ -71,9 +71,10 @@ class Architecture(BaseModel):
 
 
 ARCHITECTURES: dict[str, dict] = {
-    # Toy data (flat colours, shapes) at 32 px: trains in about a minute on one core. The tests use it.
+    # Toy data (flat colours, shapes) at 32 px: 2,000 steps take about 4 minutes on one core (the demo). 100 autoencoder
+    # steps blurred the toy's speckles away (its real test images autoencoded: 67 % recognised); 600 keep them (98 %).
     "tiny": {
-        "resolution": 32, "autoencoder_channels": (16, 32, 32), "autoencoder_steps": 100,
+        "resolution": 32, "autoencoder_channels": (16, 32, 32), "autoencoder_steps": 600,
         "unet_channels": (32, 64), "text_hidden_size": 32, "text_layers": 1, "max_caption_tokens": 16,
     },
     # 64 px images on a 2-core CPU: a 4x autoencoder (16x16x4 latents, 0.7M parameters) and a 3-level UNet (4.1M):
