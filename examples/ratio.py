@@ -1,16 +1,31 @@
-"""Print the headline of a `skinsynth benchmark` run from its results.json: every arm's balanced accuracy (mean and
-95% CI), the synthetic-only / real-only ratio at the same count per class, and the majority-class and chance
-baselines of its test set. Nothing is typed by hand: README.md's figures are this script's output.
+"""Print the headline of a `skinsynth benchmark` run from its results.json and runs/: every arm's balanced accuracy
+(mean and 95% CI), the majority-class and chance baselines of its test set, and each synthetic-only / real-only
+ratio at the same count per class with a paired bootstrap interval (the same resampled test images for both arms).
+Nothing is typed by hand: README.md's figures are this script's output.
 
-    python examples/ratio.py bench-output/ham10000-cpu-flow/benchmark/results.json
+    python examples/ratio.py BENCH/results.json [--fidelity FIDELITY.json …]
+
+`--fidelity` adds, for a filtered synthetic dataset, what its filter was: the classifiers' own balanced accuracy on
+the real test split (from `skinsynth audit fidelity … --classifier FILTER --real REAL`), so a reader sees how much
+real data the filter itself stands for.
 """
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
+import numpy as np
 
-def headline(results: dict) -> str:
+from skinsynth.benchmark.metrics import paired_ratio
+
+
+def run_scores(bench: Path, arm: dict) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The test labels and every seed's test scores of an arm, from BENCH/runs/ARM-seedN.json."""
+    runs = [json.loads((bench / "runs" / f"{arm['name']}-seed{run['seed']}.json").read_text(encoding="utf-8")) for run in arm["runs"]]
+    return np.asarray(runs[0]["test_labels"]), [np.asarray(run["test_scores"]) for run in runs]
+
+
+def headline(results: dict, bench: Path) -> str:
     arms = results["arms"]
     lines = ["| arm | real / synthetic per class | balanced accuracy (mean, 95% CI) | top-1 |", "| --- | --- | --- | --- |"]
     for arm in arms:
@@ -20,15 +35,29 @@ def headline(results: dict) -> str:
     majority, chance = results["baselines"]["majority"], results["baselines"]["chance"]
     lines.append(f"| majority class (always `{majority['class']}`) | – | {100 * majority['balanced_accuracy']:.1f} % | {100 * majority['top1']:.1f} % |")
     lines.append(f"| chance ({len(results['classes'])} classes, uniform guess) | – | {100 * chance['balanced_accuracy']:.1f} % | {100 * chance['top1']:.1f} % |")
-    synthetic = [a for a in arms if a["real_images"] == 0]
-    for arm in synthetic:
-        twins = [a for a in arms if a["synthetic_images"] == 0 and a["real_per_class"] == arm["synthetic_per_class"]]
-        for real in twins:
-            ratio = arm["metrics"]["balanced_accuracy"]["mean"] / real["metrics"]["balanced_accuracy"]["mean"]
-            lines.append(f"\nsynthetic-only / real-only balanced accuracy at {arm['synthetic_per_class']} per class "
-                         f"({arm['name']} / {real['name']}): **{ratio:.2f}**")
+    for arm in (a for a in arms if a["real_images"] == 0):
+        for real in (a for a in arms if a["synthetic_images"] == 0 and a["real_per_class"] == arm["synthetic_per_class"]):
+            labels, synthetic_scores = run_scores(bench, arm)
+            real_labels, real_scores = run_scores(bench, real)
+            assert (labels == real_labels).all(), "both arms are tested on the same real test images"
+            ratio = paired_ratio(labels, synthetic_scores, real_scores, len(results["classes"]))
+            lines.append(f"\nsynthetic-only / real-only balanced accuracy at {arm['synthetic_per_class']} per class ({arm['name']} / {real['name']}): "
+                         f"**{ratio['value']:.2f}** (paired bootstrap 95% CI {ratio['ci95'][0]:.2f}–{ratio['ci95'][1]:.2f}, {ratio['num_resamples']} resamples)")
     return "\n".join(lines)
 
 
+def filter_line(path: Path) -> str:
+    report = json.loads(path.read_text(encoding="utf-8"))
+    real = report["real_fidelity"]
+    return (f"filter `{', '.join(Path(c).name for c in report['classifiers'])}` ({len(report['classifiers'])} classifiers): balanced accuracy "
+            f"{100 * real['balanced_accuracy']:.1f} % on {real['n']} real test images; on the images it judged: {100 * report['synthetic_fidelity']['balanced_accuracy']:.1f} %")
+
+
 if __name__ == "__main__":
-    print(headline(json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--fidelity", type=Path, nargs="*", default=[])
+    args = parser.parse_args()
+    print(headline(json.loads(args.results.read_text(encoding="utf-8")), args.results.parent))
+    for path in args.fidelity:
+        print(filter_line(path))

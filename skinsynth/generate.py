@@ -491,6 +491,11 @@ def generate(
                 scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
             )
             identity["model"] = model_info.identity()
+            if (model_info.finetune or {}).get("method") == "scratch" and recipe.prompts.negative:
+                logger.warning(
+                    "`%s` was trained from scratch with an empty caption as its unconditional input, never with a negative prompt: "
+                    "the recipe's `prompts.negative` (%r) pushes it away from text it never learned; set `negative: ''`", model, recipe.prompts.negative,
+                )
             if image_filter is not None:
                 image_filter = _build_filter(image_filter, recipe, device, progress)
                 identity["filter"] = image_filter.summary()

@@ -131,3 +131,24 @@ def test_subgroup_metrics_equal_hand_computed_values():
 def test_ages_fall_into_bands():
     assert group_values("age", ["80", "5", "45.0", None, "x", "29", "30"]).tolist() == ["75+", "0-29", "45-59", "unknown", "unknown", "0-29", "30-44"]
     assert age_band(74.9) == "60-74" and age_band("") == "unknown"
+
+
+def test_paired_ratio_of_an_arm_to_itself_is_exactly_one_and_pairing_narrows_the_interval():
+    from skinsynth.benchmark.metrics import paired_ratio
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    good = [np.eye(3)[np.where(rng.random(300) < 0.8, y, rng.integers(0, 3, 300))] for _ in range(2)]
+    worse = [np.eye(3)[np.where(rng.random(300) < 0.5, y, rng.integers(0, 3, 300))] for _ in range(2)]
+    same = paired_ratio(y, good, good, 3, num_resamples=200)
+    assert same["value"] == 1.0 and same["ci95"] == [1.0, 1.0]
+    paired = paired_ratio(y, worse, good, 3, num_resamples=400)
+    expected = np.mean([balanced(y, s) for s in worse]) / np.mean([balanced(y, s) for s in good])
+    assert paired["value"] == pytest.approx(expected) and paired["ci95"][0] < paired["value"] < paired["ci95"][1]
+    # Dividing the two arms' separate intervals (their ends) spans more than the paired interval does.
+    low, high = (bootstrap_ci(y, worse, 3, 400)["balanced_accuracy"], bootstrap_ci(y, good, 3, 400, seed=1)["balanced_accuracy"])
+    assert paired["ci95"][1] - paired["ci95"][0] < low[1] / high[0] - low[0] / high[1]
+
+
+def balanced(y, scores):
+    return evaluate(y, scores, ["a", "b", "c"])["balanced_accuracy"]
