@@ -15,7 +15,6 @@ Sizes are named presets (`ARCHITECTURES`), each overridable field by field with 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import shutil
@@ -60,6 +59,9 @@ class Architecture(BaseModel):
     # (Lin et al. 2024) starts generation from pure noise, where only the caption can set it.
     prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
     zero_terminal_snr: bool = True
+    # GroupNorm with one channel per group is instance norm: it erases each channel's mean over the image, so the
+    # decoder and the UNet could not carry an image's overall colour (the samples came out in one average tint).
+    min_channels_per_norm_group: Annotated[int, Field(ge=1)] = 4
 
     @property
     def autoencoder_factor(self) -> int:
@@ -130,6 +132,12 @@ def caption_words(recipe: Recipe) -> list[str]:
     return list(dict.fromkeys(words))
 
 
+def norm_groups(widths: tuple[int, ...], min_channels: int) -> int:
+    """GroupNorm's group count: at most 32 (Stable Diffusion's), dividing every width, with at least `min_channels`
+    channels in each group (or 1 group when no count qualifies)."""
+    return max((g for g in range(1, 33) if all(w % g == 0 and w // g >= min_channels for w in widths)), default=1)
+
+
 def build_pipeline(folder: Path, architecture: Architecture, recipe: Recipe, resolution: int, seed: int) -> None:
     """Write the random-weight starting pipeline to `folder` (atomically): same seed and recipe, same weights."""
     import torch
@@ -154,7 +162,7 @@ def build_pipeline(folder: Path, architecture: Architecture, recipe: Recipe, res
         up_block_types=("CrossAttnUpBlock2D",) * (levels - plain) + ("UpBlock2D",) * plain,
         cross_attention_dim=a.text_hidden_size,
         attention_head_dim=a.attention_head_dim,
-        norm_num_groups=math.gcd(32, *a.unet_channels),  # GroupNorm's groups must divide every width
+        norm_num_groups=norm_groups(a.unet_channels, a.min_channels_per_norm_group),
         addition_embed_type="text" if a.pooled_text else None,
         addition_embed_type_num_heads=a.text_heads,
     )
@@ -164,7 +172,7 @@ def build_pipeline(folder: Path, architecture: Architecture, recipe: Recipe, res
         up_block_types=("UpDecoderBlock2D",) * len(a.autoencoder_channels),
         layers_per_block=a.autoencoder_layers,
         latent_channels=a.latent_channels,
-        norm_num_groups=math.gcd(32, *a.autoencoder_channels),
+        norm_num_groups=norm_groups(a.autoencoder_channels, a.min_channels_per_norm_group),
         sample_size=resolution,
     )
     write_tokenizer(tmp / "tokenizer", caption_words(recipe), a.max_caption_tokens)
