@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-ORDER = ["old", "pooled-text", "attention-everywhere", "zero-snr-v", "min-snr", "new"]
+ORDER = ["old", "pooled-text", "attention-everywhere", "zero-snr-v", "min-snr", "norm-groups", "autoencoder-2000", "new"]
 
 
 def table(work: Path) -> str:

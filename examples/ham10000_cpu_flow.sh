@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # The whole skinsynth flow on HAM10000, on a CPU, offline, with a model that learns: prepare the real data, train a
 # small text-to-image pipeline from scratch at 64 px (`finetune --method scratch`: autoencoder, then UNet + text
-# encoder), generate a balanced synthetic twin from `recipe-from`, and benchmark a small ResNet trained from scratch
-# on real, hybrid and synthetic arms (akrout2023 preset at --scale 0.15: 38 / 75 images per class, HAM10000's rarest
-# class has 92 train images), tested on the real test split, 3 seeds; then over-generate a twin filtered by the
-# benchmark's real-500 classifiers (the paper's trick), benchmark it beside the unfiltered one, print the ratios, and
-# audit the twin (memorization, quality). README.md gives the figures and times.
+# encoder), benchmark a small ResNet trained from scratch on real arms (its real-500 classifiers are saved: the judges
+# of `audit fidelity` and the filter), generate a balanced synthetic twin from `recipe-from`, measure its label
+# fidelity, benchmark the synthetic and hybrid arms (akrout2023 preset at --scale 0.15: 38 / 75 images per class,
+# HAM10000's rarest class has 92 train images; 3 seeds, tested on the real test split); then over-generate a twin
+# filtered by one real-500 classifier (the paper's trick; that classifier saw exactly the real images of the real-500
+# arm's seed 0), benchmark it beside the unfiltered one, print the ratios with paired bootstrap intervals, and audit
+# the twin (memorization, quality). README.md gives the figures and times.
 #
 #   . .venv/bin/activate && bash examples/ham10000_cpu_flow.sh [HAM10000_DIR] [WORK_DIR]
 #
 # Every stage is skipped when its output exists, and training resumes from its last checkpoint: rerun the same
-# command after an interruption. STEPS (default 4000: 800 autoencoder + 3200 UNet steps at batch 8) sets the length.
+# command after an interruption. STEPS (default 8000: 2,000 autoencoder + 6,000 UNet steps at batch 8) sets the length.
 # On a GPU: `--size gpu-base --resolution 256`, recipes at `--size 256`, a larger classifier and the preset at full scale.
 set -euo pipefail
 
 HAM10000=${1:-../shared/data/ham10000}
 WORK=${2:-./bench-output/ham10000-cpu-flow}
-STEPS=${STEPS:-4000}
+STEPS=${STEPS:-8000}
 export HF_HUB_OFFLINE=1
 # One thread per process: on a shared, busy CPU, torch's two threads wait on each other (measured: 6 x slower).
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
@@ -26,43 +28,48 @@ step() { echo; echo "== $*  ($(date -u +%H:%M:%S))"; }
 step "prepare HAM10000 (lesion-grouped train / validation / test)"
 [ -f "$WORK/ham10000/prepare.json" ] || time skinsynth -q prepare "$HAM10000" --format ham10000 --out "$WORK/ham10000"
 
-step "recipe of a synthetic twin: 75 images per class, 64 px, 10 steps, guidance 2.5"
-[ -f "$WORK/twin.yaml" ] || skinsynth recipe-from "$WORK/ham10000" --out "$WORK/twin.yaml" --per-class 75 --size 64 --steps 10 --guidance-scale 2.5
+step "recipe of a synthetic twin: 75 images per class, 64 px, 20 steps, guidance 7.5 (the fidelity sweep's best)"
+[ -f "$WORK/twin.yaml" ] || skinsynth recipe-from "$WORK/ham10000" --out "$WORK/twin.yaml" --per-class 75 --size 64 --steps 20 --guidance-scale 7.5
 
 step "train a pipeline from scratch on the real train split (every class drawn equally often)"
 [ -f "$WORK/scratch/skinsynth_model.json" ] || time skinsynth -q finetune --method scratch --size cpu-small --data "$WORK/ham10000" \
     --recipe "$WORK/twin.yaml" --out "$WORK/scratch" --max-steps "$STEPS" --batch-size 8 --class-balance 1 --ema \
-    --checkpoint-every 200 --validate-every 1000 --validation-images 4 $( [ -d "$WORK/scratch" ] && echo --resume )
+    --checkpoint-every 200 --validate-every 2000 --validation-images 8 $( [ -d "$WORK/scratch" ] && echo --resume )
+
+# A ResNet with one basic block per stage, widths 32-64-128-256 (0.7M parameters): a config only, trained from scratch.
+[ -d "$WORK/resnet-small" ] || python -c "from transformers import ResNetConfig; ResNetConfig(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], layer_type='basic').save_pretrained('$WORK/resnet-small')"
+BENCH=(--real "$WORK/ham10000" --preset akrout2023 --scale 0.15 --model "$WORK/resnet-small" --image-size 64 --epochs 20 --patience 10
+       --batch-size 32 --seeds 3 --device cpu --out "$WORK/benchmark")
+
+step "benchmark the real arms first: their classifiers judge the twin's fidelity and filter it"
+time skinsynth -q benchmark "${BENCH[@]}"
 
 step "generate the twin with the trained model"
 # generate resumes an interrupted run, and returns at once when the dataset is complete.
 time skinsynth -q generate "$WORK/twin.yaml" --model "$WORK/scratch" --out "$WORK/twin" --batch-size 16
 
-step "benchmark: real, hybrid and synthetic arms, tested on real images"
-# A ResNet with one basic block per stage, widths 32-64-128-256 (0.7M parameters): a config only, trained from scratch.
-python -c "from transformers import ResNetConfig; ResNetConfig(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], layer_type='basic').save_pretrained('$WORK/resnet-small')"
-time skinsynth -q benchmark --real "$WORK/ham10000" --synthetic "$WORK/twin" --preset akrout2023 --scale 0.15 \
-    --model "$WORK/resnet-small" --image-size 64 --epochs 20 --patience 10 --batch-size 32 --seeds 3 --device cpu \
-    --out "$WORK/benchmark"
+step "label fidelity of the twin: the real-500 classifiers on its images, on real test images, on autoencoded ones"
+time skinsynth -q audit fidelity "$WORK/twin" --classifier "$WORK/benchmark/models/real-500" --real "$WORK/ham10000" \
+    --out "$WORK/fidelity" --update-card
+cp "$WORK/fidelity/fidelity_grid.png" "$WORK/twin_grid.png"
 
-step "filtered twin: over-generate, keep the images the real-500 classifiers (3 seeds, saved by the benchmark) recognize"
-# The paper's trick: each image is remade with its next seed (up to 100 attempts) until the ensemble gives its
-# intended class at least 0.15; counts stay exact or the run stops. The default threshold (per class, the ensemble's
-# mean confidence on real validation images) accepted 0 of 100 nevus images of this weakly conditioned model: the
-# run stopped with exit code 2 naming the cell, as it should. 0.15 (7 classes: chance is 0.14) keeps the images that
-# look more like their class than a random guess would say: 3-41 % of this model's images per class.
-sed 's/^  max_attempts: .*/  max_attempts: 100/' "$WORK/twin.yaml" > "$WORK/twin-filtered.yaml"
+step "filtered twin: over-generate, keep the images the real-500 seed-0 classifier recognizes"
+# The paper's trick: each image is remade with its next seed (up to 200 attempts) until the classifier gives its
+# intended class at least 0.3 (7 classes: chance is 0.14); counts stay exact or the run stops with exit code 2.
+# One classifier, not the arm's three: it saw exactly the 75 real images per class of the real-500 arm's seed 0,
+# so the filtered arms use no more real data than the real arm they are compared with.
+sed 's/^  max_attempts: .*/  max_attempts: 200/' "$WORK/twin.yaml" > "$WORK/twin-filtered.yaml"
 time skinsynth -q generate "$WORK/twin-filtered.yaml" --model "$WORK/scratch" --out "$WORK/twin-filtered" --batch-size 16 \
-    --filter-classifier "$WORK/benchmark/models/real-500" --filter-threshold 0.15
+    --filter-classifier "$WORK/benchmark/models/real-500/seed0" --filter-threshold 0.3
+skinsynth -q audit fidelity "$WORK/twin-filtered" --classifier "$WORK/benchmark/models/real-500/seed0" --real "$WORK/ham10000" \
+    --seeds 0 --out "$WORK/fidelity-filter"
 
-step "benchmark the filtered twin beside the unfiltered one (finished runs are reused)"
-time skinsynth -q benchmark --real "$WORK/ham10000" --synthetic "$WORK/twin" "$WORK/twin-filtered" --preset akrout2023 --scale 0.15 \
-    --model "$WORK/resnet-small" --image-size 64 --epochs 20 --patience 10 --batch-size 32 --seeds 3 --device cpu \
-    --out "$WORK/benchmark" --update-card "$WORK/twin"
+step "benchmark both twins (finished runs are reused)"
+time skinsynth -q benchmark "${BENCH[@]}" --synthetic "$WORK/twin" "$WORK/twin-filtered" --update-card "$WORK/twin"
 cat "$WORK/benchmark/results.md"
 
-step "synthetic-only / real-only balanced accuracy at the same count per class, beside the baselines"
-python "$(dirname "$0")/ratio.py" "$WORK/benchmark/results.json"
+step "synthetic-only / real-only balanced accuracy at the same count per class, with paired bootstrap intervals"
+python "$(dirname "$0")/ratio.py" "$WORK/benchmark/results.json" --fidelity "$WORK/fidelity-filter/fidelity.json"
 
 step "audits: memorization (threshold at a 1 % false-positive rate, measured, with planted-copy recall) and quality"
 time skinsynth -q audit memorization "$WORK/twin" --train "$WORK/ham10000" --out "$WORK/audit" --update-card

@@ -32,6 +32,9 @@ def headline(results: dict, bench: Path) -> str:
         b, t = arm["metrics"]["balanced_accuracy"], arm["metrics"]["top1"]
         lines.append(f"| {arm['name']} | {arm['real_per_class']} / {arm['synthetic_per_class']} | "
                      f"{100 * b['mean']:.1f} % ({100 * b['ci95'][0]:.1f}–{100 * b['ci95'][1]:.1f}) | {100 * t['mean']:.1f} % |")
+    for arm in (a for a in arms if a["synthetic_images"] == 0):
+        seeds = ", ".join(f"seed {run['seed']}: {100 * run['balanced_accuracy']:.1f} %" for run in arm["runs"])
+        lines.append(f"| {arm['name']}, each seed (a classifier a filter may use) | | {seeds} | |")
     majority, chance = results["baselines"]["majority"], results["baselines"]["chance"]
     lines.append(f"| majority class (always `{majority['class']}`) | – | {100 * majority['balanced_accuracy']:.1f} % | {100 * majority['top1']:.1f} % |")
     lines.append(f"| chance ({len(results['classes'])} classes, uniform guess) | – | {100 * chance['balanced_accuracy']:.1f} % | {100 * chance['top1']:.1f} % |")

@@ -80,9 +80,11 @@ ARCHITECTURES: dict[str, dict] = {
         "unet_channels": (32, 64), "text_hidden_size": 32, "text_layers": 1, "max_caption_tokens": 16,
     },
     # 64 px images on a 2-core CPU: a 4x autoencoder (16x16x4 latents, 0.7M parameters) and a 3-level UNet (4.1M):
-    # about 1.1 s (autoencoder) and 0.6 s (UNet) a step at batch 8 on one busy core.
+    # about 4 (autoencoder) and 3 (UNet) steps a second at batch 8 on one idle core. On HAM10000 the autoencoder's
+    # reconstructions of real test images were recognised by the real classifiers at 0.47 (balanced) after 1,000
+    # steps and 0.55 after 1,500 (0.66 for the originals): it gets 2,000.
     "cpu-small": {
-        "resolution": 64, "autoencoder_channels": (16, 32, 64), "autoencoder_steps": 800,
+        "resolution": 64, "autoencoder_channels": (16, 32, 64), "autoencoder_steps": 2000,
         "unet_channels": (32, 64, 128), "text_hidden_size": 64,
     },
     # 256 px on one GPU: Stable Diffusion's 8x autoencoder (32x32x4 latents) and a wider, deeper UNet.
