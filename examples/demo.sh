@@ -10,6 +10,7 @@ python3 -m venv .venv
 .venv/bin/pip install -q torch==2.13.0
 .venv/bin/pip install -q -e .
 export HF_HUB_OFFLINE=1  # nothing is downloaded: the data is drawn, the models are trained here
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # tiny models gain nothing from a second thread, and lose much when the CPU is shared
 out=demo-output
 s=.venv/bin/skinsynth
 
