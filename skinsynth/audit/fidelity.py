@@ -21,6 +21,7 @@ Writes fidelity.json, fidelity.md and fidelity_grid.png; `--update-card` puts th
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,8 @@ from ..shards import atomic_write_json, atomic_write_text, read_manifest
 from . import reports
 from .features import image_batches
 from .filter import ClassifierEnsemble, classifier_folders
+
+logger = logging.getLogger(__name__)
 
 REPORT = "fidelity.json"
 MARKDOWN = "fidelity.md"
@@ -81,15 +84,20 @@ def _model_folder(model: str | None, record: dict) -> str | None:
     if model is not None:
         return model
     recorded = (record.get("model") or {}).get("model")
-    return recorded if recorded and (Path(recorded).expanduser() / "model_index.json").is_file() else None
+    if recorded and (Path(recorded).expanduser() / "model_index.json").is_file():
+        return recorded
+    if recorded:
+        logger.warning("the generating model `%s` is not a local folder from here: no reconstructions or shared-seed grid; pass --model", recorded)
+    return None
 
 
 def reconstruct(vae, images: list, height: int, width: int) -> list:
-    """`images` through the autoencoder at the generation size: encode (the posterior's mode), decode."""
+    """`images` through the autoencoder at the generation size: center-cropped to its shape and resized (as training
+    sees them), encoded (the posterior's mode) and decoded."""
     import torch
-    from PIL import Image
+    from PIL import Image, ImageOps
 
-    pixels = np.stack([np.asarray(image.convert("RGB").resize((width, height), Image.BICUBIC), np.float32) for image in images])
+    pixels = np.stack([np.asarray(ImageOps.fit(image.convert("RGB"), (width, height), Image.BICUBIC), np.float32) for image in images])
     tensor = torch.from_numpy(pixels / 127.5 - 1.0).permute(0, 3, 1, 2).to(vae.device, vae.dtype)
     with torch.no_grad():
         decoded = vae.decode(vae.encode(tensor).latent_dist.mode()).sample
