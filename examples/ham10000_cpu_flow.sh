@@ -49,19 +49,19 @@ step "generate the twin with the trained model"
 time skinsynth -q generate "$WORK/twin.yaml" --model "$WORK/scratch" --out "$WORK/twin" --batch-size 16
 
 step "label fidelity of the twin: the real-500 classifiers on its images, on real test images, on autoencoded ones"
-time skinsynth -q audit fidelity "$WORK/twin" --classifier "$WORK/benchmark/models/real-500" --real "$WORK/ham10000" \
+[ -f "$WORK/fidelity/fidelity.json" ] || time skinsynth -q audit fidelity "$WORK/twin" --classifier "$WORK/benchmark/models/real-500" --real "$WORK/ham10000" \
     --out "$WORK/fidelity" --update-card
 cp "$WORK/fidelity/fidelity_grid.png" "$WORK/twin_grid.png"
 
 step "filtered twin: over-generate, keep the images the real-500 seed-0 classifier recognizes"
-# The paper's trick: each image is remade with its next seed (up to 200 attempts) until the classifier gives its
+# The paper's trick: each image is remade with its next seed (up to 100 attempts) until the classifier gives its
 # intended class at least 0.3 (7 classes: chance is 0.14); counts stay exact or the run stops with exit code 2.
 # One classifier, not the arm's three: it saw exactly the 75 real images per class of the real-500 arm's seed 0,
 # so the filtered arms use no more real data than the real arm they are compared with.
-sed 's/^  max_attempts: .*/  max_attempts: 200/' "$WORK/twin.yaml" > "$WORK/twin-filtered.yaml"
+sed 's/^  max_attempts: .*/  max_attempts: 100/' "$WORK/twin.yaml" > "$WORK/twin-filtered.yaml"
 time skinsynth -q generate "$WORK/twin-filtered.yaml" --model "$WORK/scratch" --out "$WORK/twin-filtered" --batch-size 16 \
     --filter-classifier "$WORK/benchmark/models/real-500/seed0" --filter-threshold 0.3
-skinsynth -q audit fidelity "$WORK/twin-filtered" --classifier "$WORK/benchmark/models/real-500/seed0" --real "$WORK/ham10000" \
+[ -f "$WORK/fidelity-filter/fidelity.json" ] || skinsynth -q audit fidelity "$WORK/twin-filtered" --classifier "$WORK/benchmark/models/real-500/seed0" --real "$WORK/ham10000" \
     --seeds 0 --out "$WORK/fidelity-filter"
 
 step "benchmark both twins (finished runs are reused)"
