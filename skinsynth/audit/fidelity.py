@@ -175,8 +175,11 @@ def audit_fidelity(
     if model is not None:
         from ..pipeline import load_pipeline
 
-        lora = (record.get("model") or {}).get("lora") or {}
-        pipe, _ = load_pipeline(model, device=device, lora=lora.get("path") if model == record.get("model", {}).get("model") else None)
+        recorded = record.get("model") or {}
+        same = model == recorded.get("model")  # then with the LoRA and embeddings the dataset was made with
+        lora = (recorded.get("lora") or {}).get("path") if same else None
+        embeddings = [e["path"] for e in recorded.get("embeddings") or []] if same else []
+        pipe, _ = load_pipeline(model, device=device, lora=lora, embeddings=embeddings)
         report["model"] = model
     recipe = None
     if "recipe" in record:
