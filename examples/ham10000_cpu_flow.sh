@@ -5,9 +5,9 @@
 # of `audit fidelity` and the filter), generate a balanced synthetic twin from `recipe-from`, measure its label
 # fidelity, benchmark the synthetic and hybrid arms (akrout2023 preset at --scale 0.15: 38 / 75 images per class,
 # HAM10000's rarest class has 92 train images; 3 seeds, tested on the real test split); then over-generate a twin
-# filtered by one real-500 classifier (the paper's trick; that classifier saw exactly the real images of the real-500
-# arm's seed 0), benchmark it beside the unfiltered one, print the ratios with paired bootstrap intervals, and audit
-# the twin (memorization, quality). README.md gives the figures and times.
+# filtered by the real-500 classifiers (the paper's trick), benchmark it beside the unfiltered one, print the ratios
+# with paired bootstrap intervals and the filter's own accuracy, and audit the twin (memorization, quality).
+# README.md gives the figures and times.
 #
 #   . .venv/bin/activate && bash examples/ham10000_cpu_flow.sh [HAM10000_DIR] [WORK_DIR]
 #
