@@ -54,12 +54,14 @@ DEFINITIONS = {
 }
 
 
-def _probabilities(ensemble: ClassifierEnsemble, images, batch_size: int, desc: str, progress: bool) -> np.ndarray:
+def _probabilities(ensemble: ClassifierEnsemble, split, batch_size: int, desc: str, progress: bool, transform=None) -> np.ndarray:
+    """The ensemble's class probabilities for a split's images, `batch_size` at a time (optionally `transform`ed,
+    e.g. autoencoded, first): decoded images are never all in memory at once."""
     from tqdm.auto import tqdm
 
-    total = (len(images) + batch_size - 1) // batch_size
-    batches = image_batches(images, batch_size) if hasattr(images, "select_columns") else (images[i : i + batch_size] for i in range(0, len(images), batch_size))
-    return np.concatenate([ensemble.probabilities(batch) for batch in tqdm(batches, total=total, desc=desc, disable=not progress)])
+    total = (len(split) + batch_size - 1) // batch_size
+    batches = tqdm(image_batches(split, batch_size), total=total, desc=desc, disable=not progress)
+    return np.concatenate([ensemble.probabilities(transform(batch) if transform else batch) for batch in batches])
 
 
 def _summary(labels: np.ndarray, probabilities: np.ndarray, names: list[str]) -> dict:
@@ -199,13 +201,10 @@ def audit_fidelity(
         report["real"] = {"dataset": str(real), "split": real_split, "rows_of_other_classes": int((mapped < 0).sum())}
         report["real_fidelity"] = _summary(mapped[rows], real_probabilities, names)
         if pipe is not None:
-            from tqdm.auto import tqdm
-
             height, width = (recipe.generation.height, recipe.generation.width) if recipe else (pipe.vae.config.sample_size,) * 2
-            reconstructed = []
-            for batch in tqdm(list(image_batches(real_part, batch_size)), desc="classifying reconstructions", disable=not progress):
-                reconstructed.append(ensemble.probabilities(reconstruct(pipe.vae, batch, height, width)))
-            report["reconstruction_fidelity"] = _summary(mapped[rows], np.concatenate(reconstructed), names)
+            reconstructed = _probabilities(ensemble, real_part, batch_size, "classifying reconstructions", progress,
+                                           transform=lambda batch: reconstruct(pipe.vae, batch, height, width))
+            report["reconstruction_fidelity"] = _summary(mapped[rows], reconstructed, names)
 
     if pipe is not None and recipe is not None and seeds:
         from ..finetune.captions import validation_prompts
