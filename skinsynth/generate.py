@@ -13,12 +13,10 @@ end times, timings) is the only part that differs between two runs of the same c
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
 import os
-import platform
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,11 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
 from .errors import OutputError, ShortfallError, SkinsynthError
+from .images import encode_image, rejection_reason, to_uint8
 from .plan import ImageJob, SplitPlan, attempt_seed, plan
 from .recipe import Recipe, load_recipe
 from .shards import ShardInfo, ShardWriter, atomic_write_json, shard_file, shard_ranges, splits_manifest
+from .versions import library_versions
 
 logger = logging.getLogger(__name__)
 
@@ -103,32 +102,6 @@ def batches(jobs: list[ImageJob], batch_size: int) -> list[list[ImageJob]]:
         by_guidance.setdefault(job.guidance_scale, []).append(job)
     chunks = [group[i : i + batch_size] for group in by_guidance.values() for i in range(0, len(group), batch_size)]
     return sorted(chunks, key=lambda chunk: chunk[0].index)
-
-
-def rejection_reason(image: np.ndarray, nsfw_flag: bool | None) -> str | None:
-    """Why a decoded image must not be kept: the safety checker blanked it, or it is not a real image."""
-    if nsfw_flag:
-        return "safety_checker"
-    if not np.isfinite(image).all():
-        return "non_finite"
-    if float(image.max()) - float(image.min()) < 1e-3:
-        return "constant"
-    return None
-
-
-def encode_image(pixels: np.ndarray, image_format: str, quality: int) -> bytes:
-    """uint8 HxWx3 pixels -> file bytes in the recipe's format (kept as-is in the Arrow shard)."""
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    options = {} if image_format == "png" else {"quality": quality}
-    Image.fromarray(pixels).save(buffer, format=image_format.upper(), **options)
-    return buffer.getvalue()
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """diffusers' own float [0, 1] -> uint8 conversion (as in `numpy_to_pil`)."""
-    return (np.nan_to_num(images) * 255).round().clip(0, 255).astype("uint8")
 
 
 class ImageMaker:
@@ -254,18 +227,6 @@ def write_shard(out: Path, task: ShardTask, split_plan: SplitPlan, make_images: 
     atomic_write_json(out / STATE_DIR / "shards" / task.record_name, record)
     logger.info("wrote %s: %d images in %.1f s", task.file, info.num_rows, seconds)
     return record
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": platform.python_version(), "skinsynth": __version__}
-    for package in ("torch", "diffusers", "transformers", "datasets", "accelerate", "huggingface_hub", "peft", "safetensors"):
-        try:
-            versions[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return versions
 
 
 # All a folder may hold to count as a generate run stopped before its manifest was written.

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from .card import CARD_FILE, GRID_FILE, REPORTS, REPORTS_DIR, write_dataset_card
 from .errors import HubError
-from .prepare import DUPLICATES_REPORT
-from .shards import DATA_DIR
+from .shards import DATA_DIR, DUPLICATES_REPORT
 from .verify import verify_dataset
 
 logger = logging.getLogger(__name__)

@@ -37,14 +37,13 @@ from pathlib import Path
 
 from . import duplicates as dup
 from .errors import DatasetError, OutputError, SkinsynthError
-from .shards import ShardInfo, ShardWriter, atomic_write_json, shard_file, shard_ranges, splits_manifest
+from .shards import DUPLICATES_REPORT, ShardInfo, ShardWriter, atomic_write_json, shard_file, shard_ranges, splits_manifest
 from .sources import Example, Source, read_source
 from .splits import SPLITS, assign_splits, cap_per_class
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "prepare.json"
-DUPLICATES_REPORT = "duplicates.json"
 KEPT_FORMATS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp"}
 # Why an image in this mode is re-encoded (the reason is counted under "converted" in the manifest).
 CONVERSIONS = {"L": "greyscale", "LA": "greyscale", "1": "greyscale", "I;16": "16-bit", "I;16B": "16-bit", "I;16L": "16-bit", "I": "16-bit",
@@ -465,7 +464,7 @@ def prepare(
     from tqdm.auto import tqdm
 
     from .card import write_dataset_card
-    from .generate import library_versions
+    from .versions import library_versions
 
     config = replace(config or PrepareConfig(), **options) if options else (config or PrepareConfig())
     out = Path(out).expanduser()

@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # imported where used: reading a manifest must not load `data
 
 DATA_DIR = "data"
 MANIFEST_FILES = ("generation.json", "prepare.json")  # synthetic, real
+DUPLICATES_REPORT = "duplicates.json"  # `prepare`'s near-duplicate clusters, published beside the manifest
 
 
 def shard_file(split: str, index: int, num_shards: int) -> str:

@@ -3,7 +3,7 @@
 Three checks, cheapest first:
 
 1. degenerate images (safety-checker flags, constant or all-black images, NaN/inf decodes): `generate`'s own
-   `rejection_reason`, so generation and post-hoc filtering reject exactly the same things;
+   `skinsynth.images.rejection_reason`, so generation and post-hoc filtering reject exactly the same things;
 2. label fidelity: a classifier trained on real data (or an ensemble, probabilities averaged) must give the
    intended class a probability at least the class's threshold: by default the classifier's mean confidence on
    real images of that class ("confident thresholds", as in cleanlab and ALIA), so a synthetic image passes when
@@ -31,6 +31,7 @@ import numpy as np
 from ..benchmark.arms import label_key
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, OutputError, PipelineError, SkinsynthError
+from ..images import rejection_reason
 from ..shards import atomic_write_json, read_manifest, splits_manifest, write_split
 from .features import image_batches, load_image_model, torch_device
 
@@ -280,7 +281,6 @@ def filter_dataset(
     from tqdm.auto import tqdm
 
     from ..card import write_dataset_card
-    from ..generate import rejection_reason
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):

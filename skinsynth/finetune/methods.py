@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from ..errors import PipelineError
 from ..recipe import Recipe
 from .captions import class_token
+from .losses import autoencoder_loss, diffusion_loss
 
 LORA_TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
 
@@ -78,9 +79,8 @@ class Method:
     def loss(self, trained, noise_scheduler, batch: dict, generator, weight_dtype, step: int):
         """The loss of one micro-step; `trained` is what `setup()` returned, as prepared by accelerate; `step` the
         number of optimizer steps done."""
-        from .train import diffusion_loss
 
-        return diffusion_loss(self.parts, trained, self.parts.text_encoder, noise_scheduler, batch, generator, weight_dtype, self.snr_gamma)
+        return diffusion_loss(self.parts.vae, trained, self.parts.text_encoder, noise_scheduler, batch, generator, weight_dtype, self.snr_gamma)
 
     def after_step(self) -> None:
         """Called after every optimizer step."""
@@ -246,9 +246,8 @@ class TextualInversion(Method):
         return [self.parts.unet, self.parts.vae]
 
     def loss(self, trained, noise_scheduler, batch, generator, weight_dtype, step):
-        from .train import diffusion_loss
 
-        return diffusion_loss(self.parts, self.parts.unet, trained, noise_scheduler, batch, generator, weight_dtype, self.snr_gamma)
+        return diffusion_loss(self.parts.vae, self.parts.unet, trained, noise_scheduler, batch, generator, weight_dtype, self.snr_gamma)
 
     def parameters(self):
         return list(self.parts.text_encoder.get_input_embeddings().parameters())
@@ -313,8 +312,6 @@ class Scratch(Full):
         return step >= self.architecture.autoencoder_steps
 
     def loss(self, trained, noise_scheduler, batch, generator, weight_dtype, step):
-        from .scratch import autoencoder_loss
-        from .train import diffusion_loss
 
         vae = self.parts.vae
         if not self._in_stage_two(step):
@@ -322,7 +319,7 @@ class Scratch(Full):
             return autoencoder_loss(vae, pixels, generator, self.architecture.kl_weight)[0]
         if self.scaling_factor is None:
             self._measure_scaling(batch, generator, weight_dtype)
-        return diffusion_loss(self.parts, self.parts.unet, self.parts.text_encoder, noise_scheduler, batch, generator, weight_dtype, self.snr_gamma)
+        return diffusion_loss(self.parts.vae, self.parts.unet, self.parts.text_encoder, noise_scheduler, batch, generator, weight_dtype, self.snr_gamma)
 
     def _measure_scaling(self, batch, generator, weight_dtype) -> None:
         vae = self.parts.vae

@@ -203,12 +203,3 @@ def noise_schedule(architecture: Architecture):
     if architecture.zero_terminal_snr:
         return DDIMScheduler(**schedule, rescale_betas_zero_snr=True, timestep_spacing="trailing", set_alpha_to_one=True)
     return DDIMScheduler(**schedule, set_alpha_to_one=False, steps_offset=1)
-
-
-def autoencoder_loss(vae, pixels, generator, kl_weight: float):
-    """(loss, reconstruction): mean absolute error of the decoded sample, plus `kl_weight` x the KL to N(0, 1)."""
-    posterior = vae.encode(pixels).latent_dist
-    reconstruction = vae.decode(posterior.sample(generator)).sample
-    l1 = (reconstruction.float() - pixels.float()).abs().mean()
-    kl = posterior.kl().mean() / pixels[0].numel()
-    return l1 + kl_weight * kl, l1

@@ -42,7 +42,7 @@ from ..shards import atomic_write_json, read_manifest
 from .captions import build_captioner, class_words, validation_prompts
 
 if TYPE_CHECKING:
-    from .methods import Components, Method
+    from .methods import Method
 
 logger = logging.getLogger(__name__)
 
@@ -256,43 +256,6 @@ def step_generator(seed: int, micro_step: int, process_index: int):
     import torch
 
     return torch.Generator("cpu").manual_seed(int(np.random.SeedSequence([seed, micro_step, process_index]).generate_state(1)[0]))
-
-
-def diffusion_loss(parts: Components, unet, text_encoder, noise_scheduler, batch: dict, generator, weight_dtype, snr_gamma: float = 0.0):
-    """diffusers' text-to-image objective: predict the noise (or the velocity) added to the image's latents;
-    with `snr_gamma`, each image's error is weighted by min(SNR, gamma) / SNR (epsilon) or / (SNR + 1) (velocity),
-    as diffusers' `--snr_gamma` does."""
-    import torch
-    import torch.nn.functional as F
-    from diffusers.training_utils import compute_snr
-    from diffusers.utils.torch_utils import randn_tensor
-
-    vae = parts.vae
-    device = vae.device
-    with torch.no_grad():
-        latents = vae.encode(batch["pixel_values"].to(device, weight_dtype)).latent_dist.sample(generator)
-        shift = getattr(vae.config, "shift_factor", None) or 0.0
-        latents = (latents - shift) * vae.config.scaling_factor
-    noise = randn_tensor(latents.shape, generator=generator, device=device, dtype=latents.dtype)
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), generator=generator).to(device)
-    noisy = noise_scheduler.add_noise(latents, noise, timesteps)
-    hidden = text_encoder(batch["input_ids"].to(device), return_dict=False)[0]
-    prediction_type = noise_scheduler.config.prediction_type
-    if prediction_type == "epsilon":
-        target = noise
-    elif prediction_type == "v_prediction":
-        target = noise_scheduler.get_velocity(latents, noise, timesteps)
-    else:
-        raise PipelineError(f"the base's scheduler predicts `{prediction_type}`; fine-tuning supports epsilon and v_prediction")
-    prediction = unet(noisy, timesteps, hidden, return_dict=False)[0]
-    if not snr_gamma:
-        return F.mse_loss(prediction.float(), target.float())
-    snr = compute_snr(noise_scheduler, timesteps).float()
-    clamped = snr.clamp(max=snr_gamma)
-    # At a zero-SNR timestep the epsilon weight's limit is 1 (min(SNR, gamma) / SNR with SNR -> 0).
-    weights = clamped / (snr + 1) if prediction_type == "v_prediction" else torch.where(snr > 0, clamped / snr.clamp(min=1e-12), 1.0)
-    errors = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=list(range(1, prediction.ndim)))
-    return (errors * weights).mean()
 
 
 class Trainer:
@@ -547,7 +510,7 @@ def finetune(
     lock = _lock_output(accelerator, out, identity, resume)
     try:
         if accelerator.is_main_process:
-            from ..generate import library_versions
+            from ..versions import library_versions
 
             out.mkdir(parents=True, exist_ok=True)
             run_config = {"identity": identity, "recipe": recipe.to_dict(), "hyperparameters": hyper.model_dump(), "num_processes": accelerator.num_processes, "library_versions": library_versions()}
