@@ -6,11 +6,13 @@ an `image` column and a `label` column that is a `ClassLabel` (the names are wha
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
 from .errors import DatasetError
-from .shards import DATA_DIR
+from .shards import DATA_DIR, MANIFEST_FILES, read_manifest
 
 SHARD_NAME = re.compile(r"(?P<split>[A-Za-z0-9_]+)-\d{5}-of-\d{5}\.arrow")
 
@@ -68,3 +70,35 @@ def label_names(dataset) -> list[str]:
     """Class names of a dataset (or DatasetDict), in label order."""
     first = next(iter(dataset.values())) if hasattr(dataset, "values") else dataset
     return list(first.features["label"].names)
+
+
+def dataset_key(source: str | Path, splits: tuple[str, ...], *, revision: str | None = None) -> dict:
+    """What names the content of `splits` of a dataset, small enough to store beside every result made from it.
+
+    A local skinsynth folder is named by its manifest's shard sha256s (one digest over those of `splits`); a
+    local folder without a manifest (or whose manifest lacks a split) by the fingerprint of its `data/` files,
+    cached by size and modification time; a Hub id by the commit it resolves to. The card and `reports/` are left
+    out on purpose: `benchmark --update-card` writes them, and that must not make the data look new.
+    """
+    source = str(source)
+    local = Path(source).expanduser()
+    if not local.is_dir():
+        return {"source": source, "revision": revision, "commit": _hub_commit(source, revision)}
+    has_manifest = any((local / name).is_file() for name in MANIFEST_FILES)
+    shards = read_manifest(local)[1].get("splits", {}) if has_manifest else {}  # a damaged one raises: rebuild it
+    if all(split in shards for split in splits):
+        listed = [(shard["file"], shard["sha256"]) for split in splits for shard in shards[split]["shards"]]
+        return {"source": source, "shards_sha256": hashlib.sha256(json.dumps(listed).encode()).hexdigest()}
+    from .pipeline import folder_fingerprint
+
+    return {"source": source, "data_fingerprint": folder_fingerprint(local / DATA_DIR)}
+
+
+def _hub_commit(source: str, revision: str | None) -> str:
+    """The commit `datasets` loads a Hub dataset from: its builder's hash (from the cache when offline)."""
+    import datasets
+
+    try:
+        return datasets.load_dataset_builder(source, revision=revision).hash
+    except Exception as err:  # as in open_dataset: offline, missing repo, bad files
+        raise DatasetError(f"could not resolve which commit of dataset `{source}` to use: {err}") from err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 
 import datasets
@@ -409,3 +410,80 @@ def test_class_weighted_loss_changes_training_on_an_imbalanced_arm(real_dir, syn
     weighted = run(real_dir, synthetic_dir, model_dir, arms, tmp_path / "weighted", epochs=1, seeds=1, class_weighted=True)
     assert weighted["settings"]["class_weighted"] and not plain["settings"]["class_weighted"]
     assert weighted["arms"][0]["runs"][0]["history"][0]["loss"] != plain["arms"][0]["runs"][0]["history"][0]["loss"]
+
+
+# ---- finished runs are keyed on what they were trained on -------------------------------------------------------
+
+
+def generate_synthetic(tiny_pipeline_dir, out, seed: int):
+    """A synthetic dataset made by `generate` (manifest with shard sha256s): 2 images per class, from `seed`."""
+    import shutil
+
+    from skinsynth import generate
+    from skinsynth.recipe import parse_recipe
+
+    recipe = parse_recipe({
+        "name": "ham-twin", "classes": [{"name": name} for name in CLASSES], "prompts": {"templates": ["a photo of {class}"]},
+        "splits": {"train": {"per_class": 2}}, "generation": {"height": 32, "width": 32, "num_inference_steps": 1, "seed": seed},
+    })
+    shutil.rmtree(out, ignore_errors=True)  # regenerating at the same path: the normal way to iterate
+    generate(recipe, str(tiny_pipeline_dir), out, device="cpu", progress=False)
+    return out
+
+
+def test_a_synthetic_dataset_regenerated_at_the_same_path_is_trained_on_again(real_dir, model_dir, tiny_pipeline_dir, tmp_path, monkeypatch, caplog):
+    from skinsynth.benchmark import train
+    from skinsynth.benchmark.export import RUN_FILE
+
+    arms = [Arm(name="real", real_per_class=2), Arm(name="synthetic", synthetic_per_class=2)]
+    synthetic, out = tmp_path / "synthetic", tmp_path / "out"
+    first = run(real_dir, generate_synthetic(tiny_pipeline_dir, synthetic, seed=1), model_dir, arms, out, epochs=1, seeds=1)
+    old_keys = {arm["name"]: arm["runs"][0]["key"] for arm in first["arms"]}
+    manifest = json.loads((synthetic / "generation.json").read_text())
+    old_scores = {name: json.loads((out / "runs" / f"{name}-seed0.json").read_text())["test_scores"] for name in ("real", "synthetic")}
+
+    generate_synthetic(tiny_pipeline_dir, synthetic, seed=2)
+    assert json.loads((synthetic / "generation.json").read_text())["splits"] != manifest["splits"]  # other images, same path
+    trained, original = [], train.train_and_predict
+    monkeypatch.setattr(train, "train_and_predict", lambda factory, train_set, *a, **k: trained.append(len(train_set)) or original(factory, train_set, *a, **k))
+    with caplog.at_level(logging.INFO, logger="skinsynth.benchmark.experiment"):
+        second = run(real_dir, synthetic, model_dir, arms, out, epochs=1, seeds=1)
+
+    # the synthetic arm trained again, and said why; the real arm was reused, and said so
+    assert trained == [2 * len(CLASSES)]
+    new_keys = {arm["name"]: arm["runs"][0]["key"] for arm in second["arms"]}
+    assert f"synthetic seed 0: training again: the synthetic dataset changed since it ran (key {old_keys['synthetic']['digest']} -> {new_keys['synthetic']['digest']})" in caplog.text
+    assert f"real seed 0: reusing its finished run (same data, classifier and settings: key {old_keys['real']['digest']})" in caplog.text
+    # the scores are the new data's: as a fresh benchmark of it gives, and not the old ones
+    fresh = run(real_dir, synthetic, model_dir, arms[1:], tmp_path / "fresh", epochs=1, seeds=1)
+    scores = {name: json.loads((out / "runs" / f"{name}-seed0.json").read_text())["test_scores"] for name in ("real", "synthetic")}
+    assert scores["synthetic"] == json.loads((tmp_path / "fresh" / "runs" / "synthetic-seed0.json").read_text())["test_scores"]
+    assert second["arms"][1]["metrics"] == fresh["arms"][0]["metrics"]
+    assert scores["synthetic"] != old_scores["synthetic"] and scores["real"] == old_scores["real"]
+    assert second["arms"][0]["runs"][0] == first["arms"][0]["runs"][0]
+    # results.json records the keys: the real arm's unchanged, the synthetic one's naming the new shards
+    saved = {arm["name"]: arm["runs"][0]["key"] for arm in json.loads((out / "results.json").read_text())["arms"]}
+    assert saved == new_keys and new_keys["real"] == old_keys["real"]
+    assert new_keys["synthetic"]["synthetic"]["source"] == str(synthetic) and new_keys["synthetic"]["real"] == old_keys["real"]["real"]
+    assert new_keys["synthetic"]["synthetic"]["shards_sha256"] != old_keys["synthetic"]["synthetic"]["shards_sha256"]
+    assert {k for k, v in new_keys["synthetic"].items() if v != old_keys["synthetic"][k]} == {"synthetic", "digest"}
+    # the saved classifier carries its key
+    assert json.loads((out / "models" / "real" / "seed0" / RUN_FILE).read_text())["key"] == new_keys["real"]
+
+
+def test_runs_saved_without_a_key_are_trained_again_and_the_log_says_so_once(real_dir, synthetic_dir, model_dir, tmp_path, monkeypatch, caplog):
+    from skinsynth.benchmark import train
+
+    arms = [Arm(name="real", real_per_class=1), Arm(name="synthetic", synthetic_per_class=1)]
+    out = tmp_path / "out"
+    run(real_dir, synthetic_dir, model_dir, arms, out, epochs=1, seeds=1)
+    for path in (out / "runs").glob("*.json"):  # as an older skinsynth saved them
+        saved = json.loads(path.read_text())
+        path.write_text(json.dumps({"identity": saved.pop("key")["digest"], **saved}))
+    trained, original = [], train.train_and_predict
+    monkeypatch.setattr(train, "train_and_predict", lambda factory, train_set, *a, **k: trained.append(len(train_set)) or original(factory, train_set, *a, **k))
+    with caplog.at_level(logging.INFO, logger="skinsynth.benchmark.experiment"):
+        run(real_dir, synthetic_dir, model_dir, arms, out, epochs=1, seeds=1)
+    assert len(trained) == 2 and "reusing" not in caplog.text
+    assert [r.getMessage() for r in caplog.records].count(
+        f"2 finished runs in {out / 'runs'} were saved without a key by an older skinsynth (real-seed0.json, synthetic-seed0.json): they are trained again") == 1

@@ -92,3 +92,38 @@ def test_fingerprint_without_a_writable_cache(tmp_path, monkeypatch):
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "x.bin").write_bytes(b"x")
     assert folder_fingerprint(tmp_path / "m") == _hash_files([tmp_path / "m" / "x.bin"], ["x.bin"])
+
+
+def test_dataset_key_names_the_content_of_the_splits_read(prepared, tmp_path):
+    import json
+
+    from skinsynth.data import dataset_key
+
+    copy = tmp_path / "real"
+    shutil.copytree(prepared, copy)
+    key = dataset_key(copy, ("train",))
+    assert set(key) == {"source", "shards_sha256"} and key["source"] == str(copy)
+    assert dataset_key(copy, ("train", "test")) != key  # the splits read are what it names
+    (copy / "README.md").write_text("a rebuilt card")  # what `benchmark --update-card` writes: not the data
+    (copy / "reports").mkdir(exist_ok=True)
+    (copy / "reports" / "benchmark.json").write_text("{}")
+    assert dataset_key(copy, ("train",)) == key
+    manifest = json.loads((copy / "prepare.json").read_text())
+    manifest["splits"]["train"]["shards"][0]["sha256"] = "0" * 64  # the shard rewritten (the manifest with it)
+    (copy / "prepare.json").write_text(json.dumps(manifest))
+    assert dataset_key(copy, ("train",))["shards_sha256"] != key["shards_sha256"]
+
+    # without a manifest: the fingerprint of data/, which follows the shards' bytes
+    (copy / "prepare.json").unlink()
+    bare = dataset_key(copy, ("train",))
+    assert set(bare) == {"source", "data_fingerprint"}
+    shard = sorted((copy / "data").glob("train-*.arrow"))[0]
+    shutil.copyfile(sorted((copy / "data").glob("test-*.arrow"))[0], shard)
+    assert dataset_key(copy, ("train",))["data_fingerprint"] != bare["data_fingerprint"]
+
+
+def test_dataset_key_of_an_unresolvable_hub_id_is_one_clear_error():
+    from skinsynth.data import dataset_key
+
+    with pytest.raises(DatasetError, match="could not resolve which commit of dataset `nobody/no-such-dataset`"):
+        dataset_key("nobody/no-such-dataset", ("train",))

@@ -3,7 +3,9 @@
 Everything the run needs is checked before a model loads or a file is written: the arms, the datasets and
 their labels, that every arm's images exist, that no training image is byte-identical to a validation or test
 image, and that the model is an image classifier. Each (arm, seed) run is saved under `DIR/runs/` as it ends,
-so an interrupted benchmark started again with the same arguments skips what is done.
+with its key: what it was trained and tested on (each dataset's content, the classifier's weights, the arm, seed,
+sampled rows and training settings). A benchmark started again reuses a run whose key is unchanged and trains
+again, saying which input changed, one whose data was regenerated at the same path or whose settings differ.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..data import label_names, open_dataset
+from ..data import dataset_key, label_names, open_dataset
 from ..errors import DatasetError, OutputError, SkinsynthError
 from ..shards import atomic_write_json, read_manifest
 from . import export, report
@@ -104,22 +106,48 @@ def check_no_leak(name: str, sample: ArmSample, real_train: np.ndarray, syntheti
         )
 
 
-def _identity(**parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+KEY_PARTS = {  # a run key's parts, as the log names them when one changed
+    "arm": "the arm's counts", "seed": "the seed", "real": "the real dataset", "synthetic": "the synthetic dataset",
+    "classifier": "the classifier (--model, --revision or its files)", "training": "the training settings or device",
+    "sample": "the sampled training rows (labels, --label-map or --allow-fewer)", "external": "the --test-dataset sets",
+}
+
+
+def run_key(**parts) -> dict:
+    """A run's key: its parts (readable; a log names those that changed) and one `digest` over them all."""
+    return {**parts, "digest": hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]}
+
+
+def changed_parts(saved: dict, key: dict) -> list[str]:
+    """The parts of `key` that differ from a saved key's, as `KEY_PARTS` names them."""
+    return [KEY_PARTS[name] for name in KEY_PARTS if saved.get(name) != key[name]]
+
+
+def sample_digest(sample: ArmSample) -> str:
+    """sha256 of an arm's chosen rows and their labels, in both sources."""
+    parts = (sample.real_rows, sample.real_labels, sample.synthetic_rows, sample.synthetic_labels)
+    return hashlib.sha256(json.dumps([np.asarray(p).tolist() for p in parts]).encode()).hexdigest()
 
 
 def _run_path(out: Path, condition: str, seed: int) -> Path:
     return out / "runs" / f"{condition}-seed{seed}.json"
 
 
-def _load_done(path: Path, identity: str) -> RunResult | None:
+def _note_unkeyed_runs(out: Path) -> None:
+    """Say once that the runs an older skinsynth saved (without keys) cannot be reused."""
+    old = [path.name for path in sorted((out / "runs").glob("*.json")) if "key" not in json.loads(path.read_text())]
+    if old:
+        logger.warning("%d finished runs in %s were saved without a key by an older skinsynth (%s): they are trained again", len(old), out / "runs",
+                       ", ".join(old[:3]) + (", …" if len(old) > 3 else ""))
+
+
+def _load_done(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _result(saved: dict) -> RunResult:
     from .train import RunResult
 
-    if not path.is_file():
-        return None
-    saved = json.loads(path.read_text())
-    if saved.get("identity") != identity:
-        return None
     return RunResult(
         np.asarray(saved["test_scores"], dtype=np.float32), np.asarray(saved["test_labels"]), saved["epochs_run"], saved["best_epoch"],
         saved["best_val_top1"], saved["history"], saved["seconds"], saved["data_wait_share"], saved["images_per_second"], saved.get("best_val", {}),
@@ -127,10 +155,10 @@ def _load_done(path: Path, identity: str) -> RunResult | None:
     )
 
 
-def _save_done(path: Path, identity: str, result: RunResult) -> None:
+def _save_done(path: Path, key: dict, result: RunResult) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, {
-        "identity": identity, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "best_val_top1": result.best_val_top1,
+        "key": key, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "best_val_top1": result.best_val_top1,
         "best_val": result.best_val, "history": result.history, "seconds": result.seconds, "data_wait_share": result.data_wait_share,
         "images_per_second": result.images_per_second,
         "test_labels": result.test_labels.tolist(), "test_scores": result.test_scores.tolist(),
@@ -265,6 +293,16 @@ def _real_license(real: str) -> str | None:
         return None
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """The keys of what every run reads: each dataset's content (`data.dataset_key`) and the classifier's weights."""
+
+    real: dict
+    synthetic: list[dict]
+    classifier: dict
+    external: dict[str, dict]  # name -> key of each --test-dataset
+
+
 @dataclass
 class _Runner:
     """Everything one (condition, seed) run needs: trains it, or reuses its finished result, and saves its model."""
@@ -273,6 +311,7 @@ class _Runner:
     synthetic: list[str]
     model: str
     revision: str | None
+    inputs: Inputs
     class_names: list[str]
     real_data: object
     synthetic_splits: list
@@ -288,21 +327,36 @@ class _Runner:
     progress: bool
     external: dict = field(default_factory=dict)  # name -> ImageRows of an external test set
 
-    def identity(self, condition: Condition, seed: int) -> str:
-        sample = self.samples[(condition.name, seed)]
-        return _identity(real=self.real, synthetic=None if condition.synthetic is None else self.synthetic[condition.synthetic], model=self.model,
-                         revision=self.revision, device=str(self.accelerator.device), seed=seed,
-                         config={k: v for k, v in asdict(self.config).items() if k != "workers"},
-                         rows=[sample.real_rows.tolist(), sample.synthetic_rows.tolist()], external=sorted(self.external))
+    def key(self, condition: Condition, seed: int) -> dict:
+        """What the run is trained and tested on; a finished run is reused only under the same key."""
+        return run_key(
+            arm=condition.arm.model_dump(exclude_none=True), seed=seed, real=self.inputs.real,
+            synthetic=None if condition.synthetic is None else self.inputs.synthetic[condition.synthetic], classifier=self.inputs.classifier,
+            training={**{k: v for k, v in asdict(self.config).items() if k != "workers"}, "device": str(self.accelerator.device),
+                      "processes": self.accelerator.num_processes},
+            sample=sample_digest(self.samples[(condition.name, seed)]), external=self.inputs.external,
+        )
+
+    def model_saved(self, condition: Condition, seed: int) -> bool:
+        """Whether the run's model folder was saved under its current key."""
+        return export.saved_key(export.model_folder(self.out, condition.name, seed)) == self.key(condition, seed)["digest"]
 
     def finished(self, condition: Condition, seed: int, need_model: bool) -> RunResult | None:
-        """A run done before with the same inputs (and, if `need_model`, whose model folder was saved), else None."""
-        identity = self.identity(condition, seed)
-        result = _load_done(_run_path(self.out, condition.name, seed), identity)
-        if result is not None and need_model and export.saved_identity(export.model_folder(self.out, condition.name, seed)) != identity:
-            logger.info("%s seed %d: done before, but its model was not saved: training it again", condition.name, seed)
+        """The run's earlier result if it was made under the same key (and, if `need_model`, its model folder was
+        saved under it too), else None; the log says which, and what changed."""
+        key, name = self.key(condition, seed), f"{condition.name} seed {seed}"
+        saved = _load_done(_run_path(self.out, condition.name, seed))
+        if saved is None or "key" not in saved:  # never run, or by an older skinsynth (`_note_unkeyed_runs` said so)
             return None
-        return result
+        changed = changed_parts(saved["key"], key)
+        if changed:
+            logger.info("%s: training again: %s changed since it ran (key %s -> %s)", name, ", ".join(changed), saved["key"].get("digest"), key["digest"])
+            return None
+        if need_model and not self.model_saved(condition, seed):
+            logger.info("%s: done before, but its model was not saved under key %s: training it again", name, key["digest"])
+            return None
+        logger.info("%s: reusing its finished run (same data, classifier and settings: key %s)", name, key["digest"])
+        return _result(saved)
 
     def train(self, condition: Condition, seed: int, save_model: bool) -> RunResult:
         from .train import ImageRows, load_classifier, train_and_predict
@@ -316,19 +370,19 @@ class _Runner:
                                    self.config, seed, self.accelerator, progress_desc=f"{condition.name} seed {seed} ({len(train_set)} images)",
                                    progress=self.progress, external=self.external)
         if self.accelerator.is_main_process:
-            identity = self.identity(condition, seed)
+            key = self.key(condition, seed)
             if save_model:
-                self.save_model(condition, seed, identity, sample, result)
-            _save_done(_run_path(self.out, condition.name, seed), identity, result)
+                self.save_model(condition, seed, key, sample, result)
+            _save_done(_run_path(self.out, condition.name, seed), key, result)
         result.model = None
         return result
 
-    def save_model(self, condition: Condition, seed: int, identity: str, sample: ArmSample, result: RunResult) -> None:
+    def save_model(self, condition: Condition, seed: int, key: dict, sample: ArmSample, result: RunResult) -> None:
         from .metrics import SUMMARY_METRICS, evaluate
 
         test = evaluate(result.test_labels, result.test_scores, self.class_names)
         run = {
-            "identity": identity, "arm": condition.name, "seed": seed, "classes": self.class_names,
+            "key": key, "arm": condition.name, "seed": seed, "classes": self.class_names,
             "synthetic_dataset": None if condition.synthetic is None else self.synthetic[condition.synthetic],
             "real_images": len(sample.real_rows), "synthetic_images": len(sample.synthetic_rows),
             "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "validation": result.best_val,
@@ -351,9 +405,7 @@ def _run_condition(runner: _Runner, condition: Condition, seeds: int, save_model
     results = []
     for seed in range(seeds):
         result = runner.finished(condition, seed, need_model=keep)
-        if result is not None:
-            logger.info("%s seed %d: done before, reusing it", condition.name, seed)
-        else:
+        if result is None:
             result = runner.train(condition, seed, save_model=keep or save_models == "best")
         results.append((seed, result))
     if save_models == "best":
@@ -362,7 +414,7 @@ def _run_condition(runner: _Runner, condition: Condition, seeds: int, save_model
             for seed, _ in results:
                 if seed != best:
                     shutil.rmtree(export.model_folder(runner.out, condition.name, seed), ignore_errors=True)
-        if runner.finished(condition, best, need_model=True) is None:  # done before without saving its model (every process trains)
+        if not runner.model_saved(condition, best):  # done before without saving its model (every process trains)
             results[best] = (best, runner.train(condition, best, save_model=True))
     return results
 
@@ -408,6 +460,7 @@ def benchmark(
         ImageRows,
         TrainConfig,
         check_classifier,
+        classifier_key,
         make_accelerator,
         normalization,
     )
@@ -435,11 +488,13 @@ def benchmark(
     _check_leaks(real_data, synthetic_splits, runs, samples, [t.split for t in externals])
 
     # Model: an image classifier, with its input statistics.
-    check_classifier(model, revision)
+    classifier = check_classifier(model, revision)
     norm = normalization(model, revision)
     size = image_size or norm.size or 224
     config = TrainConfig(image_size=size, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience, workers=workers,
                          select_by=select_by, class_weighted=class_weighted)
+    inputs = Inputs(real=dataset_key(real, REAL_SPLITS), synthetic=[dataset_key(source, ("train",)) for source in synthetic],
+                    classifier=classifier_key(model, revision, classifier), external={t.name: dataset_key(t.source, ("test",)) for t in externals})
 
     out = Path(out)
     try:
@@ -454,10 +509,11 @@ def benchmark(
     }
     atomic_write_json(out / "config.json", settings)
 
-    # Training: every (condition, seed), reusing runs finished before with the same inputs.
+    # Training: every (condition, seed), reusing runs finished before under the same key.
+    _note_unkeyed_runs(out)
     accelerator = make_accelerator(device, workers)
     runner = _Runner(
-        real=str(real), synthetic=synthetic, model=model, revision=revision, class_names=class_names, real_data=real_data,
+        real=str(real), synthetic=synthetic, model=model, revision=revision, inputs=inputs, class_names=class_names, real_data=real_data,
         synthetic_splits=synthetic_splits, samples=samples, config=config, norm=norm, accelerator=accelerator,
         val_set=ImageRows([_labelled(real_data["validation"])], size, norm, train=False),
         test_set=ImageRows([_labelled(real_data["test"])], size, norm, train=False),
@@ -472,7 +528,8 @@ def benchmark(
     summary = report.build_results(settings, class_names, runs, samples, results, time.perf_counter() - start, synthetic,
                                    np.asarray(real_data["train"]["label"]), test_groups(real_data["test"]),
                                    {t.name: {"source": t.source, "labels": t.labels, "dropped": t.dropped, "groups": test_groups(t.split.select(t.rows))}
-                                    for t in externals})
+                                    for t in externals},
+                                   keys={(c.name, seed): runner.key(c, seed) for c in runs for seed in range(seeds)})
     report.write_outputs(out, summary)
     if card_dataset is not None:
         report.update_card(Path(card_dataset), summary, card_dataset)

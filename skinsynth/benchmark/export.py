@@ -29,11 +29,12 @@ def model_folder(out: Path, condition: str, seed: int) -> Path:
     return Path(out) / "models" / condition / f"seed{seed}"
 
 
-def saved_identity(folder: Path) -> str | None:
-    """The run identity a saved model folder was written for (None: no complete folder)."""
+def saved_key(folder: Path) -> str | None:
+    """The digest of the run key a saved model folder was written for (None: no complete folder, or one saved
+    without a key by an older skinsynth)."""
     try:
-        return json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))["identity"]
-    except (OSError, ValueError, KeyError):
+        return json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))["key"]["digest"]
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 

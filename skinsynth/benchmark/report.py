@@ -32,11 +32,12 @@ def _per_class_value(counts: dict[str, int]):
 
 
 def build_results(settings: dict, class_names: list[str], conditions, samples, results, seconds: float, synthetic: list[str], real_train_labels,
-                  test_groups: dict[str, np.ndarray] | None = None, external: dict[str, dict] | None = None) -> dict:
+                  test_groups: dict[str, np.ndarray] | None = None, external: dict[str, dict] | None = None, keys: dict | None = None) -> dict:
     """Everything `results.json` holds. `test_groups` maps an attribute (fitzpatrick, body_site, sex, age) to each
     real test image's subgroup; every arm then gets per-subgroup metrics. `external` holds each external test set's
-    source, labels (real label ids), dropped-image count and subgroups."""
-    test_groups, external = test_groups or {}, external or {}
+    source, labels (real label ids), dropped-image count and subgroups. `keys` maps (arm, seed) to the run's key
+    (what it was trained on; `experiment.run_key`)."""
+    test_groups, external, keys = test_groups or {}, external or {}, keys or {}
     arms = []
     for condition in conditions:
         runs = results[condition.name]
@@ -60,7 +61,7 @@ def build_results(settings: dict, class_names: list[str], conditions, samples, r
                           for attribute, groups in test_groups.items()},
             "external": {name: external_metrics(test, [run.external_scores[name] for _, run in runs], len(class_names)) for name, test in external.items()},
             "runs": [
-                {"seed": seed, **{k: m[k] for k in SUMMARY_METRICS}, "per_class_recall": m["per_class_recall"], "confusion_matrix": m["confusion_matrix"],
+                {"seed": seed, "key": keys.get((condition.name, seed)), **{k: m[k] for k in SUMMARY_METRICS}, "per_class_recall": m["per_class_recall"], "confusion_matrix": m["confusion_matrix"],
                  "epochs_run": run.epochs_run, "best_epoch": run.best_epoch, "best_val_top1": run.best_val_top1, "seconds": round(run.seconds, 2),
                  "data_wait_share": round(run.data_wait_share, 4), "images_per_second": round(run.images_per_second, 1), "history": run.history}
                 for seed, m, run in per_seed

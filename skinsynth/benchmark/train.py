@@ -85,6 +85,17 @@ def check_classifier(model: str, revision: str | None = None):
     return config
 
 
+def classifier_key(model: str, revision: str | None, config) -> dict:
+    """What names the classifier every run starts from, as `generate` names its diffusion model: a local folder by
+    its fingerprint (cached), a Hub id by the commit its config (`check_classifier`'s) was loaded from."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        from ..pipeline import folder_fingerprint
+
+        return {"model": model, "revision": revision, "fingerprint": folder_fingerprint(local)}
+    return {"model": model, "revision": revision, "commit": getattr(config, "_commit_hash", None)}
+
+
 def load_classifier(model: str, class_names: list[str], revision: str | None = None):
     """A classifier with a fresh head for `class_names`: pretrained weights when the model has them, else random."""
     from transformers import AutoModelForImageClassification

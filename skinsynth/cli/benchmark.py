@@ -19,7 +19,9 @@ def register(subparsers) -> None:
             "stopping early on its validation split. Every arm runs over several seeds; results are mean ± std with "
             "a 95% bootstrap CI over the test images, written as JSON, CSV, a Markdown table and plots. Labels are "
             "matched by name (case, spaces and underscores ignored). Finished runs are kept in DIR/runs/, so the "
-            "same command started again resumes. Several GPUs: `accelerate launch -m skinsynth benchmark …`."
+            "same command started again resumes; a run is reused only while what it was trained on is unchanged (each "
+            "dataset's shard sha256s or Hub commit, the model's files, arm, seed and settings), so a dataset regenerated "
+            "at the same path is trained on again. Several GPUs: `accelerate launch -m skinsynth benchmark …`."
         ),
         epilog=(
             "Example (CPU, from scratch, small): skinsynth benchmark --real ./ham10000 --synthetic ./synthetic "
