@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from skinsynth.benchmark.experiment import default_workers
-from skinsynth.benchmark.train import ImageRows, TrainConfig, load_classifier, make_accelerator, normalization, normalize, train_and_predict
+from skinsynth.benchmark.classifier import load_classifier, normalization
+from skinsynth.benchmark.train import ImageRows, TrainConfig, make_accelerator, normalize, train_and_predict
 from skinsynth.data import label_names, open_dataset
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from skinsynth.benchmark import Arm, benchmark
-from skinsynth.benchmark.experiment import image_digests
+from skinsynth.benchmark.conditions import image_digests
 from skinsynth.cli import main
 from skinsynth.errors import DatasetError, OutputError, PipelineError, RecipeError, SkinsynthError
 from skinsynth.shards import write_split
@@ -446,7 +446,7 @@ def test_a_synthetic_dataset_regenerated_at_the_same_path_is_trained_on_again(re
     assert json.loads((synthetic / "generation.json").read_text())["splits"] != manifest["splits"]  # other images, same path
     trained, original = [], train.train_and_predict
     monkeypatch.setattr(train, "train_and_predict", lambda factory, train_set, *a, **k: trained.append(len(train_set)) or original(factory, train_set, *a, **k))
-    with caplog.at_level(logging.INFO, logger="skinsynth.benchmark.experiment"):
+    with caplog.at_level(logging.INFO, logger="skinsynth.benchmark"):
         second = run(real_dir, synthetic, model_dir, arms, out, epochs=1, seeds=1)
 
     # the synthetic arm trained again, and said why; the real arm was reused, and said so
@@ -482,7 +482,7 @@ def test_runs_saved_without_a_key_are_trained_again_and_the_log_says_so_once(rea
         path.write_text(json.dumps({"identity": saved.pop("key")["digest"], **saved}))
     trained, original = [], train.train_and_predict
     monkeypatch.setattr(train, "train_and_predict", lambda factory, train_set, *a, **k: trained.append(len(train_set)) or original(factory, train_set, *a, **k))
-    with caplog.at_level(logging.INFO, logger="skinsynth.benchmark.experiment"):
+    with caplog.at_level(logging.INFO, logger="skinsynth.benchmark"):
         run(real_dir, synthetic_dir, model_dir, arms, out, epochs=1, seeds=1)
     assert len(trained) == 2 and "reusing" not in caplog.text
     assert [r.getMessage() for r in caplog.records].count(

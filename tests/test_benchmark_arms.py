@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from skinsynth.benchmark.arms import Arm, load_label_map, match_labels, parse_arms, preset_arms, sample_arm
-from skinsynth.benchmark.experiment import conditions
+from skinsynth.benchmark.conditions import conditions
 from skinsynth.errors import DatasetError, RecipeError, SkinsynthError
 
 CLASSES = ["nevus", "melanoma", "keratosis"]

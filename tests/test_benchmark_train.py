@@ -8,15 +8,17 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance
 
+from skinsynth.benchmark.classifier import (
+    Normalization,
+    check_classifier,
+    load_classifier,
+    normalization,
+)
 from skinsynth.benchmark.train import (
     EpochShuffle,
     ImageRows,
-    Normalization,
     augment,
-    check_classifier,
     color_jitter,
-    load_classifier,
-    normalization,
     normalize,
     to_array,
 )

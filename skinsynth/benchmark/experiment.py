@@ -6,20 +6,17 @@ image, and that the model is an image classifier. Each (arm, seed) run is saved 
 with its key: what it was trained and tested on (each dataset's content, the classifier's weights, the arm, seed,
 sampled rows and training settings). A benchmark started again reuses a run whose key is unchanged and trains
 again, saying which input changed, one whose data was regenerated at the same path or whose settings differ.
+
+This module checks the arguments and wires the parts together; the parts live beside it: `conditions` (arms bound
+to synthetic datasets, sampled rows, the leak check), `external` (`--test-dataset` sets), `runs` (run keys and
+finished runs), `runner` (training or reusing each run, saving its model).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import math
 import os
-import shutil
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -27,143 +24,14 @@ from ..data import dataset_key, label_names, open_dataset
 from ..errors import DatasetError, OutputError, SkinsynthError
 from ..shards import atomic_write_json, read_manifest
 from . import export, report
-from .arms import (
-    Arm,
-    ArmSample,
-    load_arms,
-    load_label_map,
-    match_labels,
-    preset_arms,
-    sample_arm,
-)
+from .arms import Arm, load_arms, load_label_map, preset_arms
+from .conditions import check_leaks, conditions, open_synthetic, sample_all
+from .external import open_external
 from .metrics import SELECT_BY, SUBGROUP_ATTRIBUTES, group_values
-
-if TYPE_CHECKING:
-    from .train import RunResult
-
-logger = logging.getLogger(__name__)
+from .runner import Runner, run_condition
+from .runs import Inputs, note_unkeyed_runs
 
 REAL_SPLITS = ("train", "validation", "test")
-
-
-@dataclass(frozen=True)
-class Condition:
-    """An arm bound to one synthetic dataset (or none): what one row of the results table is."""
-
-    name: str
-    arm: Arm
-    synthetic: int | None  # index into the synthetic datasets
-
-
-def _short_name(source: str) -> str:
-    return Path(source.rstrip("/")).name or source
-
-
-def conditions(arms: list[Arm], synthetic: list[str]) -> list[Condition]:
-    """Real-only arms run once; an arm with synthetic images runs once per synthetic dataset (`name@dataset`).
-
-    Without synthetic datasets the arms that need them are left out (the real baselines, reused later by a run
-    into the same folder that adds `--synthetic`); if that leaves none, it is an error.
-    """
-    result = []
-    skipped = [arm.name for arm in arms if arm.uses_synthetic and not synthetic]
-    if skipped and len(skipped) == len(arms):
-        raise DatasetError(f"every arm ({', '.join(skipped)}) needs synthetic images: pass --synthetic DATASET")
-    if skipped:
-        logger.warning("no --synthetic dataset: running only the real-only arms (leaving out %s)", ", ".join(skipped))
-    for arm in arms:
-        if arm.uses_synthetic and not synthetic:
-            continue
-        if not arm.uses_synthetic:
-            result.append(Condition(arm.name, arm, None))
-            continue
-        for index, source in enumerate(synthetic):
-            name = arm.name if len(synthetic) == 1 else f"{arm.name}@{_short_name(source)}"
-            result.append(Condition(name, arm, index))
-    names = [c.name for c in result]
-    if len(set(names)) != len(names):
-        raise SkinsynthError(f"two synthetic datasets have the same folder name ({', '.join(synthetic)}); rename one so results can tell them apart")
-    return result
-
-
-def image_digests(split) -> np.ndarray:
-    """SHA-1 of every stored image's bytes in a split, read straight from Arrow (no decoding)."""
-    import pyarrow.compute as pc
-
-    column = split.data.column("image")
-    stored = pc.struct_field(column, "bytes").to_pylist()
-    return np.array([hashlib.sha1(b).hexdigest() if b is not None else "" for b in stored], dtype=object)
-
-
-def check_no_leak(name: str, sample: ArmSample, real_train: np.ndarray, synthetic_train: np.ndarray | None, held_out: set[str]) -> None:
-    """Raise if any training image of a condition is byte-identical to a real validation or test image."""
-    used = list(real_train[sample.real_rows]) + (list(synthetic_train[sample.synthetic_rows]) if synthetic_train is not None else [])
-    leaked = len({d for d in used if d} & held_out)
-    if leaked:
-        raise DatasetError(
-            f"arm `{name}`: {leaked} training images are byte-identical to real validation/test images; "
-            "the real dataset's splits overlap (split it by lesion or patient) or the synthetic dataset copies held-out images"
-        )
-
-
-KEY_PARTS = {  # a run key's parts, as the log names them when one changed
-    "arm": "the arm's counts", "seed": "the seed", "real": "the real dataset", "synthetic": "the synthetic dataset",
-    "classifier": "the classifier (--model, --revision or its files)", "training": "the training settings or device",
-    "sample": "the sampled training rows (labels, --label-map or --allow-fewer)", "external": "the --test-dataset sets",
-}
-
-
-def run_key(**parts) -> dict:
-    """A run's key: its parts (readable; a log names those that changed) and one `digest` over them all."""
-    return {**parts, "digest": hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]}
-
-
-def changed_parts(saved: dict, key: dict) -> list[str]:
-    """The parts of `key` that differ from a saved key's, as `KEY_PARTS` names them."""
-    return [KEY_PARTS[name] for name in KEY_PARTS if saved.get(name) != key[name]]
-
-
-def sample_digest(sample: ArmSample) -> str:
-    """sha256 of an arm's chosen rows and their labels, in both sources."""
-    parts = (sample.real_rows, sample.real_labels, sample.synthetic_rows, sample.synthetic_labels)
-    return hashlib.sha256(json.dumps([np.asarray(p).tolist() for p in parts]).encode()).hexdigest()
-
-
-def _run_path(out: Path, condition: str, seed: int) -> Path:
-    return out / "runs" / f"{condition}-seed{seed}.json"
-
-
-def _note_unkeyed_runs(out: Path) -> None:
-    """Say once that the runs an older skinsynth saved (without keys) cannot be reused."""
-    old = [path.name for path in sorted((out / "runs").glob("*.json")) if "key" not in json.loads(path.read_text())]
-    if old:
-        logger.warning("%d finished runs in %s were saved without a key by an older skinsynth (%s): they are trained again", len(old), out / "runs",
-                       ", ".join(old[:3]) + (", …" if len(old) > 3 else ""))
-
-
-def _load_done(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def _result(saved: dict) -> RunResult:
-    from .train import RunResult
-
-    return RunResult(
-        np.asarray(saved["test_scores"], dtype=np.float32), np.asarray(saved["test_labels"]), saved["epochs_run"], saved["best_epoch"],
-        saved["best_val_top1"], saved["history"], saved["seconds"], saved["data_wait_share"], saved["images_per_second"], saved.get("best_val", {}),
-        {name: np.asarray(scores, dtype=np.float32) for name, scores in saved.get("external_scores", {}).items()},
-    )
-
-
-def _save_done(path: Path, key: dict, result: RunResult) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, {
-        "key": key, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch, "best_val_top1": result.best_val_top1,
-        "best_val": result.best_val, "history": result.history, "seconds": result.seconds, "data_wait_share": result.data_wait_share,
-        "images_per_second": result.images_per_second,
-        "test_labels": result.test_labels.tolist(), "test_scores": result.test_scores.tolist(),
-        "external_scores": {name: scores.tolist() for name, scores in result.external_scores.items()},
-    })
 
 
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
@@ -208,72 +76,6 @@ def _card_target(update_card: str | Path | None, synthetic: list[str]) -> str | 
     return matches[0]
 
 
-def _open_synthetic(synthetic: list[str], class_names: list[str], mapping: dict) -> tuple[list, list[np.ndarray]]:
-    """Each synthetic dataset's train split, and its rows' labels as real label ids (-1: dropped by the mapping)."""
-    splits, labels = [], []
-    for source in synthetic:
-        data = open_dataset(source, required_splits=("train",))
-        to_real = match_labels(class_names, label_names(data), mapping, synthetic_source=source)
-        splits.append(data["train"])
-        labels.append(to_real[np.asarray(data["train"]["label"])])
-    return splits, labels
-
-
-def _sample_all(runs: list[Condition], class_names, real: str, real_labels, synthetic: list[str], synthetic_labels, seeds: int, allow_fewer: bool) -> dict:
-    def sample(condition: Condition, seed: int) -> ArmSample:
-        index = condition.synthetic
-        return sample_arm(condition.arm, class_names, real_labels, None if index is None else synthetic_labels[index], seed, allow_fewer,
-                          real_source=f"the train split of `{real}`",
-                          synthetic_source="the synthetic train split" if index is None else f"the train split of `{synthetic[index]}`")
-
-    return {(c.name, seed): sample(c, seed) for c in runs for seed in range(seeds)}
-
-
-def _check_leaks(real_data, synthetic_splits: list, runs: list[Condition], samples: dict, external_splits: list = ()) -> None:
-    held_out = set(image_digests(real_data["validation"])) | set(image_digests(real_data["test"]))
-    for split in external_splits:
-        held_out |= set(image_digests(split))
-    held_out -= {""}
-    real_digests = image_digests(real_data["train"])
-    synthetic_digests = [image_digests(split) for split in synthetic_splits]
-    by_name = {c.name: c for c in runs}
-    for (name, _), sample in samples.items():
-        index = by_name[name].synthetic
-        check_no_leak(name, sample, real_digests, None if index is None else synthetic_digests[index], held_out)
-
-
-@dataclass(frozen=True)
-class ExternalTest:
-    """Another real dataset's test split, its rows whose labels match the training classes, in their label ids."""
-
-    name: str
-    source: str
-    split: object
-    rows: np.ndarray
-    labels: np.ndarray
-    dropped: int  # test images of classes the mapping drops
-
-
-def open_external(sources: list[str], class_names: list[str], mapping: dict, real: str) -> list[ExternalTest]:
-    """Each `--test-dataset`'s test split with labels matched to the real dataset's by name (or `--label-map`);
-    its classes the benchmark does not train on must be dropped explicitly (`null` in the label map)."""
-    tests = []
-    for source in sources:
-        if Path(source).expanduser().resolve() == Path(real).expanduser().resolve():
-            raise DatasetError(f"`--test-dataset {source}` is the real dataset itself; its test split is already used")
-        data = open_dataset(source, required_splits=("test",))
-        to_real = match_labels(class_names, label_names(data), mapping, synthetic_source=source, cover_real=False)
-        labels = to_real[np.asarray(data["test"]["label"])]
-        rows = np.flatnonzero(labels >= 0)
-        if not len(rows):
-            raise DatasetError(f"`--test-dataset {source}` has no test image of the classes trained on ({', '.join(class_names)})")
-        tests.append(ExternalTest(_short_name(source), source, data["test"], rows, labels[rows], int((labels < 0).sum())))
-    names = [t.name for t in tests]
-    if len(set(names)) != len(names):
-        raise SkinsynthError(f"two --test-dataset folders have the same name ({', '.join(sources)}); rename one so results can tell them apart")
-    return tests
-
-
 def _labelled(split) -> tuple:
     """A whole split as an `ImageRows` part: every row, with its own labels."""
     return split, np.arange(len(split)), np.asarray(split["label"])
@@ -291,132 +93,6 @@ def _real_license(real: str) -> str | None:
         return read_manifest(real)[1].get("license")
     except DatasetError:
         return None
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """The keys of what every run reads: each dataset's content (`data.dataset_key`) and the classifier's weights."""
-
-    real: dict
-    synthetic: list[dict]
-    classifier: dict
-    external: dict[str, dict]  # name -> key of each --test-dataset
-
-
-@dataclass
-class _Runner:
-    """Everything one (condition, seed) run needs: trains it, or reuses its finished result, and saves its model."""
-
-    real: str
-    synthetic: list[str]
-    model: str
-    revision: str | None
-    inputs: Inputs
-    class_names: list[str]
-    real_data: object
-    synthetic_splits: list
-    samples: dict
-    config: object
-    norm: object
-    accelerator: object
-    val_set: object
-    test_set: object
-    out: Path
-    settings: dict
-    license: str | None
-    progress: bool
-    external: dict = field(default_factory=dict)  # name -> ImageRows of an external test set
-
-    def key(self, condition: Condition, seed: int) -> dict:
-        """What the run is trained and tested on; a finished run is reused only under the same key."""
-        return run_key(
-            arm=condition.arm.model_dump(exclude_none=True), seed=seed, real=self.inputs.real,
-            synthetic=None if condition.synthetic is None else self.inputs.synthetic[condition.synthetic], classifier=self.inputs.classifier,
-            training={**{k: v for k, v in asdict(self.config).items() if k != "workers"}, "device": str(self.accelerator.device),
-                      "processes": self.accelerator.num_processes},
-            sample=sample_digest(self.samples[(condition.name, seed)]), external=self.inputs.external,
-        )
-
-    def model_saved(self, condition: Condition, seed: int) -> bool:
-        """Whether the run's model folder was saved under its current key."""
-        return export.saved_key(export.model_folder(self.out, condition.name, seed)) == self.key(condition, seed)["digest"]
-
-    def finished(self, condition: Condition, seed: int, need_model: bool) -> RunResult | None:
-        """The run's earlier result if it was made under the same key (and, if `need_model`, its model folder was
-        saved under it too), else None; the log says which, and what changed."""
-        key, name = self.key(condition, seed), f"{condition.name} seed {seed}"
-        saved = _load_done(_run_path(self.out, condition.name, seed))
-        if saved is None or "key" not in saved:  # never run, or by an older skinsynth (`_note_unkeyed_runs` said so)
-            return None
-        changed = changed_parts(saved["key"], key)
-        if changed:
-            logger.info("%s: training again: %s changed since it ran (key %s -> %s)", name, ", ".join(changed), saved["key"].get("digest"), key["digest"])
-            return None
-        if need_model and not self.model_saved(condition, seed):
-            logger.info("%s: done before, but its model was not saved under key %s: training it again", name, key["digest"])
-            return None
-        logger.info("%s: reusing its finished run (same data, classifier and settings: key %s)", name, key["digest"])
-        return _result(saved)
-
-    def train(self, condition: Condition, seed: int, save_model: bool) -> RunResult:
-        from .train import ImageRows, load_classifier, train_and_predict
-
-        sample = self.samples[(condition.name, seed)]
-        parts = [(self.real_data["train"], sample.real_rows, sample.real_labels)]
-        if condition.synthetic is not None:
-            parts.append((self.synthetic_splits[condition.synthetic], sample.synthetic_rows, sample.synthetic_labels))
-        train_set = ImageRows(parts, self.config.image_size, self.norm, train=True, seed=seed)
-        result = train_and_predict(lambda: load_classifier(self.model, self.class_names, self.revision), train_set, self.val_set, self.test_set,
-                                   self.config, seed, self.accelerator, progress_desc=f"{condition.name} seed {seed} ({len(train_set)} images)",
-                                   progress=self.progress, external=self.external)
-        if self.accelerator.is_main_process:
-            key = self.key(condition, seed)
-            if save_model:
-                self.save_model(condition, seed, key, sample, result)
-            _save_done(_run_path(self.out, condition.name, seed), key, result)
-        result.model = None
-        return result
-
-    def save_model(self, condition: Condition, seed: int, key: dict, sample: ArmSample, result: RunResult) -> None:
-        from .metrics import SUMMARY_METRICS, evaluate
-
-        test = evaluate(result.test_labels, result.test_scores, self.class_names)
-        run = {
-            "key": key, "arm": condition.name, "seed": seed, "classes": self.class_names,
-            "synthetic_dataset": None if condition.synthetic is None else self.synthetic[condition.synthetic],
-            "real_images": len(sample.real_rows), "synthetic_images": len(sample.synthetic_rows),
-            "best_epoch": result.best_epoch, "epochs_run": result.epochs_run, "validation": result.best_val,
-            "test": {k: test[k] for k in SUMMARY_METRICS}, "test_images": len(result.test_labels),
-        }
-        name = f"{condition.name}-seed{seed}"
-        card = export.model_card(name, run, self.settings, self.license, _short_name(self.real), self.real)
-        processor = export.image_processor(self.norm.mean, self.norm.std, self.config.image_size)
-        export.save_classifier(export.model_folder(self.out, condition.name, seed), result.model, processor, card, run)
-
-
-def _best_seed(results: list[tuple[int, RunResult]], select_by: str) -> int:
-    sign = -1.0 if select_by == "loss" else 1.0
-    return max(results, key=lambda pair: sign * pair[1].best_val.get(select_by, -math.inf * sign))[0]
-
-
-def _run_condition(runner: _Runner, condition: Condition, seeds: int, save_models: str) -> list[tuple[int, RunResult]]:
-    """Every seed of one condition; then, with `--save-models best`, only the best seed's model folder is kept."""
-    keep = save_models == "all" or (save_models == "real" and condition.synthetic is None)
-    results = []
-    for seed in range(seeds):
-        result = runner.finished(condition, seed, need_model=keep)
-        if result is None:
-            result = runner.train(condition, seed, save_model=keep or save_models == "best")
-        results.append((seed, result))
-    if save_models == "best":
-        best = _best_seed(results, runner.config.select_by)
-        if runner.accelerator.is_main_process:
-            for seed, _ in results:
-                if seed != best:
-                    shutil.rmtree(export.model_folder(runner.out, condition.name, seed), ignore_errors=True)
-        if not runner.model_saved(condition, best):  # done before without saving its model (every process trains)
-            results[best] = (best, runner.train(condition, best, save_model=True))
-    return results
 
 
 def benchmark(
@@ -456,14 +132,8 @@ def benchmark(
     splits every arm is also tested on (cross-dataset generalisation; labels matched by name or `label_map`). `update_card` names a synthetic dataset folder whose
     `reports/benchmark.json` (and card) gets the results. Returns the content of `out/results.json`.
     """
-    from .train import (
-        ImageRows,
-        TrainConfig,
-        check_classifier,
-        classifier_key,
-        make_accelerator,
-        normalization,
-    )
+    from .classifier import check_classifier, classifier_key, normalization
+    from .train import ImageRows, TrainConfig, make_accelerator
 
     # Arguments and arms.
     synthetic = [str(s) for s in synthetic]
@@ -481,11 +151,11 @@ def benchmark(
     real_data = open_dataset(real, required_splits=REAL_SPLITS)
     class_names = label_names(real_data)
     mapping = label_map if isinstance(label_map, dict) else load_label_map(label_map)
-    synthetic_splits, synthetic_labels = _open_synthetic(synthetic, class_names, mapping)
+    synthetic_splits, synthetic_labels = open_synthetic(synthetic, class_names, mapping)
     runs = conditions(arm_list, synthetic)
-    samples = _sample_all(runs, class_names, real, np.asarray(real_data["train"]["label"]), synthetic, synthetic_labels, seeds, allow_fewer)
+    samples = sample_all(runs, class_names, real, np.asarray(real_data["train"]["label"]), synthetic, synthetic_labels, seeds, allow_fewer)
     externals = open_external([str(t) for t in test_datasets], class_names, mapping, str(real))
-    _check_leaks(real_data, synthetic_splits, runs, samples, [t.split for t in externals])
+    check_leaks(real_data, synthetic_splits, runs, samples, [t.split for t in externals])
 
     # Model: an image classifier, with its input statistics.
     classifier = check_classifier(model, revision)
@@ -510,9 +180,9 @@ def benchmark(
     atomic_write_json(out / "config.json", settings)
 
     # Training: every (condition, seed), reusing runs finished before under the same key.
-    _note_unkeyed_runs(out)
+    note_unkeyed_runs(out)
     accelerator = make_accelerator(device, workers)
-    runner = _Runner(
+    runner = Runner(
         real=str(real), synthetic=synthetic, model=model, revision=revision, inputs=inputs, class_names=class_names, real_data=real_data,
         synthetic_splits=synthetic_splits, samples=samples, config=config, norm=norm, accelerator=accelerator,
         val_set=ImageRows([_labelled(real_data["validation"])], size, norm, train=False),
@@ -521,7 +191,7 @@ def benchmark(
         external={t.name: ImageRows([(t.split, t.rows, t.labels)], size, norm, train=False) for t in externals},
     )
     start = time.perf_counter()
-    results = {condition.name: _run_condition(runner, condition, seeds, save_models) for condition in runs}
+    results = {condition.name: run_condition(runner, condition, seeds, save_models) for condition in runs}
 
     if not accelerator.is_main_process:
         return {}

@@ -36,7 +36,7 @@ def build_results(settings: dict, class_names: list[str], conditions, samples, r
     """Everything `results.json` holds. `test_groups` maps an attribute (fitzpatrick, body_site, sex, age) to each
     real test image's subgroup; every arm then gets per-subgroup metrics. `external` holds each external test set's
     source, labels (real label ids), dropped-image count and subgroups. `keys` maps (arm, seed) to the run's key
-    (what it was trained on; `experiment.run_key`)."""
+    (what it was trained on; `runs.run_key`)."""
     test_groups, external, keys = test_groups or {}, external or {}, keys or {}
     arms = []
     for condition in conditions:
