@@ -175,7 +175,9 @@ def test_each_family_maps_the_recipe_onto_its_own_keywords():
         **common, "negative_prompt": ["n"], "original_size": (64, 64), "target_size": (64, 64), "crops_coords_top_left": (0, 0),
     }
     assert family_for("StableDiffusionPipeline").call_arguments(["p"], ["n"], 3.5, 4, sd) == {**common, "negative_prompt": ["n"]}
-    assert family_for("PixArtSigmaPipeline").name == "other"  # the generic family: Stable Diffusion's keywords, as before
+    other = family_for("AuraFlowPipeline")
+    assert other.name == "other"  # the generic family: Stable Diffusion's keywords, as before
+    other.check(demo_recipe(generation__scheduler="FlowMatchEulerDiscreteScheduler"))  # it cannot tell which schedulers fit: no refusal
 
 
 def test_the_family_is_read_from_the_folder_before_loading(tiny_models, tiny_pipeline_dir, tmp_path):

@@ -39,7 +39,7 @@ class Family:
             value = getattr(generation, side)
             if value % self.size_multiple:
                 raise RecipeError(f"`generation.{side}` is {value}; {self.title} makes images whose sides are multiples of {self.size_multiple}: use {value - value % self.size_multiple or self.size_multiple} or {value - value % self.size_multiple + self.size_multiple}")
-        if generation.scheduler is not None:
+        if generation.scheduler is not None and self.pipeline_classes:  # the generic family cannot tell which kind it is
             from ..recipe import scheduler_class_name
 
             flow = scheduler_class_name(generation.scheduler).startswith("FlowMatch")
