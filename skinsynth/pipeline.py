@@ -14,8 +14,12 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import PipelineError
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 MODEL_METADATA_FILE = "skinsynth_model.json"  # written by `skinsynth finetune`: base model, method, training data
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -223,7 +227,7 @@ def load_pipeline(
     scheduler: str | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
-    recipe=None,
+    recipe: Recipe | None = None,
 ):
     """Load a text-to-image pipeline ready to generate, and the `ModelInfo` that a manifest records.
 
