@@ -487,7 +487,7 @@ def generate(
                 scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, recipe=recipe,
             )
             family = family_for(model_info.pipeline_class)
-            family.check(recipe)  # load_pipeline checked it before loading; a pipeline passed in is checked here
+            family.check(recipe, pipe)  # again with what only the loaded weights say (and for a pipeline passed in)
             identity["model"] = model_info.identity()
             if (model_info.finetune or {}).get("method") == "scratch" and recipe.prompts.negative:
                 logger.warning(

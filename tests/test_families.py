@@ -123,6 +123,18 @@ def test_a_flux_recipe_with_a_negative_prompt_is_refused_before_anything_is_made
     assert not out.exists()  # nothing written, not even the state folder
 
 
+def test_a_schnell_style_flux_refuses_a_guidance_it_would_ignore(tmp_path, capsys):
+    from .tiny_families import tiny_flux
+
+    tiny_flux(tmp_path / "schnell", guidance_embeds=False)
+    recipe = family_recipe(tmp_path, "flux")  # guidance_scale 2.0 and 4.0, from the demo
+    out = tmp_path / "out"
+    assert main(["-q", "generate", str(recipe), "--model", str(tmp_path / "schnell"), "--out", str(out), "--device", "cpu"]) == 2
+    assert "this Flux model has no guidance input (a schnell-style model)" in capsys.readouterr().err and not out.exists()
+    manifest = generate(family_recipe(tmp_path / "zero", "flux", guidance_scale=0.0), str(tmp_path / "schnell"), out, device="cpu", limit=1, progress=False)
+    assert manifest["model"]["family"] == "flux" and {row["guidance_scale"] for row in read_rows(out)["train"]} == {0.0}
+
+
 def test_sd3_without_t5_loads_without_it_and_makes_other_images(tiny_models, tmp_path):
     recipe = family_recipe(tmp_path, "sd3", drop_t5=True, max_sequence_length=16)
     pipe, info = load_pipeline(str(tiny_models["sd3"]), device="cpu", recipe=load_recipe(recipe))

@@ -116,9 +116,9 @@ def tiny_sd3(out: str | Path, seed: int = 0):
     return _save(pipe, out)
 
 
-def tiny_flux(out: str | Path, seed: int = 0):
-    """Flux (dev-style, with a distilled-guidance embedding): a `FluxTransformer2DModel` over 2x2-packed latents of a
-    one-channel VAE, a CLIP and a T5 encoder."""
+def tiny_flux(out: str | Path, seed: int = 0, guidance_embeds: bool = True):
+    """Flux, dev-style (a distilled-guidance embedding) or schnell-style (`guidance_embeds=False`): a
+    `FluxTransformer2DModel` over 2x2-packed latents of a one-channel VAE, a CLIP and a T5 encoder."""
     import torch
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
     from transformers import CLIPTextModel
@@ -128,7 +128,7 @@ def tiny_flux(out: str | Path, seed: int = 0):
     tokenizer, tokenizer_2 = _clip_tokenizer(out / "tokenizer"), _t5_tokenizer(out / "tokenizer_2")
     transformer = FluxTransformer2DModel(
         patch_size=1, in_channels=4 * 1, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
-        joint_attention_dim=32, pooled_projection_dim=CLIP["hidden_size"], axes_dims_rope=(4, 4, 8), guidance_embeds=True,
+        joint_attention_dim=32, pooled_projection_dim=CLIP["hidden_size"], axes_dims_rope=(4, 4, 8), guidance_embeds=guidance_embeds,
     )
     pipe = FluxPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(), vae=_vae(1, **FLOW_VAE), text_encoder=CLIPTextModel(_clip_config(tokenizer)),

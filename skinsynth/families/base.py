@@ -24,7 +24,9 @@ class Family:
     optional_t5 = False  # runs without its T5 encoder (`generation.drop_t5`)
     size_multiple = 8  # image sides are multiples of this (VAE factor x patch size)
 
-    def check(self, recipe: Recipe) -> None:
+    def check(self, recipe: Recipe, pipe=None) -> None:
+        """Refuse a setting this family does not have. `pipe`, once loaded, lets a family check what only its
+        weights' configs say (Flux schnell has no guidance)."""
         generation = recipe.generation
         if recipe.prompts.negative and not self.negative_prompt:
             raise RecipeError(self.no_negative_prompt(recipe))

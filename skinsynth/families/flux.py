@@ -2,11 +2,13 @@
 
 Flux is guidance-distilled: `guidance_scale` is fed to the transformer as a conditioning value (dev's default 3.5),
 not used for classifier-free guidance, so one pass per step and no negative prompt (diffusers' `FluxPipeline` takes
-one but ignores it unless `true_cfg_scale` > 1). `generation.max_sequence_length` sets the T5 tokens per prompt (the
+one but ignores it unless `true_cfg_scale` > 1). FLUX.1-schnell has no guidance input at all: its recipes say
+`guidance_scale: 0`, so that the dataset's `guidance_scale` column does not claim a guidance that was never used. `generation.max_sequence_length` sets the T5 tokens per prompt (the
 pipeline's default: 512). Image sides are multiples of 16 (an 8x VAE and 2x2-packed latents)."""
 
 from __future__ import annotations
 
+from ..errors import RecipeError
 from ..recipe import Recipe
 from .base import Family
 
@@ -26,3 +28,13 @@ class Flux(Family):
             f"guidance), so `prompts.negative` ({recipe.prompts.negative!r}) would be ignored; remove `negative` from the recipe's `prompts` "
             "(or describe what you want in the templates instead)"
         )
+
+    def check(self, recipe: Recipe, pipe=None) -> None:
+        super().check(recipe, pipe)
+        transformer = getattr(pipe, "transformer", None)
+        guided = getattr(getattr(transformer, "config", None), "guidance_embeds", True)
+        if not guided and any(recipe.generation.guidance_scales):
+            raise RecipeError(
+                f"this Flux model has no guidance input (a schnell-style model), so `generation.guidance_scale` "
+                f"({recipe.generation.guidance_scale}) would be ignored: set `guidance_scale: 0` in the recipe"
+            )
