@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import OutputError, ShortfallError, SkinsynthError
+from .families import Family, family_for
 from .images import encode_image, rejection_reason, to_uint8
 from .plan import ImageJob, SplitPlan, attempt_seed, plan
 from .recipe import Recipe, load_recipe
@@ -113,9 +114,10 @@ class ImageMaker:
     attribute cell short; the message names the cell, its acceptance rate in this run and what would help.
     """
 
-    def __init__(self, pipe, recipe: Recipe, image_filter=None):
+    def __init__(self, pipe, recipe: Recipe, image_filter=None, family: Family | None = None):
         self.pipe = pipe
         self.recipe = recipe
+        self.family = family or Family()  # maps the recipe's settings onto the pipeline's keywords
         self.image_filter = image_filter
         self.score_columns: tuple[str, ...] = image_filter.score_columns if image_filter is not None else ()
         self.tried: Counter = Counter()  # per cell (split, label, attributes): images made in this run
@@ -134,16 +136,10 @@ class ImageMaker:
         pending = [(job, 0) for job in jobs]
         while pending:
             seeds = [attempt_seed(job.seed, attempt) for job, attempt in pending]
-            output = self.pipe(
-                prompt=[job.prompt for job, _ in pending],
-                negative_prompt=[job.negative_prompt for job, _ in pending],
-                num_inference_steps=pending[0][0].num_inference_steps,
-                guidance_scale=pending[0][0].guidance_scale,
-                height=self.recipe.generation.height,
-                width=self.recipe.generation.width,
-                generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds],
-                output_type="np",
+            arguments = self.family.call_arguments(
+                [job.prompt for job, _ in pending], [job.negative_prompt for job, _ in pending], pending[0][0].guidance_scale, pending[0][0].num_inference_steps, self.recipe,
             )
+            output = self.pipe(**arguments, generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds], output_type="np")
             flags = getattr(output, "nsfw_content_detected", None) or [None] * len(pending)
             reasons = [rejection_reason(image, flag) for image, flag in zip(output.images, flags)]
             pixels = [to_uint8(image) for image in output.images]
@@ -449,8 +445,10 @@ def generate(
         with _undone_on_failure(created):  # a failed start (mistyped model, refused filter, Ctrl-C) leaves no trace
             pipe, model_info = pipeline or load_pipeline(
                 model, revision=revision, device=device, dtype=dtype, lora=lora, embeddings=embeddings,
-                scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, recipe=recipe,
             )
+            family = family_for(model_info.pipeline_class)
+            family.check(recipe, pipe)  # again with what only the loaded weights say (and for a pipeline passed in)
             identity["model"] = model_info.identity()
             if (model_info.finetune or {}).get("method") == "scratch" and recipe.prompts.negative:
                 logger.warning(
@@ -485,7 +483,7 @@ def generate(
         with state.split_between_processes(remaining) as mine, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as encoder:
             total = sum(t.stop - t.start for t in mine)
             with tqdm(total=total, unit="img", desc=f"generating {recipe.name}", disable=not (progress and state.is_main_process)) as bar:
-                make_images = ImageMaker(pipe, recipe, image_filter)
+                make_images = ImageMaker(pipe, recipe, image_filter, family)
                 for task in mine:
                     write_shard(out, task, plans[task.split], make_images, batch_size, encoder, bar)
         state.wait_for_everyone()

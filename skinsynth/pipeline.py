@@ -14,8 +14,12 @@ import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import PipelineError
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
 
 MODEL_METADATA_FILE = "skinsynth_model.json"  # written by `skinsynth finetune`: base model, method, training data
 DTYPES = ("auto", "float32", "float16", "bfloat16")
@@ -36,6 +40,7 @@ class ModelInfo:
     lora: dict | None = None
     embeddings: list[dict] = field(default_factory=list)
     finetune: dict | None = None  # the fine-tuned model's own metadata (base model, method, training data)
+    family: str = "other"  # `skinsynth.families`: stable-diffusion, stable-diffusion-xl, stable-diffusion-3, flux
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -222,16 +227,20 @@ def load_pipeline(
     scheduler: str | None = None,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    recipe: Recipe | None = None,
 ):
     """Load a text-to-image pipeline ready to generate, and the `ModelInfo` that a manifest records.
 
     Weights are read from safetensors only (LoRA and embeddings from pickled files with `allow_pickle=True`);
-    remote code runs only with `trust_remote_code=True`.
+    remote code runs only with `trust_remote_code=True`. With a `recipe`, its generation settings are checked
+    against the model's family (`skinsynth.families`) before any weights load, and loading follows them (SD3
+    without its T5 encoder when the recipe drops it).
     """
     import diffusers.utils.logging
     from diffusers import DiffusionPipeline
     from huggingface_hub.utils import are_progress_bars_disabled
 
+    from .families import family_of_folder
     from .recipe import scheduler_class_name
 
     if are_progress_bars_disabled():  # `skinsynth -q` (diffusers has no environment switch of its own)
@@ -240,12 +249,16 @@ def load_pipeline(
     folder, commit = resolve_model(model, revision)
     if not trust_remote_code:
         check_text_to_image(folder)
+    family = family_of_folder(folder)
+    if recipe is not None:
+        family.check(recipe)
     for option, paths in (("--lora", [lora] if lora else []), ("--embeddings", embeddings)):  # before the slow part
         for path in paths:
             if Path(path).expanduser().exists():
                 check_safetensors(Path(path).expanduser(), option, allow_pickle)
     try:
-        pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=torch_dtype(dtype, device), use_safetensors=True, trust_remote_code=trust_remote_code)
+        components = family.load_components(recipe) if recipe is not None else {}
+        pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=torch_dtype(dtype, device), use_safetensors=True, trust_remote_code=trust_remote_code, **components)
     except Exception as err:
         if "trust_remote_code" in str(err):  # diffusers names its Python argument; the user typed a command
             raise PipelineError(f"the pipeline in {folder} needs its own code (a custom component); pass --trust-remote-code if you trust it") from err
@@ -301,6 +314,7 @@ def load_pipeline(
         lora=lora_info,
         embeddings=embedding_info,
         finetune=_read_metadata(folder),
+        family=family.name,
     )
     return pipe, info
 

@@ -124,6 +124,11 @@ class SplitSpec(_Frozen):
 
 
 class Generation(_Frozen):
+    """How each image is made. Most settings apply to every family; `max_sequence_length` (T5 tokens per prompt) is
+    for Stable Diffusion 3 and Flux, `drop_t5: true` (load without the T5 encoder) for Stable Diffusion 3 only;
+    `skinsynth.families` refuses a setting the model's family does not have. Left out, they stay out of the recipe's
+    hash, so recipes written before they existed keep theirs."""
+
     num_inference_steps: Annotated[int, Field(ge=1)] = 30
     guidance_scale: Annotated[float, Field(ge=0)] | Annotated[tuple[Annotated[float, Field(ge=0)], ...], Field(min_length=1)] = 7.5
     height: Annotated[int, Field(ge=8, multiple_of=8)] = 512
@@ -134,6 +139,8 @@ class Generation(_Frozen):
     image_format: Literal["png", "jpeg", "webp"] = "png"
     quality: Annotated[int, Field(ge=1, le=100)] = 95
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 5
+    max_sequence_length: Annotated[int, Field(ge=1, le=512)] | None = None  # None: the pipeline's default (SD3 256, Flux 512)
+    drop_t5: bool | None = None  # None and false: the T5 encoder loads
 
     @property
     def guidance_scales(self) -> tuple[float, ...]:
