@@ -38,7 +38,7 @@ from pathlib import Path
 from . import duplicates as dup
 from .errors import DatasetError, OutputError, SkinsynthError
 from .shards import ShardInfo, ShardWriter, atomic_write_json, shard_file, shard_ranges, splits_manifest
-from .sources import Example, Source, read_source
+from .sources import Example, Source, label_name, read_source
 from .splits import SPLITS, assign_splits, cap_per_class
 
 logger = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ class PrepareConfig:
     different labels (`drop`: all of them, the default, since the source contradicts itself; `majority`: keep those
     with the strictly most common label; `keep`: keep all, only count them); `cross_split` what becomes of copies
     on both sides of a split the source fixed (`report`, the default, or `drop-train`: remove the train side).
+    `classes` must each end up with images (else an error); without them, a class the source names but has no
+    image of is left out of the dataset and reported as absent.
     """
 
     validation: float = 0.1
@@ -77,6 +79,7 @@ class PrepareConfig:
     dedup: bool = True
     conflicts: str = "drop"
     cross_split: str = "report"
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.conflicts not in dup.CONFLICT_POLICIES:
@@ -330,6 +333,22 @@ def split_examples(examples: list[Example], config: PrepareConfig) -> list[str]:
     return splits
 
 
+def present_classes(data: Source, usable: list[tuple[Example, Check]], config: PrepareConfig, skipped: Counter) -> tuple[Source, list[str]]:
+    """The source with only the classes that have a usable image, and the names it lost: a class list naming classes
+    a subset lacks (ISIC 2019 or 2020 without its rare classes) would otherwise become ClassLabel names with zero
+    images. A class required by `config.classes` or the source's own `required_classes` with no image is an error."""
+    present = {example.label for example, _ in usable}
+    required = [label_name(name) for name in (*(config.classes or ()), *data.required_classes)]
+    missing = [name for name in dict.fromkeys(required) if name not in present]
+    if missing:
+        raise DatasetError(f"class(es) {', '.join(missing)} have no usable image (classes with images: {', '.join(sorted(present))}; "
+                           f"skipped: {dict(skipped) or 'none'}); check the download, or leave them out of `--classes` / the mapping's `classes`")
+    absent = [name for name in data.label_names if name not in present]
+    if absent:
+        logger.warning("classes %s have no image here: left out of the dataset (listed as absent_classes in %s)", ", ".join(absent), MANIFEST)
+    return replace(data, label_names=[name for name in data.label_names if name in present]), absent
+
+
 def dataset_features(source: Source):
     """The columns of a real dataset: image, label, group, attributes (like recipe attributes) and source columns."""
     import datasets
@@ -494,6 +513,7 @@ def prepare(
             skipped.update(dropped)
         if not usable:
             raise SkinsynthError(f"no usable image in `{source}` (skipped: {dict(skipped) or 'none found'})")
+        data, absent = present_classes(data, usable, config, skipped)
         splits = split_examples([e for e, _ in usable], config)
 
         tmp = out.with_name(f".{out.name}.prepare-{os.getpid()}")
@@ -508,6 +528,7 @@ def prepare(
                 "license": data.info.license,
                 "citation": data.info.citation,
                 "label_names": data.label_names,
+                "absent_classes": absent,
                 "attributes": list(data.attributes),
                 "source_columns": list(data.columns),
                 "config": asdict(config),

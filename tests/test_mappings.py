@@ -188,7 +188,8 @@ def test_isic_2020_from_the_isic_download_and_from_kaggle(tmp_path, layout):
 
     manifest = prepare(root, "csv", tmp_path / "out", mapping=MAPPINGS / "isic_2020.yaml", progress=False, validation=0.25, test=0.25)
     assert manifest["skipped"] == {"missing_label": 6}  # diagnosis `unknown`
-    assert manifest["label_names"] == ["atypical_melanocytic_proliferation", "benign_keratosis", "cafe_au_lait_macule", "melanocytic_nevus", "melanoma"]
+    assert manifest["label_names"] == ["benign_keratosis", "melanocytic_nevus", "melanoma"]
+    assert manifest["absent_classes"] == ["atypical_melanocytic_proliferation", "cafe_au_lait_macule"]  # named by the mapping, no row here
     out = dataset_rows(tmp_path / "out")
     assert len(out) == 30 and {r["label"] for r in out} == {"benign_keratosis", "melanocytic_nevus", "melanoma"}
     first = next(r for r in out if r["group_id"] == "IP_7279968" and r["label"] == "melanocytic_nevus")
@@ -198,6 +199,32 @@ def test_isic_2020_from_the_isic_download_and_from_kaggle(tmp_path, layout):
     for r in out:
         patients.setdefault(r["group_id"], set()).add(r["split"])
     assert len(patients) == 12 and all(len(s) == 1 for s in patients.values())
+
+
+def test_classes_the_mapping_names_but_the_data_lacks_are_absent_not_empty(tmp_path, capsys):
+    """A subset of ISIC 2019 without dermatofibroma or vascular lesions: those classes are reported as absent and
+    left out of the label names, unless `--classes` (or the mapping's `classes`) requires them: then it is an error."""
+    root = isic_2019_tree(tmp_path / "isic2019")
+    truth = root / "ISIC_2019_Training_GroundTruth.csv"
+    with open(truth, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["DF"] != "1.0" and r["VASC"] != "1.0"]
+    write_csv(truth, rows)
+
+    manifest = prepare(root, "csv", tmp_path / "out", mapping=MAPPINGS / "isic_2019.yaml", progress=False, validation=0.25, test=0.25)
+    assert manifest["absent_classes"] == ["dermatofibroma", "vascular_lesion"]
+    assert set(manifest["label_names"]) == HAM_NAMES - {"dermatofibroma", "vascular_lesion"} | {"squamous_cell_carcinoma"}
+    assert min(sum(counts[name] for counts in manifest["class_counts"].values()) for name in manifest["label_names"]) > 0
+    assert "dermatofibroma" not in manifest["class_counts"]["train"]
+
+    code = main(["prepare", str(root), "--format", "csv", "--mapping", str(MAPPINGS / "isic_2019.yaml"), "--out", str(tmp_path / "strict"),
+                 "--classes", "melanoma,dermatofibroma,Vascular lesion"])
+    assert code == 2
+    assert "dermatofibroma, vascular_lesion" in capsys.readouterr().err and not (tmp_path / "strict").exists()
+    assert prepare(root, "csv", tmp_path / "enough", mapping=MAPPINGS / "isic_2019.yaml", progress=False, classes=("melanoma", "melanocytic_nevus"))
+    mapping = (MAPPINGS / "isic_2019.yaml").read_text() + "classes: [melanoma, dermatofibroma]\n"
+    (tmp_path / "strict.yaml").write_text(mapping)
+    with pytest.raises(DatasetError, match="dermatofibroma"):
+        prepare(root, "csv", tmp_path / "strict", mapping=tmp_path / "strict.yaml", progress=False)
 
 
 def test_bad_mappings_and_tables_are_clear_errors(tmp_path, capsys):

@@ -55,8 +55,10 @@ class SourceInfo:
 
 @dataclass(frozen=True)
 class Source:
-    """A read source. `label_names` fixes the ClassLabel order; `attributes` and `columns` fix the extra columns;
-    `reader_options` (e.g. the CSV mapping) go into the manifest so the conversion can be repeated."""
+    """A read source. `label_names` fixes the ClassLabel order (a name with no image is left out of the dataset and
+    reported as absent); `required_classes` must have images (the CSV mapping's `classes`); `attributes` and
+    `columns` fix the extra columns; `reader_options` (e.g. the CSV mapping) go into the manifest so the conversion
+    can be repeated."""
 
     info: SourceInfo
     examples: list[Example]
@@ -65,6 +67,7 @@ class Source:
     columns: tuple[str, ...] = ()
     skipped: Counter = field(default_factory=Counter)
     reader_options: dict = field(default_factory=dict)
+    required_classes: tuple[str, ...] = ()
 
 
 def label_name(text: str) -> str:

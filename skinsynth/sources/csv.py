@@ -24,6 +24,9 @@ Challenge tables give the label as one-hot columns and the metadata in a second 
     label: {one_hot: {MEL: melanoma, NV: melanocytic_nevus, UNK: null}}   # column -> class; 1 / 1.0 marks it
     join: {table: ISIC_2019_Training_Metadata.csv, key: image}            # its columns join each row by `key`
 
+A class the label table names but no image has (a subset of a challenge set) is left out and reported as absent;
+list the classes that must be there in `classes: [melanoma, dermatofibroma]` to make that an error instead.
+
 Without `values`, a label is its text in snake_case and an attribute value is kept as written. Values listed in
 `missing` (default: empty, `unknown`, `nan`) become None. Numbers written as `2.0` are read as `2`. A label
 outside a `values` table is counted as `unknown_label` (one mapped to null as `excluded_label`), a row whose file is
@@ -109,6 +112,7 @@ class ColumnMapping(BaseModel):
     group_id: Column | None = None
     attributes: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Column] = {}
     columns: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
 
 
 def load_mapping(mapping) -> ColumnMapping:
@@ -262,4 +266,5 @@ def read(source: Path, mapping) -> Source:
         )
     names = sorted(known_labels) if known_labels is not None else sorted(labels)
     info = SourceInfo(name=mapping.name or table.stem, license=mapping.license, citation=mapping.citation, homepage=mapping.homepage)
-    return Source(info, examples, names, tuple(mapping.attributes), tuple(mapping.columns), +skipped, {"mapping": mapping.model_dump(mode="json")})
+    return Source(info, examples, names, tuple(mapping.attributes), tuple(mapping.columns), +skipped, {"mapping": mapping.model_dump(mode="json")},
+                  required_classes=tuple(label_name(c) for c in mapping.classes))
