@@ -48,7 +48,7 @@ def register(subparsers) -> None:
                         help="classes that must have images (an error names those without); by default a class the source names but has no image of is reported as absent and left out")
 
     dedup = parser.add_argument_group("duplicates")
-    dedup.add_argument("--no-dedup", dest="dedup", action="store_false", help="skip duplicate detection (it decodes every image in full)")
+    dedup.add_argument("--no-dedup", dest="dedup", action="store_false", help="skip duplicate detection (it decodes every image at 256 pixels a side or more)")
     dedup.add_argument("--conflicts", choices=("drop", "majority", "keep"), default="drop",
                        help="copies of one image with different labels: drop them all (default), keep those with the majority label, or keep all")
     dedup.add_argument("--cross-split", choices=("report", "drop-train"), default="report",
