@@ -49,6 +49,21 @@ def open_dataset(source: str | Path, *, revision: str | None = None, required_sp
     return dataset
 
 
+def stored_images(split, rows=None) -> list:
+    """Each image of `split` (or of `rows`, positions in it) as stored: its bytes, or its path when only a path is
+    stored; read straight from Arrow, without decoding.
+
+    Positions are the split's own: a split that `select`, `filter` or `shuffle` made maps them onto rows of an
+    unchanged table, so reading `split.data` by position would return other rows' images."""
+    import pyarrow.compute as pc
+
+    view = split.select_columns(["image"]).with_format("arrow")
+    column = (view[:] if rows is None else view[[int(row) for row in rows]])["image"]
+    stored = pc.struct_field(column, "bytes").to_pylist()
+    paths = pc.struct_field(column, "path").to_pylist()
+    return [b if b is not None else p for b, p in zip(stored, paths)]
+
+
 def _local_shards(folder: Path) -> dict[str, list[Path]]:
     """Split name -> its Arrow shard files in order, as `load_dataset` would find them; splits in the usual order."""
     shards: dict[str, list[Path]] = {}

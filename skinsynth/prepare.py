@@ -11,7 +11,9 @@ seconds, and the output is the size of the source (decoding into PIL images and 
 as PNG takes over a minute and writes 8x the bytes).
 
 Duplicates (`skinsynth.duplicates`: same pixels, or resized / re-encoded copies) are found in the check pass, which
-then decodes every image in full; they share a `group_id`, so they never straddle the splits skinsynth makes.
+then decodes every image at no less than 256 pixels a side for its fingerprint (large JPEGs at 1/2 to 1/8 scale),
+and only the images found in a set of copies once more in full, to tell exact copies from near ones; copies share
+a `group_id`, so they never straddle the splits skinsynth makes.
 Copies with different labels follow `conflicts`; copies on both sides of a split the source fixed are reported
 (and with `cross_split="drop-train"` removed from train). The counts go to the manifest and the card, the file
 names to `duplicates.json`.
@@ -38,7 +40,7 @@ from pathlib import Path
 from . import duplicates as dup
 from .errors import DatasetError, OutputError, SkinsynthError
 from .shards import DUPLICATES_REPORT, ShardInfo, ShardWriter, atomic_write_json, shard_file, shard_ranges, splits_manifest
-from .sources import Example, Source, read_source
+from .sources import Example, Source, label_name, read_source
 from .splits import SPLITS, assign_splits, cap_per_class
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ class PrepareConfig:
     different labels (`drop`: all of them, the default, since the source contradicts itself; `majority`: keep those
     with the strictly most common label; `keep`: keep all, only count them); `cross_split` what becomes of copies
     on both sides of a split the source fixed (`report`, the default, or `drop-train`: remove the train side).
+    `classes` must each end up with images (else an error); without them, a class the source names but has no
+    image of is left out of the dataset and reported as absent.
     """
 
     validation: float = 0.1
@@ -76,6 +80,7 @@ class PrepareConfig:
     dedup: bool = True
     conflicts: str = "drop"
     cross_split: str = "report"
+    classes: tuple[str, ...] | None = None
 
     def __post_init__(self):
         if self.conflicts not in dup.CONFLICT_POLICIES:
@@ -143,9 +148,17 @@ class Check:
     fingerprint: dup.Fingerprint | None = None
 
 
+# The shorter side a JPEG is decoded at (at least) for its duplicate fingerprint: 8x the 32-pixel thumbnail the
+# fingerprint is made of. A JPEG decodes at 1/2, 1/4 or 1/8 scale far faster than in full, and the fingerprint barely
+# moves: on 370 HAM10000 images upscaled to 1600x1200 (with resized, re-encoded and PNG copies) the thumbnails differ
+# from a full decode's by 0.55 grey levels at most (near copies: 2.5) and exactly the same pairs are found.
+FINGERPRINT_SIDE = 8 * dup.THUMBNAIL
+
+
 def check_image(example: Example, config: PrepareConfig) -> Check:
-    """Open the example's image, read its header and decode it to prove it is whole: in full and fingerprinted with `dedup`,
-    else at reduced size (JPEG: 1/8 scale)."""
+    """Open the example's image, read its header and decode it to prove it is whole, at reduced size: with `dedup`
+    large enough for its fingerprint (`FINGERPRINT_SIDE`), else as small as possible (JPEG: 1/8 scale). A reduced
+    decode still reads the whole compressed stream, so truncated files are caught."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -158,6 +171,7 @@ def check_image(example: Example, config: PrepareConfig) -> Check:
         with Image.open(io.BytesIO(data)) as image:
             mode, fmt, size = image.mode, image.format, image.size[::-1] if _rotated(image) else image.size
             if config.dedup:
+                image.draft(None, (FINGERPRINT_SIDE, FINGERPRINT_SIDE))
                 image.load()
                 fingerprint = dup.fingerprint(to_rgb(ImageOps.exif_transpose(image)))
             else:
@@ -240,12 +254,24 @@ def _file_name(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
-def resolve_duplicates(usable: list[tuple[Example, Check]], config: PrepareConfig, root: Path) -> tuple[list[tuple[Example, Check]], dict, list[dict], Counter]:
+def pixel_digest(example: Example) -> str:
+    """SHA-256 of the example's upright RGB pixels decoded at full size: the same for exact copies in any format
+    (the check pass fingerprints JPEGs at reduced size, where a JPEG and a PNG of the same pixels differ slightly)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(io.BytesIO(example.data())) as image:
+        return dup.fingerprint(to_rgb(ImageOps.exif_transpose(image))).pixels
+
+
+def resolve_duplicates(usable: list[tuple[Example, Check]], config: PrepareConfig, root: Path, pool: ThreadPoolExecutor) -> tuple[list[tuple[Example, Check]], dict, list[dict], Counter]:
     """Find the duplicate clusters among the usable images and apply the config's policies. Returns the images kept
     (copies now share one `group_id`), the counts for the manifest, one report entry per cluster (file names
-    relative to `root`) and the images dropped, by reason."""
+    relative to `root`) and the images dropped, by reason. Which copies are exact is decided on full-size pixels,
+    decoded again (in `pool`) for the images in clusters only."""
     examples = [e for e, _ in usable]
     found = dup.clusters(len(usable), dup.duplicate_pairs([c.fingerprint for _, c in usable]))
+    in_any = [i for members in found for i in members]
+    digests = dict(zip(in_any, pool.map(lambda i: pixel_digest(examples[i]), in_any)))
     preset = any(e.split is not None for e in examples)
     keep = [True] * len(usable)
     dropped: Counter = Counter()
@@ -253,7 +279,7 @@ def resolve_duplicates(usable: list[tuple[Example, Check]], config: PrepareConfi
     entries = []
     for members in found:
         labels = [examples[i].label for i in members]
-        entry = {"kind": "exact" if len({usable[i][1].fingerprint.pixels for i in members}) == 1 else "near",
+        entry = {"kind": "exact" if len({digests[i] for i in members}) == 1 else "near",
                  "files": [_file_name(examples[i].path, root) for i in members], "labels": labels,
                  "groups": [examples[i].group_id for i in members]}
         counts["across_groups"] += len(set(entry["groups"])) > 1
@@ -278,8 +304,8 @@ def resolve_duplicates(usable: list[tuple[Example, Check]], config: PrepareConfi
         entry["dropped"] = [name for i, name in zip(members, entry["files"]) if not keep[i]]
         entries.append(entry)
 
-    exact = Counter(c.fingerprint.pixels for _, c in usable)
-    in_clusters = sum(len(m) for m in found)
+    exact = Counter(digests.values())  # exact copies always share a cluster: their fingerprints match
+    in_clusters = len(in_any)
     summary = {
         "method": {"exact": "SHA-256 of the decoded RGB pixels",
                    "near": f"64-bit DCT pHash within {dup.PHASH_DISTANCE} bits and 32x32 grey thumbnails within {dup.THUMBNAIL_DIFFERENCE} grey levels"},
@@ -327,6 +353,22 @@ def split_examples(examples: list[Example], config: PrepareConfig) -> list[str]:
     for index, split in zip(train, carved):
         splits[index] = split
     return splits
+
+
+def present_classes(data: Source, usable: list[tuple[Example, Check]], config: PrepareConfig, skipped: Counter) -> tuple[Source, list[str]]:
+    """The source with only the classes that have a usable image, and the names it lost: a class list naming classes
+    a subset lacks (ISIC 2019 or 2020 without its rare classes) would otherwise become ClassLabel names with zero
+    images. A class required by `config.classes` or the source's own `required_classes` with no image is an error."""
+    present = {example.label for example, _ in usable}
+    required = [label_name(name) for name in (*(config.classes or ()), *data.required_classes)]
+    missing = [name for name in dict.fromkeys(required) if name not in present]
+    if missing:
+        raise DatasetError(f"class(es) {', '.join(missing)} have no usable image (classes with images: {', '.join(sorted(present))}; "
+                           f"skipped: {dict(skipped) or 'none'}); check the download, or leave them out of `--classes` / the mapping's `classes`")
+    absent = [name for name in data.label_names if name not in present]
+    if absent:
+        logger.warning("classes %s have no image here: left out of the dataset (listed as absent_classes in %s)", ", ".join(absent), MANIFEST)
+    return replace(data, label_names=[name for name in data.label_names if name in present]), absent
 
 
 def dataset_features(source: Source):
@@ -489,10 +531,11 @@ def prepare(
         duplicates, entries = None, []
         if config.dedup and usable:
             root = Path(os.path.commonpath([s.expanduser().absolute() for s in sources])) if len(sources) > 1 else sources[0].expanduser().absolute()
-            usable, duplicates, entries, dropped = resolve_duplicates(usable, config, root if root.is_dir() else root.parent)
+            usable, duplicates, entries, dropped = resolve_duplicates(usable, config, root if root.is_dir() else root.parent, pool)
             skipped.update(dropped)
         if not usable:
             raise SkinsynthError(f"no usable image in `{source}` (skipped: {dict(skipped) or 'none found'})")
+        data, absent = present_classes(data, usable, config, skipped)
         splits = split_examples([e for e, _ in usable], config)
 
         tmp = out.with_name(f".{out.name}.prepare-{os.getpid()}")
@@ -507,6 +550,7 @@ def prepare(
                 "license": data.info.license,
                 "citation": data.info.citation,
                 "label_names": data.label_names,
+                "absent_classes": absent,
                 "attributes": list(data.attributes),
                 "source_columns": list(data.columns),
                 "config": asdict(config),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -15,6 +16,7 @@ from PIL import Image
 
 from skinsynth.benchmark import Arm, benchmark
 from skinsynth.benchmark.conditions import image_digests
+from skinsynth.benchmark.train import decode
 from skinsynth.cli import main
 from skinsynth.errors import DatasetError, OutputError, PipelineError, RecipeError, SkinsynthError
 from skinsynth.shards import write_split
@@ -131,10 +133,12 @@ def test_no_validation_or_test_image_reaches_training(recorded, real_dir):
     held_out = set(image_digests(real["validation"])) | set(image_digests(real["test"]))
     held_out_lesions = set(real["validation"]["group_id"]) | set(real["test"]["group_id"])
     for train_set in seen:
-        for source, row, _ in train_set.items:
+        for index, (source, row, _) in enumerate(train_set.items):
             stored = train_set.sources[source][int(row)]["image"]
             assert stored["path"].removesuffix(".jpg") not in held_out_ids
-            assert image_digests(train_set.sources[source].select([int(row)]))[0] not in held_out
+            assert np.array_equal(train_set.cache[index], np.asarray(decode(stored["bytes"], train_set.size)))  # the sampled row's image
+            digest = image_digests(train_set.sources[source].select([int(row)]))[0]
+            assert digest == hashlib.sha1(stored["bytes"]).hexdigest() and digest not in held_out
         real_rows = train_set.items[train_set.items[:, 0] == 0, 1]
         assert not {real["train"][int(r)]["group_id"] for r in real_rows} & held_out_lesions
 

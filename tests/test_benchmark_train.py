@@ -77,6 +77,32 @@ def test_image_rows_decode_augment_by_seed_epoch_and_index():
     assert per_access.cache is None and np.array_equal(per_access[(0, 0)][0], pixels)  # too big to cache: decoded per access, same pixels
 
 
+def test_image_rows_and_digests_read_the_rows_a_selected_split_maps_to():
+    """`select`, `filter` and `shuffle` give a split that maps its positions onto rows of the same Arrow table:
+    `ImageRows` and the leak check's digests must read the rows it maps to, not the table's rows at those positions."""
+    import hashlib
+
+    from skinsynth.benchmark.conditions import image_digests
+
+    def png(red: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (red, 0, 0)).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    split = datasets.Dataset.from_dict({"image": [{"bytes": png(30 * i), "path": f"{i}.png"} for i in range(6)], "label": [i % 2 for i in range(6)]},
+                                       features=datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])}))
+    norm = Normalization((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    for view in (split.select([4, 1, 3]), split.filter(lambda row: row["label"] == 1), split.shuffle(seed=1)):
+        reds = [view[i]["image"].getpixel((0, 0))[0] for i in range(len(view))]  # what the split's own row access shows
+        assert reds != [30 * i for i in range(len(view))]  # the view is not the table's first rows
+        rows = np.arange(len(view))[::-1]
+        for cache_limit in (1 << 30, 0):
+            images = ImageRows([(view, rows, np.asarray(view["label"])[rows])], 8, norm, train=False, cache_limit=cache_limit)
+            assert [int(images[i][0][0, 0, 0]) for i in range(len(images))] == reds[::-1]
+        stored = view.cast_column("image", datasets.Image(decode=False))["image"]
+        assert list(image_digests(view)) == [hashlib.sha1(image["bytes"]).hexdigest() for image in stored]
+
+
 def test_epoch_shuffle_is_a_seeded_permutation_per_epoch():
     shuffle = EpochShuffle(10, seed=4)
     first = list(shuffle)

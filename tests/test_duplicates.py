@@ -4,6 +4,7 @@ labels and copies across the source's own splits: found, grouped, settled by pol
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +136,44 @@ def test_ham10000_duplicates(ham_subset, tmp_path):
     """Real dermoscopy images of different lesions look alike at 8x8 DCT frequencies; none of them may be merged."""
     manifest = prepare(ham_subset, "ham10000", tmp_path / "out", progress=False)
     assert manifest["duplicates"]["across_groups"] == 0 and manifest["duplicates"]["conflicting"]["clusters"] == 0
+
+
+@pytest.fixture(scope="module")
+def large_copies(ham10000_dir, tmp_path_factory) -> Path:
+    """An ImageFolder of 16 real HAM10000 images upscaled to 1600x1200 JPEGs (the size of a full-resolution download
+    or a phone photo), with copies: the same bytes, a PNG of the same pixels, resized by 10 %, re-encoded at
+    quality 50 under another label."""
+    root = tmp_path_factory.mktemp("large") / "tree"
+    for i, path in enumerate(sorted((ham10000_dir / "images").glob("*.jpg"))[:16]):
+        big = Image.open(path).convert("RGB").resize((1600, 1200), Image.Resampling.BICUBIC)
+        save(big, root / ["melanoma", "nevus"][i % 2] / path.name, quality=90)
+    first, second = sorted((root / "melanoma").glob("*.jpg"))[:2]
+    (root / "melanoma" / "same_bytes.jpg").write_bytes(first.read_bytes())
+    decoded = Image.open(first).convert("RGB")
+    save(decoded, root / "melanoma" / "same_pixels.png")
+    save(decoded.resize((1440, 1080), Image.Resampling.LANCZOS), root / "melanoma" / "resized.jpg", quality=90)
+    save(Image.open(second).convert("RGB"), root / "nevus" / "re_encoded.jpg", quality=50)
+    return root
+
+
+def test_large_jpegs_are_fingerprinted_at_reduced_size_with_the_decisions_of_a_full_decode(large_copies, tmp_path, monkeypatch):
+    from skinsynth import duplicates
+
+    files = sorted(p for p in large_copies.rglob("*") if p.is_file())
+    full = [fingerprint(Image.open(p).convert("RGB")) for p in files]  # the reference: every image decoded in full
+    expected = sorted(sorted(files[i].relative_to(large_copies).as_posix() for i in members) for members in clusters(len(files), duplicate_pairs(full)))
+    assert len(expected) == 2 and sorted(map(len, expected)) == [2, 4]
+
+    sizes = []
+    monkeypatch.setattr(duplicates, "fingerprint", lambda rgb, original=duplicates.fingerprint: sizes.append(max(rgb.size)) or original(rgb))
+    manifest = prepare(large_copies, "imagefolder", tmp_path / "out", progress=False, conflicts="keep")
+    report = json.loads((tmp_path / "out" / "duplicates.json").read_text())
+    assert sorted(sorted(entry["files"]) for entry in report["clusters"]) == expected
+    found = manifest["duplicates"]
+    assert (found["clusters"], found["exact_copies"], found["near_copies"]) == (2, 2, 2)  # the same bytes and the PNG are exact
+    # The check pass decoded every JPEG at 1/4 scale (1600 -> 400 pixels, 1440 -> 360); only the PNG (no reduced
+    # decoding) and, to tell exact copies, the six images in sets of copies were decoded in full.
+    assert Counter(sizes) == {400: 18, 360: 1, 1600: 1 + 5, 1440: 1}
 
 
 def test_hash_distances_without_numpy_2(monkeypatch):

@@ -81,6 +81,29 @@ def test_pad_ufes_20_unzipped_in_three_parts_converts_with_the_shipped_mapping(t
     assert {r["body_site"] for r in rows} == {"face", "back", "upper extremity"}
 
 
+# Rows of the real metadata.csv (img_id and the part the zip puts it in).
+PAD_REAL_IMAGES = [("PAT_1516_1765_530.png", 3), ("PAT_46_881_939.png", 1), ("PAT_1545_1867_547.png", 3), ("PAT_1989_4061_934.png", 3),
+                   ("PAT_684_1302_588.png", 2), ("PAT_1549_1882_230.png", 3), ("PAT_778_1471_835.png", 2), ("PAT_117_179_983.png", 1),
+                   ("PAT_1995_4080_695.png", 3)]
+PAD_LAYOUTS = {"mendeley": "images/imgs_part_{}", "kaggle": "imgs_part_{0}/imgs_part_{0}", "kaggle, moved into images/": "images/imgs_part_{0}/imgs_part_{0}"}
+
+
+@pytest.mark.parametrize("layout", PAD_LAYOUTS)
+def test_pad_ufes_20_as_mendeley_and_its_kaggle_mirror_unpack(tmp_path, layout):
+    """Mendeley's zip unpacks to images/imgs_part_N/; the Kaggle mirror to imgs_part_N/imgs_part_N/ beside metadata.csv."""
+    root, rows = tmp_path / "pad-ufes-20", []
+    for i, (name, part) in enumerate(PAD_REAL_IMAGES):
+        picture(root / PAD_LAYOUTS[layout].format(part) / name, seed=i)
+        patient, lesion, _ = name.removesuffix(".png").removeprefix("PAT_").split("_")
+        row = dict.fromkeys(PAD_COLUMNS, "")
+        rows.append({**row, "patient_id": f"PAT_{patient}", "lesion_id": lesion, "diagnostic": ["ACK", "BCC", "NEV"][i % 3], "img_id": name,
+                     "region": "FACE", "fitspatrick": "2.0"})
+    write_csv(root / "metadata.csv", rows)
+    manifest = prepare(root, "csv", tmp_path / "out", mapping=MAPPINGS / "pad_ufes_20.yaml", progress=False, validation=0.25, test=0.25)
+    assert manifest["skipped"] == {}
+    assert sorted(r["lesion_id"] for r in dataset_rows(tmp_path / "out")) == sorted(n.split("_")[2] for n, _ in PAD_REAL_IMAGES)
+
+
 def test_an_image_name_found_twice_is_one_clear_error(tmp_path, capsys):
     root = pad_ufes_tree(tmp_path / "pad-ufes-20", n=6)
     twin = root / "images" / "imgs_part_3" / "PAT_1000_100_000.png"
@@ -123,6 +146,37 @@ def test_isic_2018_one_hot_labels_lesion_groups_and_bad_rows(tmp_path):
     assert len(rows) == 14  # 28 images, two per lesion
     assert rows["histopathologyHAM_0000000"]["label"] in ("melanoma", "melanocytic_nevus")
     assert {r["label"] for r in rows.values()} == HAM_NAMES
+
+
+def test_isic_2018_with_its_validation_and_test_sets_keeps_the_official_splits(tmp_path):
+    """ISIC 2018 Task 3 ships three ground-truth tables (training 10,015 images, validation 193 from ISIC_0034321,
+    test 1,512 from ISIC_0034524), each beside its own images folder; the lesion groupings cover training only.
+    Each table is found in its zip's folder or unpacked flat, and its images keep their official split."""
+    codes = ["MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC"]
+    root = tmp_path / "isic2018"
+    tables = {"Training": (24306, 21), "Validation": (34321, 14), "Test": (34524, 14)}
+    for name, (first, n) in tables.items():
+        rows = []
+        for i in range(n):
+            image = f"ISIC_{first + i:07d}"
+            picture(root / f"ISIC2018_Task3_{name}_Input" / f"{image}.jpg", seed=first + i)
+            rows.append(one_hot(image, codes, codes[i % 7]))
+        folder = root / f"ISIC2018_Task3_{name}_GroundTruth" if name != "Test" else root  # the test table unpacked flat
+        write_csv(folder / f"ISIC2018_Task3_{name}_GroundTruth.csv", rows)
+    (root / "ISIC2018_Task3_Test_Input" / "ATTRIBUTION.txt").write_text("as the zip ships it")
+    write_csv(root / "ISIC2018_Task3_Training_LesionGroupings.csv",
+              [{"image": f"ISIC_{24306 + i:07d}", "lesion_id": f"HAM_{i // 3:07d}", "diagnosis_confirm_type": "histopathology"} for i in range(21)])
+
+    manifest = prepare(root, "csv", tmp_path / "out", mapping=MAPPINGS / "isic_2018.yaml", progress=False)
+    assert manifest["skipped"] == {} and manifest["source"]["official_splits"] == ["validation", "test"]
+    assert {split: info["num_rows"] for split, info in manifest["splits"].items()} == {"train": 21, "validation": 14, "test": 14}
+    by_split = {}
+    for row in dataset_rows(tmp_path / "out"):
+        by_split.setdefault(row["split"], set()).add(row["group_id"])
+    assert by_split["validation"] == {f"ISIC_{34321 + i:07d}" for i in range(14)}  # no lesion groupings: each image its own group
+    assert by_split["test"] == {f"ISIC_{34524 + i:07d}" for i in range(14)}
+    assert by_split["train"] == {f"HAM_{i:07d}" for i in range(7)}
+    assert set(manifest["label_names"]) == HAM_NAMES
 
 
 def isic_2019_tree(root: Path) -> Path:
@@ -188,7 +242,8 @@ def test_isic_2020_from_the_isic_download_and_from_kaggle(tmp_path, layout):
 
     manifest = prepare(root, "csv", tmp_path / "out", mapping=MAPPINGS / "isic_2020.yaml", progress=False, validation=0.25, test=0.25)
     assert manifest["skipped"] == {"missing_label": 6}  # diagnosis `unknown`
-    assert manifest["label_names"] == ["atypical_melanocytic_proliferation", "benign_keratosis", "cafe_au_lait_macule", "melanocytic_nevus", "melanoma"]
+    assert manifest["label_names"] == ["benign_keratosis", "melanocytic_nevus", "melanoma"]
+    assert manifest["absent_classes"] == ["atypical_melanocytic_proliferation", "cafe_au_lait_macule"]  # named by the mapping, no row here
     out = dataset_rows(tmp_path / "out")
     assert len(out) == 30 and {r["label"] for r in out} == {"benign_keratosis", "melanocytic_nevus", "melanoma"}
     first = next(r for r in out if r["group_id"] == "IP_7279968" and r["label"] == "melanocytic_nevus")
@@ -198,6 +253,32 @@ def test_isic_2020_from_the_isic_download_and_from_kaggle(tmp_path, layout):
     for r in out:
         patients.setdefault(r["group_id"], set()).add(r["split"])
     assert len(patients) == 12 and all(len(s) == 1 for s in patients.values())
+
+
+def test_classes_the_mapping_names_but_the_data_lacks_are_absent_not_empty(tmp_path, capsys):
+    """A subset of ISIC 2019 without dermatofibroma or vascular lesions: those classes are reported as absent and
+    left out of the label names, unless `--classes` (or the mapping's `classes`) requires them: then it is an error."""
+    root = isic_2019_tree(tmp_path / "isic2019")
+    truth = root / "ISIC_2019_Training_GroundTruth.csv"
+    with open(truth, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["DF"] != "1.0" and r["VASC"] != "1.0"]
+    write_csv(truth, rows)
+
+    manifest = prepare(root, "csv", tmp_path / "out", mapping=MAPPINGS / "isic_2019.yaml", progress=False, validation=0.25, test=0.25)
+    assert manifest["absent_classes"] == ["dermatofibroma", "vascular_lesion"]
+    assert set(manifest["label_names"]) == HAM_NAMES - {"dermatofibroma", "vascular_lesion"} | {"squamous_cell_carcinoma"}
+    assert min(sum(counts[name] for counts in manifest["class_counts"].values()) for name in manifest["label_names"]) > 0
+    assert "dermatofibroma" not in manifest["class_counts"]["train"]
+
+    code = main(["prepare", str(root), "--format", "csv", "--mapping", str(MAPPINGS / "isic_2019.yaml"), "--out", str(tmp_path / "strict"),
+                 "--classes", "melanoma,dermatofibroma,Vascular lesion"])
+    assert code == 2
+    assert "dermatofibroma, vascular_lesion" in capsys.readouterr().err and not (tmp_path / "strict").exists()
+    assert prepare(root, "csv", tmp_path / "enough", mapping=MAPPINGS / "isic_2019.yaml", progress=False, classes=("melanoma", "melanocytic_nevus"))
+    mapping = (MAPPINGS / "isic_2019.yaml").read_text() + "classes: [melanoma, dermatofibroma]\n"
+    (tmp_path / "strict.yaml").write_text(mapping)
+    with pytest.raises(DatasetError, match="dermatofibroma"):
+        prepare(root, "csv", tmp_path / "strict", mapping=tmp_path / "strict.yaml", progress=False)
 
 
 def test_bad_mappings_and_tables_are_clear_errors(tmp_path, capsys):

@@ -304,6 +304,44 @@ def test_imagefolder_resize_is_exact(image_tree, tmp_path):
     assert manifest["converted"]["resize"] == 6 + 24
 
 
+def test_imagefolder_follows_symlinked_folders_and_stops_at_loops(tmp_path):
+    """A class folder, or a folder inside one, that is a link to a shared drive is read in full; a link back up the
+    tree (a loop) is walked once, not forever."""
+    drive = tmp_path / "drive"
+    for i in range(4):
+        image_file(drive / "melanoma" / f"m{i}.jpg", "rgb")
+        image_file(drive / "more_naevi" / f"n{i}.jpg", "rgb")
+    root = tmp_path / "tree"
+    for i in range(4):
+        image_file(root / "naevus" / f"own{i}.jpg", "rgb")
+    (root / "melanoma").symlink_to(drive / "melanoma", target_is_directory=True)
+    (root / "naevus" / "shared").symlink_to(drive / "more_naevi", target_is_directory=True)
+    (drive / "more_naevi" / "loop").symlink_to(root / "naevus", target_is_directory=True)
+
+    manifest = prepare(root, "imagefolder", tmp_path / "out", progress=False, validation=0.25, test=0.25)
+    assert manifest["skipped"] == {}
+    totals = {name: sum(manifest["class_counts"][split][name] for split in manifest["class_counts"]) for name in manifest["label_names"]}
+    assert totals == {"melanoma": 4, "naevus": 8}
+
+
+def test_csv_images_under_a_symlinked_folder_are_found(tmp_path):
+    """The table's images sit behind a link (how a folder on a shared drive is pointed at): none is missing, and a
+    link loop under the images folder ends the walk instead of hanging or finding every image twice."""
+    root = tmp_path / "table"
+    write_table(tmp_path / "drive")
+    root.mkdir()
+    shutil.move(tmp_path / "drive" / "table.csv", root / "table.csv")
+    (root / "pictures").mkdir()
+    (root / "pictures" / "on_drive").symlink_to(tmp_path / "drive" / "pictures", target_is_directory=True)
+    (tmp_path / "drive" / "pictures" / "again").symlink_to(root / "pictures", target_is_directory=True)
+    mapping = root / "mapping.yaml"
+    mapping.write_text(MAPPING)
+
+    manifest = prepare(root / "table.csv", "csv", tmp_path / "out", mapping=mapping, progress=False)
+    assert manifest["skipped"] == {"missing_file": 1, "unknown_label": 1}  # absent.jpg and the XYZ row only
+    assert sum(s["num_rows"] for s in manifest["splits"].values()) == 30
+
+
 def write_table(root: Path) -> Path:
     rows = []
     for i in range(30):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import label_names, open_dataset
+from ..data import label_names, open_dataset, stored_images
 from ..errors import DatasetError, SkinsynthError
 from .arms import Arm, ArmSample, match_labels, sample_arm
 
@@ -62,12 +62,9 @@ def conditions(arms: list[Arm], synthetic: list[str]) -> list[Condition]:
 
 
 def image_digests(split) -> np.ndarray:
-    """SHA-1 of every stored image's bytes in a split, read straight from Arrow (no decoding)."""
-    import pyarrow.compute as pc
-
-    column = split.data.column("image")
-    stored = pc.struct_field(column, "bytes").to_pylist()
-    return np.array([hashlib.sha1(b).hexdigest() if b is not None else "" for b in stored], dtype=object)
+    """SHA-1 of every stored image's bytes in a split, read straight from Arrow (no decoding); "" for an image
+    stored as a path only."""
+    return np.array([hashlib.sha1(b).hexdigest() if isinstance(b, bytes) else "" for b in stored_images(split)], dtype=object)
 
 
 def check_no_leak(name: str, sample: ArmSample, real_train: np.ndarray, synthetic_train: np.ndarray | None, held_out: set[str]) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..data import stored_images
 from .classifier import Normalization
 
 
@@ -98,16 +99,6 @@ def augment(image: Image.Image, size: int, rng: np.random.Generator) -> np.ndarr
 CACHE_LIMIT = 4 << 30  # bytes of decoded pixels an `ImageRows` keeps in memory at most; beyond, it decodes per access
 
 
-def _stored_bytes(split, rows: np.ndarray) -> list:
-    """The stored image bytes (or, for images stored as paths, the paths) of `rows`, read straight from Arrow."""
-    import pyarrow.compute as pc
-
-    column = split.data.column("image").take(rows)
-    stored = pc.struct_field(column, "bytes").to_pylist()
-    paths = pc.struct_field(column, "path").to_pylist()
-    return [b if b is not None else p for b, p in zip(stored, paths)]
-
-
 def decode(stored, size: int) -> Image.Image:
     """An RGB image from its stored bytes (or path), at most about twice `size` on its short side: JPEGs decode at a
     reduced scale (`draft`), larger images are then shrunk; augmentation never needs more than that."""
@@ -139,7 +130,7 @@ class ImageRows(torch.utils.data.Dataset):
         self.sources = [ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False)) for ds, _, _ in parts]  # where rows come from
         self.items = np.concatenate([np.stack([np.full(len(rows), i), rows, labels], axis=1) for i, (_, rows, labels) in enumerate(parts)]).astype(np.int64)
         self.size, self.train, self.seed, self.norm = size, train, seed, norm
-        self.stored = [item for ds, rows, _ in parts for item in _stored_bytes(ds, np.asarray(rows, dtype=np.int64))]
+        self.stored = [item for ds, rows, _ in parts for item in stored_images(ds, rows)]
         self.cache: list[np.ndarray] | None = None
         side = 2 * size if train else size
         if len(self.items) * side * side * 3 * (4 / 3 if train else 1) <= cache_limit:  # HAM10000's 4:3 images at most

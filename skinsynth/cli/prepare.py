@@ -44,9 +44,11 @@ def register(subparsers) -> None:
     splits.add_argument("--test", type=float, default=0.1, metavar="FRACTION", help="share of images in test (default: 0.1); train gets the rest")
     splits.add_argument("--seed", type=int, default=0, help="seed of the split and of the per-class cap (default: 0)")
     splits.add_argument("--per-class-cap", type=int, default=None, metavar="N", help="keep at most N images per class (whole groups, chosen by --seed)")
+    splits.add_argument("--classes", default=None, metavar="A,B,…",
+                        help="classes that must have images (an error names those without); by default a class the source names but has no image of is reported as absent and left out")
 
     dedup = parser.add_argument_group("duplicates")
-    dedup.add_argument("--no-dedup", dest="dedup", action="store_false", help="skip duplicate detection (it decodes every image in full)")
+    dedup.add_argument("--no-dedup", dest="dedup", action="store_false", help="skip duplicate detection (it decodes every image at 256 pixels a side or more)")
     dedup.add_argument("--conflicts", choices=("drop", "majority", "keep"), default="drop",
                        help="copies of one image with different labels: drop them all (default), keep those with the majority label, or keep all")
     dedup.add_argument("--cross-split", choices=("report", "drop-train"), default="report",
@@ -100,6 +102,7 @@ def run(args) -> None:
         validation=args.validation, test=args.test, seed=args.seed, resize=parse_size(args.resize) if args.resize else None,
         max_size=args.max_size, per_class_cap=args.per_class_cap, shard_size=args.shard_size, quality=args.quality, workers=args.workers,
         dedup=args.dedup, conflicts=args.conflicts, cross_split=args.cross_split,
+        classes=tuple(name.strip() for name in args.classes.split(",") if name.strip()) if args.classes else None,
     )
     if len(args.source) > 1 and args.format != "skinsynth":
         raise SkinsynthError(f"`--format {args.format}` reads one SOURCE, got {len(args.source)}; only `--format skinsynth` combines several")
@@ -108,6 +111,8 @@ def run(args) -> None:
     counts = ", ".join(f"{split}: {info['num_rows']}" for split, info in manifest["splits"].items())
     size = sum(info["num_bytes"] for info in manifest["splits"].values()) / 1e6
     print(f"wrote {args.out} ({counts}; {len(manifest['label_names'])} classes, {size:.1f} MB) in {manifest['seconds']:.1f} s")
+    if manifest["absent_classes"]:
+        print(f"absent (named by the source, no image): {', '.join(manifest['absent_classes'])}")
     for title, key in (("skipped", "skipped"), ("converted to RGB or resized", "converted")):
         if manifest[key]:
             print(f"{title}: " + ", ".join(f"{reason}: {n}" for reason, n in manifest[key].items()))

@@ -15,7 +15,7 @@ import io
 import os
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -55,8 +55,10 @@ class SourceInfo:
 
 @dataclass(frozen=True)
 class Source:
-    """A read source. `label_names` fixes the ClassLabel order; `attributes` and `columns` fix the extra columns;
-    `reader_options` (e.g. the CSV mapping) go into the manifest so the conversion can be repeated."""
+    """A read source. `label_names` fixes the ClassLabel order (a name with no image is left out of the dataset and
+    reported as absent); `required_classes` must have images (the CSV mapping's `classes`); `attributes` and
+    `columns` fix the extra columns; `reader_options` (e.g. the CSV mapping) go into the manifest so the conversion
+    can be repeated."""
 
     info: SourceInfo
     examples: list[Example]
@@ -65,6 +67,7 @@ class Source:
     columns: tuple[str, ...] = ()
     skipped: Counter = field(default_factory=Counter)
     reader_options: dict = field(default_factory=dict)
+    required_classes: tuple[str, ...] = ()
 
 
 def label_name(text: str) -> str:
@@ -86,13 +89,31 @@ def open_table(path: Path) -> io.StringIO:
         raise DatasetError(f"{path}: line {line}: byte 0x{data[err.start]:02x} is not UTF-8; convert the file, e.g. `iconv -f latin1 -t utf-8`") from None
 
 
+def visible_files(root: Path) -> Iterator[Path]:
+    """Every file under `root`, in a stable order, hidden files and folders left out. Links to folders are followed
+    (a folder on a shared drive is usually pointed at by one; not following them would lose its images without a
+    word), and a folder reached a second time (a link loop, or two links to one folder) is walked only once."""
+    walked: set[tuple[int, int]] = set()
+    for directory, folders, files in os.walk(root, followlinks=True):
+        status = os.stat(directory)
+        if (status.st_dev, status.st_ino) in walked:
+            folders[:] = []
+            continue
+        walked.add((status.st_dev, status.st_ino))
+        folders[:] = sorted(f for f in folders if not f.startswith("."))
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield Path(directory) / name
+
+
 class FileIndex:
-    """Every file under an images root, listed once (one `os.walk`, no `stat` per file), so that a table's image is
+    """Every file under an images root, listed once (one walk, no `stat` per file), so that a table's image is
     found wherever the download unzipped it (PAD-UFES-20: `imgs_part_1/` … `imgs_part_3/`; ISIC: a nested folder).
 
     `find(name)` takes the name as the table writes it: a path relative to the root is used as it is; otherwise the
     file name is looked up anywhere under the root, and a name found in two places is an error naming both, since
-    picking one would silently give an image the wrong label. Hidden files and folders are ignored.
+    picking one would silently give an image the wrong label. Hidden files and folders are ignored; links to
+    folders are followed (`visible_files`).
     """
 
     def __init__(self, root: Path):
@@ -101,13 +122,9 @@ class FileIndex:
         self.root = root
         self.relative: dict[str, Path] = {}
         self.by_name: dict[str, list[Path]] = defaultdict(list)
-        for directory, folders, files in os.walk(root):
-            folders[:] = sorted(f for f in folders if not f.startswith("."))
-            for name in sorted(files):
-                if not name.startswith("."):
-                    path = Path(directory) / name
-                    self.relative[path.relative_to(root).as_posix()] = path
-                    self.by_name[name].append(path)
+        for path in visible_files(root):
+            self.relative[path.relative_to(root).as_posix()] = path
+            self.by_name[path.name].append(path)
 
     def find(self, name: str) -> Path | None:
         relative = PurePosixPath(name.replace("\\", "/")).as_posix()

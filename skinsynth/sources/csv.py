@@ -24,6 +24,16 @@ Challenge tables give the label as one-hot columns and the metadata in a second 
     label: {one_hot: {MEL: melanoma, NV: melanocytic_nevus, UNK: null}}   # column -> class; 1 / 1.0 marks it
     join: {table: ISIC_2019_Training_Metadata.csv, key: image}            # its columns join each row by `key`
 
+A class the label table names but no image has (a subset of a challenge set) is left out and reported as absent;
+list the classes that must be there in `classes: [melanoma, dermatofibroma]` to make that an error instead.
+
+A dataset released with its own validation and test sets in tables of the same columns (ISIC 2018 Task 3) names
+them under `splits`; each one present keeps its images in that split, and the main table becomes train::
+
+    splits:
+      validation: {table: [ISIC2018_Task3_Validation_GroundTruth.csv], images: ISIC2018_Task3_Validation_Input}
+      test: {table: [ISIC2018_Task3_Test_GroundTruth.csv], images: ISIC2018_Task3_Test_Input}
+
 Without `values`, a label is its text in snake_case and an attribute value is kept as written. Values listed in
 `missing` (default: empty, `unknown`, `nan`) become None. Numbers written as `2.0` are read as `2`. A label
 outside a `values` table is counted as `unknown_label` (one mapped to null as `excluded_label`), a row whose file is
@@ -37,10 +47,11 @@ folders (`imgs_part_1/` … `imgs_part_3/`) needs no merging; a file name found 
 from __future__ import annotations
 
 import csv
+import logging
 import re
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -49,6 +60,8 @@ from ..paths import inside
 from ..recipe import RESERVED_COLUMNS
 from ..recipe import load_yaml
 from . import Example, FileIndex, Source, SourceInfo, label_name, open_table
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MISSING = ("", "unknown", "nan", "NaN", "None", "null")
 
@@ -91,6 +104,16 @@ class Join(BaseModel):
     delimiter: Annotated[str, Field(min_length=1, max_length=1)] = ","
 
 
+class SplitTable(BaseModel):
+    """A table of one of the dataset's own evaluation splits (ISIC 2018's validation and test ground truth): the
+    same columns as the main table, its own images folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    table: str | list[str]
+    images: str | None = None
+
+
 class ColumnMapping(BaseModel):
     """How a table describes a dataset; validated before any image is read."""
 
@@ -109,6 +132,8 @@ class ColumnMapping(BaseModel):
     group_id: Column | None = None
     attributes: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Column] = {}
     columns: tuple[str, ...] = ()
+    classes: tuple[str, ...] = ()
+    splits: dict[Literal["validation", "test"], SplitTable] = {}
 
 
 def load_mapping(mapping) -> ColumnMapping:
@@ -155,11 +180,38 @@ def _find_table(source: Path, mapping: ColumnMapping) -> Path:
         if len(tables) != 1:
             raise DatasetError(f"`{source}` holds {len(tables)} .csv files; name the table with `table:` in the mapping or pass the file itself")
         return tables[0]
-    names = [mapping.table] if isinstance(mapping.table, str) else mapping.table
-    for name in names:
-        if inside(source, name, "the mapping's `table`").is_file():
-            return source / name
-    raise DatasetError(f"table {' or '.join(f'`{n}`' for n in names)} not found in `{source}`; pass the table file itself as SOURCE if it has another name")
+    table = _first_present(source, mapping.table, "the mapping's `table`")
+    if table is None:
+        names = [mapping.table] if isinstance(mapping.table, str) else mapping.table
+        raise DatasetError(f"table {' or '.join(f'`{n}`' for n in names)} not found in `{source}`; pass the table file itself as SOURCE if it has another name")
+    return table
+
+
+def _first_present(base: Path, names: str | list[str], what: str) -> Path | None:
+    """The first of `names` (relative to `base`) that is a file, or None."""
+    for name in [names] if isinstance(names, str) else names:
+        if inside(base, name, what).is_file():
+            return base / name
+    return None
+
+
+def _tables(source: Path, mapping: ColumnMapping) -> list[tuple[str | None, Path, Path]]:
+    """(split, table, images folder) of each table to read: the main one, then each of the mapping's `splits` whose
+    table is present. With one present, the main table's rows are the train split (a download of the training set
+    alone is split as usual)."""
+    table = _find_table(source, mapping)
+    base = source if source.is_dir() else table.parent
+    images = inside(base, mapping.images, "the mapping's `images`") if mapping.images else base
+    tables: list[tuple[str | None, Path, Path]] = [(None, table, images)]
+    for split, spec in mapping.splits.items():
+        found = _first_present(base, spec.table, f"the mapping's `splits.{split}.table`")
+        if found is not None:
+            tables.append((split, found, inside(base, spec.images, f"the mapping's `splits.{split}.images`") if spec.images else base))
+        else:
+            logger.info("no %s table (%s) in %s: the %s split is made from the main table", split, spec.table, base, split)
+    if len(tables) > 1:
+        tables[0] = ("train", table, images)
+    return tables
 
 
 def _read_table(path: Path, delimiter: str) -> tuple[list[str], list[dict]]:
@@ -219,24 +271,32 @@ def _label(row: dict, spec: Label) -> tuple[str | None, str | None]:
 
 def read(source: Path, mapping) -> Source:
     mapping = load_mapping(mapping)
-    table = _find_table(source, mapping)
+    tables = _tables(source, mapping)
+    table = tables[0][1]
     base = source if source.is_dir() else table.parent
-    header, rows = _read_table(table, mapping.delimiter)
     skipped: Counter = Counter()
-    if mapping.join is not None:
-        rows, header = _joined(rows, header, mapping.join, base, skipped)
     label_columns = list(mapping.label.one_hot or {}) if mapping.label.one_hot is not None else [mapping.label.column]
     needed = [mapping.image.column, *label_columns, *(c.column for c in mapping.attributes.values()), *mapping.columns]
     needed += [mapping.group_id.column] if mapping.group_id else []
-    absent = sorted({c for c in needed if c not in header})
-    if absent:
-        raise DatasetError(f"{table}{' (with the joined table)' if mapping.join else ''} has no column(s) {absent}; its columns are {header}")
-    files = FileIndex(inside(base, mapping.images, "the mapping's `images`") if mapping.images else base)
+    rows, origins, headers = [], [], {}
+    for split, path, images in tables:  # each row remembers its split, table, line and images folder
+        headers[path], part = _read_table(path, mapping.delimiter)
+        rows += part
+        origins += [(split, path, number, images) for number in range(1, len(part) + 1)]
+    if mapping.join is not None:
+        rows, with_join = _joined(rows, headers[table], mapping.join, base, skipped)
+        headers = {path: header + [c for c in with_join if c not in header] for path, header in headers.items()}
+    for path, header in headers.items():
+        absent = sorted({c for c in needed if c not in header})
+        if absent:
+            raise DatasetError(f"{path}{' (with the joined table)' if mapping.join else ''} has no column(s) {absent}; its columns are {header}")
+    indexes = {images: FileIndex(images) for _, _, images in tables}
 
     renamed = mapping.label.one_hot if mapping.label.one_hot is not None else mapping.label.values
     known_labels = None if renamed is None else {label_name(v) for v in renamed.values() if v is not None}
     examples, labels = [], set()
-    for number, row in enumerate(rows, start=1):
+    for row, (split, table_path, number, images) in zip(rows, origins):
+        files = indexes[images]
         label, reason = _label(row, mapping.label)
         if reason is not None:
             skipped[reason] += 1
@@ -244,7 +304,7 @@ def read(source: Path, mapping) -> Source:
         image = _value(row, mapping.image)
         name = mapping.image.template.format(image) if image else None
         if name is not None:  # an absolute path or a `..` climbing out is refused, not looked up
-            inside(files.root, name, f"{table.name} (data row {number}, column `{mapping.image.column}`)")
+            inside(files.root, name, f"{table_path.name} (data row {number}, column `{mapping.image.column}`)")
         path = files.find(name) if name is not None else None
         if path is None:
             skipped["missing_file"] += 1
@@ -258,8 +318,10 @@ def read(source: Path, mapping) -> Source:
                 group_id=group if group is not None else image,
                 attributes={name: _value(row, spec) for name, spec in mapping.attributes.items()},
                 columns={name: _value(row, Column(column=name)) for name in mapping.columns},
+                split=split,
             )
         )
     names = sorted(known_labels) if known_labels is not None else sorted(labels)
     info = SourceInfo(name=mapping.name or table.stem, license=mapping.license, citation=mapping.citation, homepage=mapping.homepage)
-    return Source(info, examples, names, tuple(mapping.attributes), tuple(mapping.columns), +skipped, {"mapping": mapping.model_dump(mode="json")})
+    return Source(info, examples, names, tuple(mapping.attributes), tuple(mapping.columns), +skipped, {"mapping": mapping.model_dump(mode="json"), "official_splits": [split for split, _, _ in tables[1:]]},
+                  required_classes=tuple(label_name(c) for c in mapping.classes))

@@ -3,7 +3,8 @@
 
 Class names are the folder names in snake_case. Nothing says which images show the same lesion, so every image is
 its own group (its path relative to ROOT); use `--format csv` with a group column when the source knows better.
-Hidden files are ignored; any other file that is not an image is counted as `not_an_image`.
+Hidden files are ignored; any other file that is not an image is counted as `not_an_image`. Links to folders (a
+class kept on a shared drive) are followed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import DatasetError
-from . import IMAGE_SUFFIXES, Example, Source, SourceInfo, label_name
+from . import IMAGE_SUFFIXES, Example, Source, SourceInfo, label_name, visible_files
 
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "validation", "valid": "validation", "validation": "validation", "test": "test", "testing": "test"}
 
@@ -36,9 +37,7 @@ def read(root: Path) -> Source:
     examples, skipped = [], Counter()
     for split, class_dir in class_dirs:
         label = label_name(class_dir.name)
-        for path in sorted(class_dir.rglob("*")):
-            if path.is_dir() or any(part.startswith(".") for part in path.relative_to(class_dir).parts):
-                continue
+        for path in visible_files(class_dir):
             if path.suffix.lower() not in IMAGE_SUFFIXES:
                 skipped["not_an_image"] += 1
                 continue
