@@ -59,7 +59,7 @@ from ..errors import DatasetError
 from ..paths import inside
 from ..recipe import RESERVED_COLUMNS
 from ..recipe import load_yaml
-from . import Example, FileIndex, Source, SourceInfo, label_name, open_table
+from .base import Example, FileIndex, Source, SourceInfo, label_name, open_table
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import DatasetError
-from . import Example, Source, SourceInfo, open_table
+from .base import Example, Source, SourceInfo, open_table
 
 METADATA_FILES = ("HAM10000_metadata.csv", "HAM10000_metadata", "metadata.csv")
 COLUMNS = ("lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization")

@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import DatasetError
-from . import IMAGE_SUFFIXES, Example, Source, SourceInfo, label_name, visible_files
+from .base import IMAGE_SUFFIXES, Example, Source, SourceInfo, label_name, visible_files
 
 SPLIT_FOLDERS = {"train": "train", "training": "train", "val": "validation", "valid": "validation", "validation": "validation", "test": "test", "testing": "test"}
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import DatasetError
 from ..paths import inside
 from ..shards import read_manifest
-from . import Example, Source, SourceInfo
+from .base import Example, Source, SourceInfo
 
 logger = logging.getLogger(__name__)
 SOURCE_COLUMN = "source"
