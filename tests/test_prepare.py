@@ -422,7 +422,7 @@ def test_bad_input_is_a_clear_error(tmp_path, image_tree, capsys):
 
 
 def test_out_is_refused_when_not_empty_and_replaced_only_when_complete(image_tree, tmp_path, monkeypatch):
-    module = importlib.import_module("skinsynth.prepare")  # the module: `skinsynth.prepare` is the function
+    module = importlib.import_module("skinsynth.prepare.output")  # where the writing pass converts each image
 
     out = tmp_path / "out"
     out.mkdir()
