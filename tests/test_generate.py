@@ -98,6 +98,16 @@ def test_rerunning_a_finished_run_changes_nothing(demo_out, tiny_pipeline_dir):
     assert snapshot(demo_out) == before
 
 
+def test_the_command_line_runs_clean_with_future_warnings_as_errors(tiny_pipeline_dir, tmp_path):
+    """Library deprecations reach the user (the CLI hides none), and skinsynth itself uses no deprecated argument
+    (e.g. diffusers' `torch_dtype`) of the installed versions."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-W", "error::FutureWarning", "-m", "skinsynth", "-q", "generate", str(small_recipe(tmp_path, per_class=1)), "--model", str(tiny_pipeline_dir), "--device", "cpu", "--out", str(out)]
+    result = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Warning" not in result.stderr, result.stderr[-3000:]
+
+
 def test_a_second_writer_is_refused_by_the_lock(tiny_pipeline_dir, tmp_path):
     from filelock import FileLock
 
