@@ -58,6 +58,8 @@ def demo_out(tiny_pipeline_dir, tmp_path_factory) -> Path:
 
 
 def test_output_loads_with_datasets(demo_out):
+    """Also what README.md's commands for diffusers' and transformers' training scripts name: `image`, `prompt`, the
+    ClassLabel `label`, and a `validation` split."""
     from datasets import ClassLabel, load_dataset
 
     dataset = load_dataset(str(demo_out))
