@@ -4,8 +4,8 @@ The processes meet in collective calls (barriers, broadcasts), and a process tha
 would wait there until a launcher notices the exit and kills them (torchrun does, on its own node only, with SIGTERM
 and no reason given) or until the backend's timeout (NCCL: ten minutes or more). So a failing process posts its
 message and exit code to the key-value store every process group shares (the first failure wins), and every process
-watches that key from a thread: the others stop within a second, wherever they are (in a barrier, or mid-shard),
-printing the failing process's message and exiting with its code.
+watches that key from a thread: within a second the others print the failing process's message, wherever they are
+(in a barrier, or mid-shard), and a few seconds later they exit with its code.
 """
 
 from __future__ import annotations
