@@ -30,6 +30,7 @@ from .errors import OutputError, ShortfallError, SkinsynthError
 from .families import Family, family_for
 from .images import encode_image, rejection_reason, to_uint8
 from .plan import ImageJob, SplitPlan, attempt_seed, plan
+from .ranks import FailureWatch
 from .recipe import Recipe, load_recipe
 from .shards import ShardInfo, ShardWriter, atomic_write_json, shard_file, shard_ranges, splits_manifest
 from .versions import library_versions
@@ -390,7 +391,8 @@ def generate(
 ) -> dict:
     """Generate the dataset described by `recipe` with `model` into `out`, resuming an interrupted run.
 
-    Mirrors `skinsynth generate`. Under `accelerate launch` each process takes a share of the shards.
+    Mirrors `skinsynth generate`. Under `accelerate launch` each process takes a share of the shards, and one failing
+    stops them all with its message and exit code (`skinsynth.ranks`).
     `pipeline` (a loaded pipeline, with its `ModelInfo`) skips loading, for callers that hold one already.
     Writes the dataset card (`out/README.md`) and, with `push_to_hub`, publishes the dataset under that Hub id.
     `image_filter` (`skinsynth.audit.filter.FilterConfig`, or an `ImageFilter` already built) keeps only images that
@@ -441,6 +443,7 @@ def generate(
     refusal = _broadcast(state, refusal)
     if refusal is not None:
         raise OutputError(refusal)
+    watch = FailureWatch(state)  # from here on, one process failing stops them all
     try:
         with _undone_on_failure(created):  # a failed start (mistyped model, refused filter, Ctrl-C) leaves no trace
             pipe, model_info = pipeline or load_pipeline(
@@ -498,7 +501,11 @@ def generate(
         if push_to_hub is not None and state.is_main_process:  # after the barrier: the other processes may exit meanwhile
             push(out, push_to_hub, private=private, progress=progress)
         return json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except BaseException as err:
+        watch.failed(err)
+        raise
     finally:
+        watch.close()
         if lock is not None:
             lock.release()
 

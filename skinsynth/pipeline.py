@@ -216,6 +216,15 @@ def torch_dtype(dtype: str, device: str):
     return getattr(torch, dtype)
 
 
+def dtype_argument(dtype) -> dict:
+    """The keyword that sets the weights' dtype in diffusers' `from_pretrained`: `dtype` since diffusers 0.40, which
+    deprecates the `torch_dtype` that older versions (down to the floor in pyproject.toml) need."""
+    import diffusers
+    from packaging.version import Version
+
+    return {"dtype" if Version(diffusers.__version__).release >= (0, 40) else "torch_dtype": dtype}
+
+
 def load_pipeline(
     model: str,
     *,
@@ -258,7 +267,7 @@ def load_pipeline(
                 check_safetensors(Path(path).expanduser(), option, allow_pickle)
     try:
         components = family.load_components(recipe) if recipe is not None else {}
-        pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=torch_dtype(dtype, device), use_safetensors=True, trust_remote_code=trust_remote_code, **components)
+        pipe = DiffusionPipeline.from_pretrained(folder, **dtype_argument(torch_dtype(dtype, device)), use_safetensors=True, trust_remote_code=trust_remote_code, **components)
     except Exception as err:
         if "trust_remote_code" in str(err):  # diffusers names its Python argument; the user typed a command
             raise PipelineError(f"the pipeline in {folder} needs its own code (a custom component); pass --trust-remote-code if you trust it") from err

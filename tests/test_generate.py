@@ -5,6 +5,7 @@ Resuming after `kill -9` at random moments is in tests/test_faults.py."""
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -57,6 +58,8 @@ def demo_out(tiny_pipeline_dir, tmp_path_factory) -> Path:
 
 
 def test_output_loads_with_datasets(demo_out):
+    """Also what README.md's commands for diffusers' and transformers' training scripts name: `image`, `prompt`, the
+    ClassLabel `label`, and a `validation` split."""
     from datasets import ClassLabel, load_dataset
 
     dataset = load_dataset(str(demo_out))
@@ -95,6 +98,16 @@ def test_rerunning_a_finished_run_changes_nothing(demo_out, tiny_pipeline_dir):
     before = snapshot(demo_out)
     assert main(["-q", "generate", str(DEMO_RECIPE), "--model", str(tiny_pipeline_dir), "--out", str(demo_out)]) == 0
     assert snapshot(demo_out) == before
+
+
+def test_the_command_line_runs_clean_with_future_warnings_as_errors(tiny_pipeline_dir, tmp_path):
+    """Library deprecations reach the user (the CLI hides none), and skinsynth itself uses no deprecated argument
+    (e.g. diffusers' `torch_dtype`) of the installed versions."""
+    out = tmp_path / "out"
+    command = [sys.executable, "-W", "error::FutureWarning", "-m", "skinsynth", "-q", "generate", str(small_recipe(tmp_path, per_class=1)), "--model", str(tiny_pipeline_dir), "--device", "cpu", "--out", str(out)]
+    result = subprocess.run(command, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Warning" not in result.stderr, result.stderr[-3000:]
 
 
 def test_a_second_writer_is_refused_by_the_lock(tiny_pipeline_dir, tmp_path):
@@ -188,6 +201,24 @@ def test_a_locked_run_refuses_every_process(tiny_pipeline_dir, tmp_path):
     assert result.returncode != 0
     assert result.stderr.count("error: another `skinsynth generate` is writing") == 2, result.stderr[-3000:]
     assert sorted(p.name for p in out.rglob("*")) == [".skinsynth", "lock", "shards"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("failing", "message", "exit_code"), [("1:shortfall", "rank 1 came up short", 2), ("0:bug", "RuntimeError: rank 0 broke", 1)])
+def test_a_failing_rank_stops_every_rank_with_its_message_and_exit_code(failing, message, exit_code, tiny_pipeline_dir, tmp_path):
+    """One rank raises in its first shard (tests/failing_rank.py) while the other works on or waits at the barrier:
+    every rank prints the failing rank's message and exits with its code (2: bad input, 1: anything else)."""
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "SKINSYNTH_TEST_FAIL": failing}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(random.randint(20000, 40000))]
+    arguments = ["-q", "generate", str(small_recipe(tmp_path, per_class=4, shard_size=3)), "--model", str(tiny_pipeline_dir), "--batch-size", "2", "--device", "cpu", "--out", str(tmp_path / "out")]
+    started = time.monotonic()
+    result = subprocess.run([*launch, str(REPO / "tests" / "failing_rank.py"), *arguments], env=env, capture_output=True, text=True, timeout=300)
+    assert time.monotonic() - started < 60, result.stderr[-3000:]
+    assert result.returncode != 0
+    assert result.stderr.count(message) == 2, result.stderr[-3000:]  # the failing rank's own error, and the other rank's
+    assert sorted(re.findall(r"^ *exitcode *: (-?\d+)", result.stderr, flags=re.M)) == [str(exit_code)] * 2, result.stderr[-3000:]  # the launcher's report
 
 
 def test_a_foreign_folder_is_refused_before_a_byte_is_written(tiny_pipeline_dir, tmp_path, monkeypatch, capsys):

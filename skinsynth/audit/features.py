@@ -192,7 +192,7 @@ class InceptionFeatures(FeatureExtractor):
         try:
             from torchvision.models import Inception_V3_Weights, inception_v3
         except ImportError:
-            raise SkinsynthError("`--features inception-v3` needs torchvision (`pip install torchvision`, the build matching your torch)") from None
+            raise SkinsynthError("`--features inception-v3` needs torchvision (the build matching your torch: README.md, Optional: torchvision and timm)") from None
         from torch import nn
 
         self.name = "inception-v3-torchvision" + ("" if pretrained else "-random")

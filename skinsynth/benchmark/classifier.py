@@ -36,7 +36,7 @@ def _load_config(model: str, revision: str | None):
     try:
         return AutoConfig.from_pretrained(str(local) if local.exists() else model, revision=revision)
     except ImportError as err:
-        raise PipelineError(f"model `{model}` needs a library that is not installed ({err}); timm models need `pip install timm`") from err
+        raise PipelineError(f"model `{model}` needs a library that is not installed ({err}); timm models need timm, after a torchvision that matches your torch (README.md, Optional: torchvision and timm)") from err
     except Exception as err:  # offline, missing repo, unknown model type…
         raise PipelineError(f"cannot load the config of model `{model}`: {err}") from err
 

@@ -60,10 +60,6 @@ def _quiet_libraries(no_progress: bool) -> None:
         for library in ("diffusers", "transformers"):
             if library in sys.modules:
                 importlib.import_module(f"{library}.utils.logging").disable_progress_bar()
-    import warnings
-
-    warnings.filterwarnings("ignore", message=".*requires torchvision.*")
-    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 class Terminated(BaseException):
