@@ -19,6 +19,8 @@ from skinsynth.finetune.batches import BatchOrder, training_pixels
 from skinsynth.finetune.captions import validation_prompts
 from skinsynth.recipe import load_recipe, parse_recipe
 
+from .written_files import is_pickle, uploaded_files
+
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CLASSES = {"mel": "melanoma", "nv": "nevus", "bcc": "basal_cell_carcinoma"}
@@ -162,9 +164,11 @@ def test_full_finetune_loss_falls_and_the_pipeline_loads_in_generate(tiny_pipeli
     assert json.loads((out / "finetune_config.json").read_text())["hyperparameters"]["learning_rate"] == 1e-3
     assert metadata["training_license"] == "cc-by-nc-sa-4.0" and metadata["final_loss"] == pytest.approx(np.mean(losses[-10:]), abs=1e-5)
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    assert not [p for p in out.rglob("*.bin") if ".skinsynth" not in p.parts]  # weights are safetensors; .bin is optimizer state
     assert Image.open(out / "sample_grid.png").size[1] == 3 * 32 and (out / "validation" / "step-000012.png").is_file()
-    assert [p.name for p in sorted((out / ".skinsynth" / "checkpoints").iterdir())] == ["checkpoint-12", "checkpoint-24"]
+    # the training state (accelerate pickles the optimizer and random states) lives beside the output, not in it
+    assert [p.name for p in sorted((tmp_path / "full.checkpoints").glob("checkpoint-*"))] == ["checkpoint-12", "checkpoint-24"]
+    assert (tmp_path / "full.checkpoints" / "checkpoint-24" / "optimizer.bin").is_file()
+    assert uploaded_files(out) and not [name for name in uploaded_files(out) if is_pickle(out / name)]
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(out / "README.md")
@@ -186,16 +190,44 @@ def test_lora_resume_continues_to_the_same_weights(tiny_pipeline_dir, real_data,
         finetune(str(tiny_pipeline_dir), real_data, recipe, interrupted, method="lora", max_steps=4, learning_rate=1e-2, checkpoint_every=2, **FAST)
     with pytest.raises(OutputError, match="another hyperparameters"):
         finetune(str(tiny_pipeline_dir), real_data, recipe, interrupted, method="lora", max_steps=4, learning_rate=5e-3, checkpoint_every=2, resume=True, **FAST)
+    # Versions before issue 21 kept the state inside the output (`.skinsynth/checkpoints/`): resume finds it and moves it out.
+    (interrupted / ".skinsynth").mkdir()
+    (tmp_path / "resumed.checkpoints").rename(interrupted / ".skinsynth" / "checkpoints")
     resumed = finetune(str(tiny_pipeline_dir), real_data, recipe, interrupted, method="lora", max_steps=4, learning_rate=1e-2, checkpoint_every=2, resume=True, **FAST)
     assert resumed.metadata["steps"] == 4 and resumed.losses == straight.losses
     a, b = (load_file(d / "pytorch_lora_weights.safetensors") for d in (tmp_path / "straight", interrupted))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (interrupted / ".skinsynth").exists() and sorted(p.name for p in (tmp_path / "resumed.checkpoints").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
     base, _ = load_pipeline(str(tiny_pipeline_dir), device="cpu")
     tuned, info = load_pipeline(str(tiny_pipeline_dir), device="cpu", lora=str(interrupted))
     assert info.lora["finetune"]["method"] == "lora" and info.lora["finetune"]["training_license"] == "cc-by-nc-sa-4.0"
     prompt = "a dermoscopic image of melanoma on the back"
     assert not np.allclose(images(base, prompt), images(tuned, prompt))
+
+
+def test_a_resume_chooses_its_checkpoint_under_the_lock(tiny_pipeline_dir, real_data, recipe, tmp_path, monkeypatch):
+    """Two resumes of one run race: while the second starts, before it holds the lock, the first takes the run to its
+    end and prunes the checkpoint the second had seen. The second must continue from where the first ended."""
+    from skinsynth.finetune import train
+
+    options = {"method": "lora", "learning_rate": 1e-2, "checkpoint_every": 2, **FAST}
+    straight = finetune(str(tiny_pipeline_dir), real_data, recipe, tmp_path / "straight", max_steps=6, **options)
+    out = tmp_path / "run"
+    finetune(str(tiny_pipeline_dir), real_data, recipe, out, max_steps=2, **options)
+    start_accelerator = train._accelerator
+
+    def first_resume_finishes_meanwhile(*args):
+        monkeypatch.setattr(train, "_accelerator", start_accelerator)
+        finetune(str(tiny_pipeline_dir), real_data, recipe, out, max_steps=6, resume=True, **options)
+        return start_accelerator(*args)
+
+    monkeypatch.setattr(train, "_accelerator", first_resume_finishes_meanwhile)
+    second = finetune(str(tiny_pipeline_dir), real_data, recipe, out, max_steps=6, resume=True, **options)
+    assert sorted(p.name for p in (tmp_path / "run.checkpoints").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
+    assert second.metadata["steps"] == 6 and second.losses == straight.losses
+    a, b = (load_file(d / "pytorch_lora_weights.safetensors") for d in (tmp_path / "straight", out))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_textual_inversion_learns_one_token_per_class_that_generate_loads(tiny_pipeline_dir, real_data, recipe, tmp_path):
