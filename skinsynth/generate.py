@@ -490,6 +490,7 @@ def generate(
                 model, revision=revision, device=device, dtype=dtype, lora=lora, embeddings=embeddings,
                 scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
             )
+            model_info = model_info.relative_to(out)  # no absolute local path in what is written
             identity["model"] = model_info.identity()
             if (model_info.finetune or {}).get("method") == "scratch" and recipe.prompts.negative:
                 logger.warning(

@@ -12,7 +12,7 @@ import inspect
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .errors import PipelineError
@@ -39,6 +39,15 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def relative_to(self, folder: str | Path) -> ModelInfo:
+        """The same record with local paths (model, LoRA, embeddings) written relative to `folder`, where the record
+        is saved; Hub ids stay. The `finetune` records are the models' own, their paths relative to those models."""
+        from .paths import portable_reference
+
+        lora = None if self.lora is None else {**self.lora, "path": portable_reference(self.lora["path"], folder)}
+        embeddings = [{**e, "path": portable_reference(e["path"], folder)} for e in self.embeddings]
+        return replace(self, model=portable_reference(self.model, folder), lora=lora, embeddings=embeddings)
 
     def identity(self) -> dict:
         """The parts that decide which images come out: a resumed run must match them."""

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from . import duplicates as dup
 from .errors import DatasetError, OutputError, SkinsynthError
+from .paths import portable_reference
 from .shards import ShardInfo, ShardWriter, atomic_write_json, shard_file, shard_ranges, splits_manifest
 from .sources import Example, Source, read_source
 from .splits import SPLITS, assign_splits, cap_per_class
@@ -503,7 +504,7 @@ def prepare(
             manifest = {
                 "kind": "real",
                 "status": "complete",
-                "source": {"name": data.info.name, "homepage": data.info.homepage, "format": format, "path": str(sources[0]) if len(sources) == 1 else [str(s) for s in sources],
+                "source": {"name": data.info.name, "homepage": data.info.homepage, "format": format, "path": portable_reference(sources[0], out) if len(sources) == 1 else [portable_reference(s, out) for s in sources],
                            "num_examples": len(data.examples) + sum(data.skipped.values()), **data.reader_options},
                 "license": data.info.license,
                 "citation": data.info.citation,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 
 import numpy as np
@@ -160,7 +161,7 @@ def test_full_finetune_loss_falls_and_the_pipeline_loads_in_generate(tiny_pipeli
     assert len(losses) == 24
     assert np.mean(losses[-6:]) < 0.6 * np.mean(losses[:6]), losses
     metadata = json.loads((out / "skinsynth_model.json").read_text())
-    assert metadata["method"] == "full" and metadata["steps"] == 24 and metadata["base_model"] == str(tiny_pipeline_dir)
+    assert metadata["method"] == "full" and metadata["steps"] == 24 and metadata["base_model"] == os.path.relpath(tiny_pipeline_dir, out)
     assert json.loads((out / "finetune_config.json").read_text())["hyperparameters"]["learning_rate"] == 1e-3
     assert metadata["training_license"] == "cc-by-nc-sa-4.0" and metadata["final_loss"] == pytest.approx(np.mean(losses[-10:]), abs=1e-5)
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
@@ -190,7 +191,11 @@ def test_lora_resume_continues_to_the_same_weights(tiny_pipeline_dir, real_data,
         finetune(str(tiny_pipeline_dir), real_data, recipe, interrupted, method="lora", max_steps=4, learning_rate=1e-2, checkpoint_every=2, **FAST)
     with pytest.raises(OutputError, match="another hyperparameters"):
         finetune(str(tiny_pipeline_dir), real_data, recipe, interrupted, method="lora", max_steps=4, learning_rate=5e-3, checkpoint_every=2, resume=True, **FAST)
-    # Versions before issue 21 kept the state inside the output (`.skinsynth/checkpoints/`): resume finds it and moves it out.
+    # Versions before issue 21 kept the state inside the output (`.skinsynth/checkpoints/`), and recorded absolute
+    # paths: resume finds the state, moves it out, and takes the paths for the relative ones of today.
+    config = json.loads((interrupted / "finetune_config.json").read_text())
+    config["identity"].update(base_model=str(tiny_pipeline_dir), training_data=str(real_data))
+    (interrupted / "finetune_config.json").write_text(json.dumps(config))
     (interrupted / ".skinsynth").mkdir()
     (tmp_path / "resumed.checkpoints").rename(interrupted / ".skinsynth" / "checkpoints")
     resumed = finetune(str(tiny_pipeline_dir), real_data, recipe, interrupted, method="lora", max_steps=4, learning_rate=1e-2, checkpoint_every=2, resume=True, **FAST)

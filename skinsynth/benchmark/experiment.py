@@ -23,6 +23,7 @@ import numpy as np
 
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, OutputError, SkinsynthError
+from ..paths import portable_reference
 from ..shards import atomic_write_json, read_manifest
 from . import export, report
 from .arms import (
@@ -446,18 +447,20 @@ def benchmark(
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot create output folder `{out}`: {err}") from None
+    # The outputs name their inputs by Hub id or by a path relative to `out`, never by this machine's absolute paths.
+    real_reference, synthetic_references = portable_reference(real, out), [portable_reference(s, out) for s in synthetic]
     settings = {
-        "real": str(real), "synthetic": synthetic, "model": model, "revision": revision, "preset": preset,
+        "real": real_reference, "synthetic": synthetic_references, "model": portable_reference(model, out), "revision": revision, "preset": preset,
         "arms": [a.model_dump(exclude_none=True) for a in arm_list], "scale": scale, "image_size": size, "epochs": epochs,
         "batch_size": batch_size, "seeds": seeds, "patience": patience, "learning_rate": learning_rate, "allow_fewer": allow_fewer,
-        "select_by": select_by, "class_weighted": class_weighted, "save_models": save_models, "test_datasets": [t.source for t in externals], "label_map": mapping, "command": command,
+        "select_by": select_by, "class_weighted": class_weighted, "save_models": save_models, "test_datasets": [portable_reference(t.source, out) for t in externals], "label_map": mapping, "command": command,
     }
     atomic_write_json(out / "config.json", settings)
 
     # Training: every (condition, seed), reusing runs finished before with the same inputs.
     accelerator = make_accelerator(device, workers)
     runner = _Runner(
-        real=str(real), synthetic=synthetic, model=model, revision=revision, class_names=class_names, real_data=real_data,
+        real=real_reference, synthetic=synthetic_references, model=model, revision=revision, class_names=class_names, real_data=real_data,
         synthetic_splits=synthetic_splits, samples=samples, config=config, norm=norm, accelerator=accelerator,
         val_set=ImageRows([_labelled(real_data["validation"])], size, norm, train=False),
         test_set=ImageRows([_labelled(real_data["test"])], size, norm, train=False),
@@ -469,7 +472,7 @@ def benchmark(
 
     if not accelerator.is_main_process:
         return {}
-    summary = report.build_results(settings, class_names, runs, samples, results, time.perf_counter() - start, synthetic,
+    summary = report.build_results(settings, class_names, runs, samples, results, time.perf_counter() - start, synthetic_references,
                                    np.asarray(real_data["train"]["label"]), test_groups(real_data["test"]),
                                    {t.name: {"source": t.source, "labels": t.labels, "dropped": t.dropped, "groups": test_groups(t.split.select(t.rows))}
                                     for t in externals})

@@ -7,7 +7,8 @@ scheduler says so) under accelerate, so `accelerate launch -m skinsynth finetune
 Output folder::
 
     DIR/
-      skinsynth_model.json        base model, method, training data and its license, steps, final loss
+      skinsynth_model.json        base model, method, training data and its license, steps, final loss (base and
+                                  data by Hub id, or by a path relative to DIR: nothing names this machine's folders)
       finetune_config.json        the resolved configuration (what `--resume` must match)
       sample_grid.png             the final validation grid (one row per class; the model card shows it);
                                   validation/step-*.png: the grids written during training
@@ -41,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, OutputError, PipelineError, SkinsynthError
+from ..paths import portable_reference
 from ..card import write_model_card
 from ..pipeline import MODEL_METADATA_FILE, check_text_to_image, resolve_model
 from ..recipe import Recipe, load_recipe
@@ -190,7 +192,7 @@ def _check_output(out: Path, state: Path, identity: dict, resume: bool) -> None:
     if config_path.is_file():
         if not resume:
             raise OutputError(f"`{out}` holds a fine-tuning run already; pass --resume to continue it, or choose another --out")
-        previous = json.loads(config_path.read_text(encoding="utf-8")).get("identity", {})
+        previous = _relative_paths(json.loads(config_path.read_text(encoding="utf-8")).get("identity", {}), out)
         for key in sorted(set(previous) | set(identity)):
             if previous.get(key) != identity.get(key):
                 raise OutputError(f"`{out}` holds a run with another {key} ({previous.get(key)!r}, now {identity.get(key)!r}); resume it with the same options, or choose another --out")
@@ -199,6 +201,17 @@ def _check_output(out: Path, state: Path, identity: dict, resume: bool) -> None:
         raise OutputError(f"`{out}` exists and is not an empty folder; choose a new --out")
     if state.exists() and (not state.is_dir() or any(entry.name != LOCK_FILE for entry in state.iterdir())):
         raise OutputError(f"`--checkpoint-dir {state}` holds the training state of another run; delete it, or choose another --checkpoint-dir")
+
+
+def _relative_paths(identity: dict, out: Path) -> dict:
+    """A run's identity as older versions recorded it (absolute paths of the base, the data and the architecture
+    config) in today's terms, relative to `out`, so that their runs still resume."""
+    def relative(value):
+        return portable_reference(value, out) if isinstance(value, str) and os.path.isabs(value) else value
+
+    hyperparameters = identity.get("hyperparameters") or {}
+    return {**identity, "base_model": relative(identity.get("base_model")), "training_data": relative(identity.get("training_data")),
+            "hyperparameters": {**hyperparameters, "config": relative(hyperparameters.get("config"))} if hyperparameters else hyperparameters}
 
 
 def _adopt_legacy_state(out: Path, state: Path) -> None:
@@ -558,8 +571,11 @@ def finetune(
     })
     out = Path(out)
     state = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out)
+    # The run's files name its inputs by Hub id, or by a path relative to `out`: never this machine's absolute paths.
+    base_reference, data_reference = portable_reference(base, out), portable_reference(data, out)
+    hyper = hyper.model_copy(update={"config": portable_reference(hyper.config, out)})
     identity = {
-        "base_model": base, "base_revision": revision, "base_commit": commit, "training_data": str(data), "data_revision": data_revision,
+        "base_model": base_reference, "base_revision": revision, "base_commit": commit, "training_data": data_reference, "data_revision": data_revision,
         "recipe_sha256": recipe.fingerprint(), "num_train_rows": len(train_split),
         "hyperparameters": {k: v for k, v in hyper.model_dump().items() if k not in RESUMABLE_CHANGES},
     }
@@ -611,10 +627,10 @@ def finetune(
             training_license, citation = data_terms(str(data), data_revision)
             recent = trainer.losses[-FINAL_LOSS_WINDOW:]
             metadata = {
-                "base_model": base,
+                "base_model": base_reference,
                 "base_revision": commit or revision,
                 "method": hyper.method,
-                "training_data": str(data),
+                "training_data": data_reference,
                 "training_license": training_license,
                 "training_citation": citation,
                 "steps": trainer.step,
