@@ -478,5 +478,5 @@ def benchmark(
                                     for t in externals})
     report.write_outputs(out, summary)
     if card_dataset is not None:
-        report.update_card(Path(card_dataset), summary, card_dataset)
+        report.update_card(Path(card_dataset), summary, portable_reference(card_dataset, out))
     return summary

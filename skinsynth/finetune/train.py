@@ -244,6 +244,8 @@ def _lock_output(accelerator, out: Path, state: Path, identity: dict, resume: bo
             if resume:
                 _adopt_legacy_state(out, state)
             checkpoint = latest_checkpoint(state)
+            if resume and checkpoint is None and (out / CONFIG_FILE).is_file():
+                logger.warning("no checkpoint of `%s` in %s: it starts again from step 0 (if the run used another --checkpoint-dir, pass it again)", out, state)
         except Timeout:
             lock, refusal = None, f"another `skinsynth finetune` is writing to `{out}`; wait for it or choose another --out"
         except OSError as err:
