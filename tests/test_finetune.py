@@ -300,6 +300,7 @@ def test_v_prediction_bases_train_on_the_velocity(tiny_pipeline_dir, real_data, 
     config_file = v_base / "scheduler" / "scheduler_config.json"
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "prediction_type": "v_prediction"}))
     epsilon = finetune(str(tiny_pipeline_dir), real_data, recipe, tmp_path / "eps", method="lora", max_steps=1, **FAST)
-    velocity = finetune(str(v_base), real_data, recipe, tmp_path / "v", method="lora", max_steps=1, **FAST)
+    velocity = finetune(str(v_base), real_data, recipe, tmp_path / "v", method="lora", max_steps=1, checkpoint_dir=tmp_path / "state", **FAST)
+    assert (tmp_path / "state" / "checkpoint-1" / "optimizer.bin").is_file() and not (tmp_path / "v.checkpoints").exists()
     # same seed, same batch, same noise and timesteps: only the target differs
     assert np.isfinite(velocity.losses[0]) and velocity.losses[0] != pytest.approx(epsilon.losses[0], rel=1e-3)
