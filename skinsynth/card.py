@@ -302,10 +302,11 @@ def known_dataset(training_data) -> KnownDataset | None:
     return next((known for key, known in KNOWN_DATASETS.items() if key in text), None)
 
 
-def _hub_dataset_id(training_data) -> str | None:
-    """`training_data` when it names a Hub dataset (owner/name), not a local path."""
-    if isinstance(training_data, str) and re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", training_data) and not Path(training_data).exists():
-        return training_data
+def _hub_id(reference) -> str | None:
+    """`reference` (a model or dataset) when it names a Hub repo (owner/name), not a local path: the card's YAML
+    links Hub repos only."""
+    if isinstance(reference, str) and re.fullmatch(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+", reference) and not Path(reference).exists():
+        return reference
     return None
 
 
@@ -327,7 +328,7 @@ def training_data(metadata: dict) -> TrainingData | None:
     name = known.name if known else (data if isinstance(data, str) else json.dumps(data, sort_keys=True))
     return TrainingData(
         name=name,
-        source_dataset=_hub_dataset_id(data) or (known.name if known else None),
+        source_dataset=_hub_id(data) or (known.name if known else None),
         license=metadata.get("training_license") or (known.license if known else None),
         citation=metadata.get("training_citation") or (known.citation if known else None),
     )
@@ -567,11 +568,11 @@ def write_model_card(model_dir: str | Path, repo_id: str | None = None) -> Path:
     method = metadata.get("method")
     card_data = ModelCardData(
         license=trained_on.license if trained_on else None,  # unknown: the base model's own license applies
-        base_model=metadata.get("base_model"),
+        base_model=_hub_id(metadata.get("base_model")),  # the body names a local base
         library_name="diffusers",
         pipeline_tag="text-to-image",
         tags=_unique(["skinsynth", "dermatology", "medical", "text-to-image", "diffusers", "stable-diffusion", {"lora": "lora", "textual-inversion": "textual_inversion"}.get(method)]),
-        datasets=[trained_on.source_dataset] if trained_on and _hub_dataset_id(metadata.get("training_data")) else None,
+        datasets=[trained_on.source_dataset] if trained_on and _hub_id(metadata.get("training_data")) else None,
     )
     card = ModelCard.from_template(
         card_data,

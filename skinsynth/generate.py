@@ -450,6 +450,7 @@ def generate(
                 model, revision=revision, device=device, dtype=dtype, lora=lora, embeddings=embeddings,
                 scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, recipe=recipe,
             )
+            model_info = model_info.relative_to(out)  # no absolute local path in what is written
             family = family_for(model_info.pipeline_class)
             family.check(recipe, pipe)  # again with what only the loaded weights say (and for a pipeline passed in)
             identity["model"] = model_info.identity()

@@ -22,3 +22,20 @@ def inside(root: str | Path, relative: str | Path, what: str) -> Path:
     if normal == ".." or normal.startswith(".." + os.sep):
         raise DatasetError(f"{what} names `{relative}`, which points outside `{root}`; paths must stay inside it")
     return Path(root) / normal
+
+
+def portable_reference(value: str | Path | None, relative_to: str | Path) -> str | None:
+    """How a file written into the folder `relative_to` names a model or dataset given as `value`: a Hub id as
+    given; a local path relative to that folder (`../real`), so that nothing written carries this machine's
+    absolute paths (user names, mount points) and folders that travel together still find each other. None when no
+    relative path exists (another drive)."""
+    if value is None:
+        return None
+    text = str(value)
+    local = Path(text).expanduser()
+    if not local.exists() and not text.startswith((".", "/", "~")):
+        return text  # a Hub id
+    try:
+        return Path(os.path.relpath(os.path.abspath(local), os.path.abspath(relative_to))).as_posix()
+    except ValueError:
+        return None

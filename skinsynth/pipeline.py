@@ -12,7 +12,7 @@ import inspect
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -44,6 +44,15 @@ class ModelInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def relative_to(self, folder: str | Path) -> ModelInfo:
+        """The same record with local paths (model, LoRA, embeddings) written relative to `folder`, where the record
+        is saved; Hub ids stay. The `finetune` records are the models' own, their paths relative to those models."""
+        from .paths import portable_reference
+
+        lora = None if self.lora is None else {**self.lora, "path": portable_reference(self.lora["path"], folder)}
+        embeddings = [{**e, "path": portable_reference(e["path"], folder)} for e in self.embeddings]
+        return replace(self, model=portable_reference(self.model, folder), lora=lora, embeddings=embeddings)
 
     def identity(self) -> dict:
         """The parts that decide which images come out: a resumed run must match them."""
@@ -103,6 +112,60 @@ def _hash_files(files: list[Path], names: list[str]) -> str:
 def _read_metadata(folder: Path) -> dict | None:
     path = folder / MODEL_METADATA_FILE if folder.is_dir() else None
     return json.loads(path.read_text()) if path is not None and path.is_file() else None
+
+
+ADAPTER_FIELDS = ("r", "lora_alpha", "target_modules", "use_dora")  # what a LoRA's header says about its shape
+LORA_WEIGHT_FILES = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")  # diffusers' names, safetensors first
+
+
+def lora_weights(path: Path, allow_pickle: bool) -> Path:
+    """The one weights file `--lora path` loads: the file itself, or diffusers' `pytorch_lora_weights.*` in the
+    folder, or its single top-level `.safetensors`. Subfolders (a training script's `checkpoint-*/`, `logs/`) are
+    not the adapter."""
+    if path.is_file():
+        return path
+    names = LORA_WEIGHT_FILES if allow_pickle else LORA_WEIGHT_FILES[:1]
+    found = [path / name for name in names if (path / name).is_file()]
+    if found:
+        return found[0]
+    others = sorted(p.name for p in path.glob("*.safetensors"))
+    if len(others) == 1:
+        return path / others[0]
+    raise PipelineError(
+        f"`--lora {path}` holds {'the weights files ' + ', '.join(others) if others else 'no LoRA weights file'}; "
+        f"pass the folder holding {LORA_WEIGHT_FILES[0]} (what `skinsynth finetune --method lora` and diffusers' training scripts write), or the file itself"
+    )
+
+
+def lora_metadata(folder: Path, weights: Path) -> dict | None:
+    """What a LoRA folder says about its training: skinsynth's `skinsynth_model.json`; else, for diffusers' training
+    scripts (`train_text_to_image_lora.py` and the like), the model card they write (README.md: base model,
+    license, tags, and the dataset its text names) and the adapter config saved in the weights' header."""
+    if (skinsynth := _read_metadata(folder)) is not None:
+        return skinsynth
+    record = {}
+    if (folder / "README.md").is_file():
+        from huggingface_hub import ModelCard
+
+        card = ModelCard.load(folder / "README.md")
+        data = card.data.to_dict()
+        record = {key: data[key] for key in ("base_model", "license", "tags", "instance_prompt") if data.get(key)}
+        named = re.search(r"fine-tuned on the (\S+) dataset", card.text)
+        dataset = (data.get("datasets") or [None])[0] or (named.group(1) if named else None)
+        if dataset and _REPO_ID.match(dataset) and not Path(dataset).exists():  # a Hub id, never a local path
+            record["training_data"] = dataset
+    if weights.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as f:
+            adapter = (f.metadata() or {}).get("lora_adapter_metadata")
+        if adapter:  # peft's LoraConfig, flattened per component: {"unet.r": 4, "unet.lora_alpha": 4, …}
+            record["adapter"] = {}
+            for key, value in json.loads(adapter).items():
+                component, _, field = key.rpartition(".")
+                if field in ADAPTER_FIELDS:
+                    record["adapter"].setdefault(component, {})[field] = value
+    return {"method": "lora", **record} if record else None
 
 
 def resolve_model(model: str, revision: str | None = None) -> tuple[Path, str | None]:
@@ -278,11 +341,14 @@ def load_pipeline(
         lora_path = Path(lora).expanduser()
         if not lora_path.exists():
             raise PipelineError(f"`--lora {lora}` does not exist; pass the folder written by `skinsynth finetune --method lora`")
+        weights = lora_weights(lora_path, allow_pickle)
         try:
-            pipe.load_lora_weights(str(lora_path), use_safetensors=not allow_pickle or None)
+            pipe.load_lora_weights(str(weights.parent), weight_name=weights.name, use_safetensors=not allow_pickle or None)
         except Exception as err:
             raise PipelineError(f"could not load LoRA weights from {lora}: {err}") from err
-        lora_info = {"path": str(lora), "fingerprint": folder_fingerprint(lora_path), "finetune": _read_metadata(lora_path)}
+        # The fingerprint is the weights': a rewritten card, a training script's logs/ or checkpoints do not change it.
+        lora_folder = lora_path if lora_path.is_dir() else lora_path.parent
+        lora_info = {"path": str(lora), "fingerprint": folder_fingerprint(weights), "finetune": lora_metadata(lora_folder, weights)}
 
     embedding_info = []
     for path in embeddings:

@@ -145,7 +145,7 @@ def test_finetune_is_locked_and_killed_resumes_to_the_same_weights(seed, finetun
     options = ["--base", str(tiny_pipeline_dir), "--data", str(data), "--recipe", str(recipe), "--method", "lora", "--out", str(out),
                "--max-steps", "6", "--learning-rate", "1e-2", "--checkpoint-every", "2", "--resolution", "32", "--batch-size", "4", "--validation-images", "0"]
     command = [sys.executable, "-m", "skinsynth", "-q", "finetune", *options]
-    checkpoints = out / ".skinsynth" / "checkpoints"
+    checkpoints = tmp_path / "out.checkpoints"
     chance = random.Random(seed)
     saved, delay = chance.randint(0, 3), chance.uniform(0.0, 0.5)
     first = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -316,8 +316,9 @@ def test_a_second_finetune_is_refused_while_one_holds_the_lock(tiny_pipeline_dir
 
     data, recipe, _ = finetune_inputs
     out = tmp_path / "out"
-    (out / ".skinsynth").mkdir(parents=True)
-    with FileLock(str(out / ".skinsynth" / "lock")):
+    state = tmp_path / "out.checkpoints"
+    state.mkdir()
+    with FileLock(str(state / "lock")):
         with pytest.raises(OutputError, match="another `skinsynth finetune` is writing"):
             finetune(str(tiny_pipeline_dir), data, recipe, out, method="lora", max_steps=2, **FAST)
-    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [".skinsynth", ".skinsynth/lock"]  # nothing written
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["lock", "out.checkpoints"]  # nothing written

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 
 import numpy as np
@@ -18,6 +19,8 @@ from skinsynth.finetune import build_captioner, finetune
 from skinsynth.finetune.batches import BatchOrder, training_pixels
 from skinsynth.finetune.captions import validation_prompts
 from skinsynth.recipe import load_recipe, parse_recipe
+
+from .written_files import is_pickle, uploaded_files
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -158,13 +161,15 @@ def test_full_finetune_loss_falls_and_the_pipeline_loads_in_generate(tiny_pipeli
     assert len(losses) == 24
     assert np.mean(losses[-6:]) < 0.6 * np.mean(losses[:6]), losses
     metadata = json.loads((out / "skinsynth_model.json").read_text())
-    assert metadata["method"] == "full" and metadata["steps"] == 24 and metadata["base_model"] == str(tiny_pipeline_dir)
+    assert metadata["method"] == "full" and metadata["steps"] == 24 and metadata["base_model"] == os.path.relpath(tiny_pipeline_dir, out)
     assert json.loads((out / "finetune_config.json").read_text())["hyperparameters"]["learning_rate"] == 1e-3
     assert metadata["training_license"] == "cc-by-nc-sa-4.0" and metadata["final_loss"] == pytest.approx(np.mean(losses[-10:]), abs=1e-5)
     assert (out / "unet" / "diffusion_pytorch_model.safetensors").is_file()
-    assert not [p for p in out.rglob("*.bin") if ".skinsynth" not in p.parts]  # weights are safetensors; .bin is optimizer state
     assert Image.open(out / "sample_grid.png").size[1] == 3 * 32 and (out / "validation" / "step-000012.png").is_file()
-    assert [p.name for p in sorted((out / ".skinsynth" / "checkpoints").iterdir())] == ["checkpoint-12", "checkpoint-24"]
+    # the training state (accelerate pickles the optimizer and random states) lives beside the output, not in it
+    assert [p.name for p in sorted((tmp_path / "full.checkpoints").glob("checkpoint-*"))] == ["checkpoint-12", "checkpoint-24"]
+    assert (tmp_path / "full.checkpoints" / "checkpoint-24" / "optimizer.bin").is_file()
+    assert uploaded_files(out) and not [name for name in uploaded_files(out) if is_pickle(out / name)]
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(out / "README.md")
@@ -186,16 +191,48 @@ def test_lora_resume_continues_to_the_same_weights(tiny_pipeline_dir, real_data,
         finetune(str(tiny_pipeline_dir), real_data, recipe, interrupted, method="lora", max_steps=4, learning_rate=1e-2, checkpoint_every=2, **FAST)
     with pytest.raises(OutputError, match="another hyperparameters"):
         finetune(str(tiny_pipeline_dir), real_data, recipe, interrupted, method="lora", max_steps=4, learning_rate=5e-3, checkpoint_every=2, resume=True, **FAST)
+    # Versions before issue 21 kept the state inside the output (`.skinsynth/checkpoints/`), and recorded absolute
+    # paths: resume finds the state, moves it out, and takes the paths for the relative ones of today.
+    config = json.loads((interrupted / "finetune_config.json").read_text())
+    config["identity"].update(base_model=str(tiny_pipeline_dir), training_data=str(real_data))
+    (interrupted / "finetune_config.json").write_text(json.dumps(config))
+    (interrupted / ".skinsynth").mkdir()
+    (tmp_path / "resumed.checkpoints").rename(interrupted / ".skinsynth" / "checkpoints")
     resumed = finetune(str(tiny_pipeline_dir), real_data, recipe, interrupted, method="lora", max_steps=4, learning_rate=1e-2, checkpoint_every=2, resume=True, **FAST)
     assert resumed.metadata["steps"] == 4 and resumed.losses == straight.losses
     a, b = (load_file(d / "pytorch_lora_weights.safetensors") for d in (tmp_path / "straight", interrupted))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (interrupted / ".skinsynth").exists() and sorted(p.name for p in (tmp_path / "resumed.checkpoints").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
 
     base, _ = load_pipeline(str(tiny_pipeline_dir), device="cpu")
     tuned, info = load_pipeline(str(tiny_pipeline_dir), device="cpu", lora=str(interrupted))
     assert info.lora["finetune"]["method"] == "lora" and info.lora["finetune"]["training_license"] == "cc-by-nc-sa-4.0"
     prompt = "a dermoscopic image of melanoma on the back"
     assert not np.allclose(images(base, prompt), images(tuned, prompt))
+
+
+def test_a_resume_chooses_its_checkpoint_under_the_lock(tiny_pipeline_dir, real_data, recipe, tmp_path, monkeypatch):
+    """Two resumes of one run race: while the second starts, before it holds the lock, the first takes the run to its
+    end and prunes the checkpoint the second had seen. The second must continue from where the first ended."""
+    from skinsynth.finetune import train
+
+    options = {"method": "lora", "learning_rate": 1e-2, "checkpoint_every": 2, **FAST}
+    straight = finetune(str(tiny_pipeline_dir), real_data, recipe, tmp_path / "straight", max_steps=6, **options)
+    out = tmp_path / "run"
+    finetune(str(tiny_pipeline_dir), real_data, recipe, out, max_steps=2, **options)
+    start_accelerator = train._accelerator
+
+    def first_resume_finishes_meanwhile(*args):
+        monkeypatch.setattr(train, "_accelerator", start_accelerator)
+        finetune(str(tiny_pipeline_dir), real_data, recipe, out, max_steps=6, resume=True, **options)
+        return start_accelerator(*args)
+
+    monkeypatch.setattr(train, "_accelerator", first_resume_finishes_meanwhile)
+    second = finetune(str(tiny_pipeline_dir), real_data, recipe, out, max_steps=6, resume=True, **options)
+    assert sorted(p.name for p in (tmp_path / "run.checkpoints").glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-6"]
+    assert second.metadata["steps"] == 6 and second.losses == straight.losses
+    a, b = (load_file(d / "pytorch_lora_weights.safetensors") for d in (tmp_path / "straight", out))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_textual_inversion_learns_one_token_per_class_that_generate_loads(tiny_pipeline_dir, real_data, recipe, tmp_path):
@@ -263,6 +300,7 @@ def test_v_prediction_bases_train_on_the_velocity(tiny_pipeline_dir, real_data, 
     config_file = v_base / "scheduler" / "scheduler_config.json"
     config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "prediction_type": "v_prediction"}))
     epsilon = finetune(str(tiny_pipeline_dir), real_data, recipe, tmp_path / "eps", method="lora", max_steps=1, **FAST)
-    velocity = finetune(str(v_base), real_data, recipe, tmp_path / "v", method="lora", max_steps=1, **FAST)
+    velocity = finetune(str(v_base), real_data, recipe, tmp_path / "v", method="lora", max_steps=1, checkpoint_dir=tmp_path / "state", **FAST)
+    assert (tmp_path / "state" / "checkpoint-1" / "optimizer.bin").is_file() and not (tmp_path / "v.checkpoints").exists()
     # same seed, same batch, same noise and timesteps: only the target differs
     assert np.isfinite(velocity.losses[0]) and velocity.losses[0] != pytest.approx(epsilon.losses[0], rel=1e-3)

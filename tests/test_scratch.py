@@ -194,8 +194,8 @@ def test_a_run_resumed_in_the_autoencoder_stage_ends_where_an_uninterrupted_one_
         whole = finetune(None, data, toy_recipe, tmp_path / "whole", **{**options, "max_steps": 6})
         # Stopped at step 4, then the step-4 checkpoint lost: the run resumes from step 2, inside the first stage.
         finetune(None, data, toy_recipe, tmp_path / "resumed", **{**options, "max_steps": 4})
-        checkpoints = tmp_path / "resumed" / ".skinsynth" / "checkpoints"
-        assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+        checkpoints = tmp_path / "resumed.checkpoints"
+        assert sorted(p.name for p in checkpoints.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
         import shutil
 
         shutil.rmtree(checkpoints / "checkpoint-4")

@@ -22,6 +22,7 @@ Writes fidelity.json, fidelity.md and fidelity_grid.png; `--update-card` puts th
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,17 @@ def _generation_record(synthetic: str | Path) -> dict:
         name, manifest = read_manifest(local)
     except DatasetError:
         return {}
-    return manifest if name == "generation.json" else {}
+    if name != "generation.json":
+        return {}
+    model = manifest.get("model") or {}
+    if model:  # `generate` records local folders relative to the dataset: make them paths from here
+        def from_here(path):
+            return os.path.normpath(local / path) if path and (local / path).exists() else path
+
+        lora = model.get("lora")
+        model = {**model, "model": from_here(model.get("model")), "lora": lora and {**lora, "path": from_here(lora.get("path"))},
+                 "embeddings": [{**e, "path": from_here(e.get("path"))} for e in model.get("embeddings") or []]}
+    return {**manifest, "model": model}
 
 
 def _model_folder(model: str | None, record: dict) -> str | None:

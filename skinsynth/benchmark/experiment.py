@@ -22,6 +22,7 @@ import numpy as np
 
 from ..data import dataset_key, label_names, open_dataset
 from ..errors import DatasetError, OutputError, SkinsynthError
+from ..paths import portable_reference
 from ..shards import atomic_write_json, read_manifest
 from . import export, report
 from .arms import Arm, load_arms, load_label_map, preset_arms
@@ -63,6 +64,12 @@ def default_workers(device: str | None = None) -> int:
 
     cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
     return 0 if cpu else max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def _portable(key: dict, field: str, out) -> dict:
+    """A run key's part naming its input as the outputs do: by Hub id or by a path relative to `out`, never by this
+    machine's absolute path (folders moved together keep their finished runs)."""
+    return {**key, field: portable_reference(key[field], out)}
 
 
 def _card_target(update_card: str | Path | None, synthetic: list[str]) -> str | None:
@@ -163,19 +170,23 @@ def benchmark(
     size = image_size or norm.size or 224
     config = TrainConfig(image_size=size, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, patience=patience, workers=workers,
                          select_by=select_by, class_weighted=class_weighted)
-    inputs = Inputs(real=dataset_key(real, REAL_SPLITS), synthetic=[dataset_key(source, ("train",)) for source in synthetic],
-                    classifier=classifier_key(model, revision, classifier), external={t.name: dataset_key(t.source, ("test",)) for t in externals})
+    inputs = Inputs(real=_portable(dataset_key(real, REAL_SPLITS), "source", out),
+                    synthetic=[_portable(dataset_key(source, ("train",)), "source", out) for source in synthetic],
+                    classifier=_portable(classifier_key(model, revision, classifier), "model", out),
+                    external={t.name: _portable(dataset_key(t.source, ("test",)), "source", out) for t in externals})
 
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"cannot create output folder `{out}`: {err}") from None
+    # The outputs name their inputs by Hub id or by a path relative to `out`, never by this machine's absolute paths.
+    real_reference, synthetic_references = portable_reference(real, out), [portable_reference(s, out) for s in synthetic]
     settings = {
-        "real": str(real), "synthetic": synthetic, "model": model, "revision": revision, "preset": preset,
+        "real": real_reference, "synthetic": synthetic_references, "model": portable_reference(model, out), "revision": revision, "preset": preset,
         "arms": [a.model_dump(exclude_none=True) for a in arm_list], "scale": scale, "image_size": size, "epochs": epochs,
         "batch_size": batch_size, "seeds": seeds, "patience": patience, "learning_rate": learning_rate, "allow_fewer": allow_fewer,
-        "select_by": select_by, "class_weighted": class_weighted, "save_models": save_models, "test_datasets": [t.source for t in externals], "label_map": mapping, "command": command,
+        "select_by": select_by, "class_weighted": class_weighted, "save_models": save_models, "test_datasets": [portable_reference(t.source, out) for t in externals], "label_map": mapping, "command": command,
     }
     atomic_write_json(out / "config.json", settings)
 
@@ -183,7 +194,7 @@ def benchmark(
     note_unkeyed_runs(out)
     accelerator = make_accelerator(device, workers)
     runner = Runner(
-        real=str(real), synthetic=synthetic, model=model, revision=revision, inputs=inputs, class_names=class_names, real_data=real_data,
+        real=real_reference, synthetic=synthetic_references, model=model, revision=revision, inputs=inputs, class_names=class_names, real_data=real_data,
         synthetic_splits=synthetic_splits, samples=samples, config=config, norm=norm, accelerator=accelerator,
         val_set=ImageRows([_labelled(real_data["validation"])], size, norm, train=False),
         test_set=ImageRows([_labelled(real_data["test"])], size, norm, train=False),
@@ -195,12 +206,12 @@ def benchmark(
 
     if not accelerator.is_main_process:
         return {}
-    summary = report.build_results(settings, class_names, runs, samples, results, time.perf_counter() - start, synthetic,
+    summary = report.build_results(settings, class_names, runs, samples, results, time.perf_counter() - start, synthetic_references,
                                    np.asarray(real_data["train"]["label"]), test_groups(real_data["test"]),
                                    {t.name: {"source": t.source, "labels": t.labels, "dropped": t.dropped, "groups": test_groups(t.split.select(t.rows))}
                                     for t in externals},
                                    keys={(c.name, seed): runner.key(c, seed) for c in runs for seed in range(seeds)})
     report.write_outputs(out, summary)
     if card_dataset is not None:
-        report.update_card(Path(card_dataset), summary, card_dataset)
+        report.update_card(Path(card_dataset), summary, portable_reference(card_dataset, out))
     return summary

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
             "and `textual-inversion` (one new token per class; --model BASE --embeddings DIR with DIR/recipe.yaml). "
             "`scratch` needs no --base: it trains a whole small pipeline (autoencoder, then UNet and text encoder on its "
             "latents) from random weights; generate with --model DIR. "
-            "A checkpoint is kept every --checkpoint-every steps; run the same command with --resume to continue. "
+            "A checkpoint is kept every --checkpoint-every steps in --checkpoint-dir (DIR.checkpoints beside --out); run the same command with --resume to continue. "
             "Several GPUs: `accelerate launch -m skinsynth finetune …`."
         ),
         epilog=(
@@ -64,6 +64,12 @@ def register(subparsers) -> None:
     progress = parser.add_argument_group("checkpoints and validation")
     progress.add_argument("--checkpoint-every", type=int, default=500, metavar="N", help="save a checkpoint every N steps; the last two are kept (default: 500)")
     progress.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint (same data order and noise)")
+    progress.add_argument(
+        "--checkpoint-dir", default=None, metavar="STATE_DIR",
+        help="where checkpoints (accelerate's pickled optimizer and random states) and the run's lock go, kept out of --out so "
+        "that uploading --out publishes no pickle (default: --out's path + `.checkpoints`, beside it; --resume looks there). "
+        "Delete it once the run is final",
+    )
     progress.add_argument("--validate-every", type=int, default=500, metavar="N", help="write a validation grid every N steps, 0 for only at the end (default: 500)")
     progress.add_argument("--validation-images", type=int, default=4, metavar="N", help="images per class in the validation grid, 0 for none (default: 4)")
     parser.set_defaults(run=run)
@@ -72,7 +78,7 @@ def register(subparsers) -> None:
 def run(args) -> None:
     result = finetune(
         args.base, args.data, args.recipe, args.out, method=args.method, revision=args.revision, data_revision=args.data_revision,
-        resume=args.resume, progress=not args.quiet, max_steps=args.max_steps, batch_size=args.batch_size,
+        resume=args.resume, checkpoint_dir=args.checkpoint_dir, progress=not args.quiet, max_steps=args.max_steps, batch_size=args.batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate, resolution=args.resolution,
         checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, validation_images=args.validation_images, seed=args.seed,
         gradient_checkpointing=args.gradient_checkpointing, mixed_precision=args.mixed_precision, use_8bit_adam=args.use_8bit_adam,

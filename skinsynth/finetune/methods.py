@@ -52,6 +52,16 @@ class Components:
         return self.pipe.tokenizer
 
 
+def save_pipeline(pipe, out: Path) -> None:
+    """`save_pretrained` without diffusers' `_name_or_path` (where each part was loaded from: the base's local
+    folder or Hub snapshot, the scratch run's init folder), which would put this machine's paths into the configs;
+    `skinsynth_model.json` names the base."""
+    for part in [pipe, *pipe.components.values()]:
+        if hasattr(part, "register_to_config") and "_name_or_path" in getattr(part, "config", {}):
+            part.register_to_config(_name_or_path=None)
+    pipe.save_pretrained(out, safe_serialization=True)
+
+
 class Method:
     """What a fine-tuning method trains. `setup()` returns the module that holds the trained weights."""
 
@@ -211,7 +221,7 @@ class Full(Method):
         # The base's own VAE and text encoder, in their saved dtype (training may hold them in half precision).
         with self.evaluation_weights():
             pipe = DiffusionPipeline.from_pretrained(self.parts.base_folder, unet=self.parts.unet, use_safetensors=True)
-            pipe.save_pretrained(out, safe_serialization=True)
+            save_pipeline(pipe, out)
         return {}
 
 
@@ -361,7 +371,7 @@ class Scratch(Full):
                 self.parts.base_folder, unet=self.parts.unet, vae=self.parts.vae, text_encoder=self.parts.text_encoder,
                 safety_checker=None, feature_extractor=None, requires_safety_checker=False,
             )
-            pipe.save_pretrained(out, safe_serialization=True)
+            save_pipeline(pipe, out)
         return {"architecture": self.architecture.model_dump(), "latent_scaling_factor": self.scaling_factor}
 
 

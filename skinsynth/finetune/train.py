@@ -7,16 +7,23 @@ scheduler says so) under accelerate, so `accelerate launch -m skinsynth finetune
 Output folder::
 
     DIR/
-      skinsynth_model.json        base model, method, training data and its license, steps, final loss
+      skinsynth_model.json        base model, method, training data and its license, steps, final loss (base and
+                                  data by Hub id, or by a path relative to DIR: nothing names this machine's folders)
       finetune_config.json        the resolved configuration (what `--resume` must match)
       sample_grid.png             the final validation grid (one row per class; the model card shows it);
                                   validation/step-*.png: the grids written during training
       pytorch_lora_weights.safetensors | model_index.json + unet/ … | learned_embeds-*.safetensors + recipe.yaml
-      .skinsynth/checkpoints/checkpoint-{step}/   the last two checkpoints (`--resume` continues from the latest)
-      .skinsynth/init/            `--method scratch`: the random-weight pipeline the run started from
 
-Checkpoints live in a hidden folder so that fingerprinting the model (`generate` records a fingerprint of every
-local model it loads) and uploading it skip them.
+Training state folder (`--checkpoint-dir`, by default `DIR.checkpoints` beside DIR)::
+
+    DIR.checkpoints/
+      lock                        held by the run writing DIR
+      checkpoint-{step}/          the last two checkpoints (`--resume` continues from the latest)
+      init/                       `--method scratch`: the random-weight pipeline the run started from
+
+The training state lives outside DIR because accelerate pickles it (`optimizer.bin`, `random_states_0.pkl`):
+`hf upload DIR`, `push_to_hub` or a copy of DIR then carries the model and its card, and no pickle. Older
+versions kept it in `DIR/.skinsynth/`; `--resume` moves it to the state folder.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, OutputError, PipelineError, SkinsynthError
+from ..paths import portable_reference
 from ..card import write_model_card
 from ..pipeline import MODEL_METADATA_FILE, check_text_to_image, resolve_model
 from ..recipe import Recipe, load_recipe
@@ -47,8 +55,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "finetune_config.json"
-LOCK_DIR = ".skinsynth"  # holds the lock, and the checkpoints
-CHECKPOINTS_DIR = f"{LOCK_DIR}/checkpoints"
+STATE_SUFFIX = ".checkpoints"  # the default training state folder: DIR.checkpoints beside DIR
+LOCK_FILE = "lock"
+LEGACY_STATE_DIR = ".skinsynth"  # where versions before issue 21 kept the lock, checkpoints/ and init/ inside DIR
 KEEP_CHECKPOINTS = 2
 TRAINER_STATE = "trainer_state.json"
 FINAL_GRID = "sample_grid.png"  # the name the model card embeds
@@ -62,7 +71,7 @@ DEFAULT_CAPTION_DROPOUT = {"scratch": 0.1}
 # Min-SNR-gamma loss weighting (Hang et al. 2023) for training from scratch: the easy, low-noise steps stop
 # dominating the loss, so the model spends its capacity where the layout (and the class) is decided.
 DEFAULT_SNR_GAMMA = {"scratch": 5.0}
-INIT_DIR = ".skinsynth/init"  # the random-weight pipeline a scratch run starts from
+INIT_DIR = "init"  # in the state folder: the random-weight pipeline a scratch run starts from
 RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "validate_every", "validation_images", "dataloader_workers"}
 
 
@@ -169,56 +178,96 @@ def data_terms(data: str, revision: str | None) -> tuple[str | None, str | None]
         return None, None
 
 
-def _prepare_output(out: Path, identity: dict, resume: bool) -> Path | None:
-    """Check that `out` is empty, or holds this same run when resuming; return the checkpoint to resume from."""
+def default_checkpoint_dir(out: Path) -> Path:
+    """`DIR.checkpoints` beside the output folder `DIR`: found again by `--resume` without being told, and outside
+    what an upload of DIR sends."""
+    out = Path(os.path.abspath(out))
+    return out.with_name(out.name + STATE_SUFFIX)
+
+
+def _check_output(out: Path, state: Path, identity: dict, resume: bool) -> None:
+    """Check that `out` is empty, or holds this same run when resuming. A new run also needs a state folder without
+    another run's checkpoints (they would be resumed later)."""
     config_path = out / CONFIG_FILE
     if config_path.is_file():
         if not resume:
             raise OutputError(f"`{out}` holds a fine-tuning run already; pass --resume to continue it, or choose another --out")
-        previous = json.loads(config_path.read_text(encoding="utf-8")).get("identity", {})
+        previous = _relative_paths(json.loads(config_path.read_text(encoding="utf-8")).get("identity", {}), out)
         for key in sorted(set(previous) | set(identity)):
             if previous.get(key) != identity.get(key):
                 raise OutputError(f"`{out}` holds a run with another {key} ({previous.get(key)!r}, now {identity.get(key)!r}); resume it with the same options, or choose another --out")
-        return latest_checkpoint(out)
-    if out.exists() and (not out.is_dir() or any(entry.name != LOCK_DIR for entry in out.iterdir())):
+        return
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputError(f"`{out}` exists and is not an empty folder; choose a new --out")
-    return None
+    if state.exists() and (not state.is_dir() or any(entry.name != LOCK_FILE for entry in state.iterdir())):
+        raise OutputError(f"`--checkpoint-dir {state}` holds the training state of another run; delete it, or choose another --checkpoint-dir")
 
 
-def _lock_output(accelerator, out: Path, identity: dict, resume: bool):
-    """Hold `out`'s lock (main process) for the whole run, then check `out` again under it: a second run into the
-    same folder is refused with exit code 2 on every process, even one that started after the first had checked."""
-    lock, refusal, created = None, None, not out.exists()
+def _relative_paths(identity: dict, out: Path) -> dict:
+    """A run's identity as older versions recorded it (absolute paths of the base, the data and the architecture
+    config) in today's terms, relative to `out`, so that their runs still resume."""
+    def relative(value):
+        return portable_reference(value, out) if isinstance(value, str) and os.path.isabs(value) else value
+
+    hyperparameters = identity.get("hyperparameters") or {}
+    return {**identity, "base_model": relative(identity.get("base_model")), "training_data": relative(identity.get("training_data")),
+            "hyperparameters": {**hyperparameters, "config": relative(hyperparameters.get("config"))} if hyperparameters else hyperparameters}
+
+
+def _adopt_legacy_state(out: Path, state: Path) -> None:
+    """Move the checkpoints and scratch init that older versions kept in `out/.skinsynth/` into `state`, so the run
+    resumes from them and `out` no longer holds pickles."""
+    legacy = out / LEGACY_STATE_DIR
+    if not legacy.is_dir():
+        return
+    for entry in [*(legacy / "checkpoints").glob("checkpoint-*"), legacy / INIT_DIR]:
+        if entry.is_dir() and not (state / entry.name).exists():
+            shutil.move(str(entry), str(state / entry.name))
+    shutil.rmtree(legacy)
+    logger.warning("moved the training state of `%s` from %s to %s", out, legacy, state)
+
+
+def _lock_output(accelerator, out: Path, state: Path, identity: dict, resume: bool) -> tuple[object, Path | None]:
+    """Hold the run's lock (`state/lock`, main process) for the whole run, then check `out` and choose the checkpoint
+    to resume from under it: a second run into the same folder is refused with exit code 2 on every process, even
+    one that started after the first had checked, and a resume never starts from a checkpoint another run has since
+    moved past. Returns the lock (None on other processes) and the checkpoint (the same on every process)."""
+    lock, refusal, checkpoint, created = None, None, None, not state.exists()
     if accelerator.is_main_process:
         from filelock import FileLock, Timeout
 
         try:
-            (out / LOCK_DIR).mkdir(parents=True, exist_ok=True)
-            lock = FileLock(str(out / LOCK_DIR / "lock"))
+            state.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(state / LOCK_FILE))
             lock.acquire(timeout=0)
-            _prepare_output(out, identity, resume)
+            _check_output(out, state, identity, resume)
+            if resume:
+                _adopt_legacy_state(out, state)
+            checkpoint = latest_checkpoint(state)
+            if resume and checkpoint is None and (out / CONFIG_FILE).is_file():
+                logger.warning("no checkpoint of `%s` in %s: it starts again from step 0 (if the run used another --checkpoint-dir, pass it again)", out, state)
         except Timeout:
             lock, refusal = None, f"another `skinsynth finetune` is writing to `{out}`; wait for it or choose another --out"
         except OSError as err:
-            refusal = f"cannot create `{out}`: {err.strerror or err}"
+            refusal = f"cannot create `{state}`: {err.strerror or err}"
         except OutputError as err:
             refusal = str(err)
         if refusal is not None and lock is not None:
             lock.release()
             lock = None
             if created:  # a refused start leaves no trace
-                shutil.rmtree(out, ignore_errors=True)
+                shutil.rmtree(state, ignore_errors=True)
     if accelerator.num_processes > 1:
         from accelerate.utils import broadcast_object_list
 
-        refusal = broadcast_object_list([refusal])[0]
+        refusal, checkpoint = broadcast_object_list([refusal, checkpoint])
     if refusal is not None:
         raise OutputError(refusal)
-    return lock
+    return lock, checkpoint
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    checkpoints = sorted((out / CHECKPOINTS_DIR).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+def latest_checkpoint(state: Path) -> Path | None:
+    checkpoints = sorted(state.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     complete = [p for p in checkpoints if (p / TRAINER_STATE).is_file()]
     return complete[-1] if complete else None
 
@@ -226,7 +275,7 @@ def latest_checkpoint(out: Path) -> Path | None:
 # --- training -------------------------------------------------------------------------------------------------
 
 
-def _accelerator(hyper: Hyperparameters, out: Path):
+def _accelerator(hyper: Hyperparameters, state: Path):
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
@@ -234,7 +283,7 @@ def _accelerator(hyper: Hyperparameters, out: Path):
         return Accelerator(
             mixed_precision=hyper.mixed_precision,
             gradient_accumulation_steps=hyper.gradient_accumulation_steps,
-            project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(out / "logs")),
+            project_config=ProjectConfiguration(project_dir=str(state), logging_dir=str(state / "logs")),
         )
     except ValueError as err:
         raise SkinsynthError(f"`--mixed-precision {hyper.mixed_precision}` cannot be used here: {err}") from None
@@ -261,7 +310,7 @@ def step_generator(seed: int, micro_step: int, process_index: int):
 class Trainer:
     """One fine-tuning run: the loaded models, the method, the optimizer, and where the run stands."""
 
-    def __init__(self, accelerator, hyper: Hyperparameters, recipe: Recipe, folder: Path, pipeline_class: type, out: Path):
+    def __init__(self, accelerator, hyper: Hyperparameters, recipe: Recipe, folder: Path, pipeline_class: type, out: Path, state: Path):
         import torch
         from accelerate.utils import set_seed
         from diffusers import DDPMScheduler, DiffusionPipeline
@@ -269,7 +318,7 @@ class Trainer:
 
         from .methods import METHODS, Components
 
-        self.accelerator, self.hyper, self.recipe, self.out, self.pipeline_class = accelerator, hyper, recipe, out, pipeline_class
+        self.accelerator, self.hyper, self.recipe, self.out, self.state, self.pipeline_class = accelerator, hyper, recipe, out, state, pipeline_class
         index = json.loads((folder / "model_index.json").read_text())
         extra = {"safety_checker": None, "requires_safety_checker": False} if "safety_checker" in index else {}
         try:
@@ -333,7 +382,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         """`checkpoint-{step}` under a temporary name, renamed when complete; only the last two are kept."""
-        root = self.out / CHECKPOINTS_DIR
+        root = self.state
         final, tmp = root / f"checkpoint-{self.step}", root / f".checkpoint-{self.step}.tmp"
         if self.accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -415,6 +464,7 @@ def finetune(
     revision: str | None = None,
     data_revision: str | None = None,
     resume: bool = False,
+    checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     max_steps: int = 1000,
     batch_size: int = 4,
@@ -445,8 +495,9 @@ def finetune(
     `method`: `lora` (default learning rate 1e-4), `full` (1e-5, `ema` optional), `textual-inversion` (5e-4,
     one new token per class) or `scratch` (5e-4; no `base`: a whole pipeline of the architecture `size`, overridden
     by the file `config`, is trained from random weights, see `scratch.py`). `resolution` defaults to the base's
-    own (the preset's for scratch). With `resume`, continues the run in `out` from its latest checkpoint (same
-    data order, same random draws), possibly to a larger `max_steps`. `class_balance` (0 to 1) draws rows with
+    own (the preset's for scratch). Checkpoints (and the lock) go to `checkpoint_dir`, by default `out` + `.checkpoints`
+    beside `out`. With `resume`, continues the run in `out` from the latest checkpoint there (same data order, same
+    random draws), possibly to a larger `max_steps`. `class_balance` (0 to 1) draws rows with
     probability count(class) ** -class_balance: 1 shows every class equally often.
     """
     options = {k: v for k, v in locals().items() if k in Hyperparameters.model_fields}
@@ -484,18 +535,22 @@ def finetune(
         "snr_gamma": hyper.snr_gamma if hyper.snr_gamma is not None else DEFAULT_SNR_GAMMA.get(hyper.method, 0.0),
     })
     out = Path(out)
+    state = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out)
+    # The run's files name its inputs by Hub id, or by a path relative to `out`: never this machine's absolute paths.
+    base_reference, data_reference = portable_reference(base, out), portable_reference(data, out)
+    hyper = hyper.model_copy(update={"config": portable_reference(hyper.config, out)})
     identity = {
-        "base_model": base, "base_revision": revision, "base_commit": commit, "training_data": str(data), "data_revision": data_revision,
+        "base_model": base_reference, "base_revision": revision, "base_commit": commit, "training_data": data_reference, "data_revision": data_revision,
         "recipe_sha256": recipe.fingerprint(), "num_train_rows": len(train_split),
         "hyperparameters": {k: v for k, v in hyper.model_dump().items() if k not in RESUMABLE_CHANGES},
     }
     if architecture is not None:
         identity["architecture"] = architecture.model_dump(mode="json")
-    checkpoint = _prepare_output(out, identity, resume)
+    _check_output(out, state, identity, resume)  # refuse before anything loads; checked again under the lock
 
     from .batches import BatchOrder, TrainingRows
 
-    accelerator = _accelerator(hyper, out)
+    accelerator = _accelerator(hyper, state)
     order = BatchOrder.balanced(train_labels, hyper.batch_size, accelerator.num_processes, hyper.seed, hyper.class_balance)
     if scratch and accelerator.num_processes > 1:
         raise SkinsynthError("`--method scratch` trains on one process; run it without `accelerate launch`")
@@ -503,27 +558,27 @@ def finetune(
         raise SkinsynthError(f"`--max-steps {hyper.max_steps}` leaves no step for the UNet: the first {architecture.autoencoder_steps} train the autoencoder (`autoencoder_steps` of `--size {hyper.size or 'cpu-small'}`); raise --max-steps")
     if order.batches_per_epoch == 0:
         raise DatasetError(f"the train split has {len(train_split)} rows, fewer than one batch ({hyper.batch_size} x {accelerator.num_processes} processes); lower --batch-size")
-    if checkpoint is not None:
-        reached = int(checkpoint.name.split("-")[1])
-        if reached > hyper.max_steps:
-            raise SkinsynthError(f"the run in `{out}` is at step {reached}, past `--max-steps {hyper.max_steps}`; pass a larger --max-steps")
-    lock = _lock_output(accelerator, out, identity, resume)
+    lock, checkpoint = _lock_output(accelerator, out, state, identity, resume)
     try:
+        if checkpoint is not None:
+            reached = int(checkpoint.name.split("-")[1])
+            if reached > hyper.max_steps:
+                raise SkinsynthError(f"the run in `{out}` is at step {reached}, past `--max-steps {hyper.max_steps}`; pass a larger --max-steps")
         if accelerator.is_main_process:
             from ..versions import library_versions
 
             out.mkdir(parents=True, exist_ok=True)
             run_config = {"identity": identity, "recipe": recipe.to_dict(), "hyperparameters": hyper.model_dump(), "num_processes": accelerator.num_processes, "library_versions": library_versions()}
             atomic_write_json(out / CONFIG_FILE, run_config)
-            if scratch and not (out / INIT_DIR).is_dir():
+            if scratch and not (state / INIT_DIR).is_dir():
                 from .scratch import build_pipeline
 
-                build_pipeline(out / INIT_DIR, architecture, recipe, hyper.resolution, hyper.seed)
+                build_pipeline(state / INIT_DIR, architecture, recipe, hyper.resolution, hyper.seed)
         accelerator.wait_for_everyone()
         if scratch:
-            folder = out / INIT_DIR
+            folder = state / INIT_DIR
 
-        trainer = Trainer(accelerator, hyper, recipe, folder, pipeline_class, out)
+        trainer = Trainer(accelerator, hyper, recipe, folder, pipeline_class, out, state)
         rows = TrainingRows(train_split, captioner, trainer.parts.tokenizer, hyper.resolution, seed=hyper.seed)
         if checkpoint is not None:
             trainer.resume(checkpoint)
@@ -537,10 +592,10 @@ def finetune(
             training_license, citation = data_terms(str(data), data_revision)
             recent = trainer.losses[-FINAL_LOSS_WINDOW:]
             metadata = {
-                "base_model": base,
+                "base_model": base_reference,
                 "base_revision": commit or revision,
                 "method": hyper.method,
-                "training_data": str(data),
+                "training_data": data_reference,
                 "training_license": training_license,
                 "training_citation": citation,
                 "steps": trainer.step,

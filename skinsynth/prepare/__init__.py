@@ -37,6 +37,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..errors import DatasetError, SkinsynthError
+from ..paths import portable_reference
 from ..shards import DUPLICATES_REPORT, atomic_write_json, splits_manifest
 from ..sources import Example, Source, label_name, read_source
 from ..splits import assign_splits, cap_per_class
@@ -146,7 +147,7 @@ def prepare(
             manifest = {
                 "kind": "real",
                 "status": "complete",
-                "source": {"name": data.info.name, "homepage": data.info.homepage, "format": format, "path": str(sources[0]) if len(sources) == 1 else [str(s) for s in sources],
+                "source": {"name": data.info.name, "homepage": data.info.homepage, "format": format, "path": portable_reference(sources[0], out) if len(sources) == 1 else [portable_reference(s, out) for s in sources],
                            "num_examples": len(data.examples) + sum(data.skipped.values()), **data.reader_options},
                 "license": data.info.license,
                 "citation": data.info.citation,
