@@ -83,7 +83,7 @@ def bench_pipeline(path: str) -> None:
     import torch
     from diffusers import AutoencoderKL, StableDiffusionPipeline
 
-    from skinsynth.pipeline import tiny_pipeline
+    from skinsynth.tiny import tiny_pipeline
 
     pipe = tiny_pipeline(path)
     torch.manual_seed(0)

@@ -34,7 +34,7 @@ _EXPORTS = {
     "generate": "generate",
     "push_to_hub": "hub",
     "load_pipeline": "pipeline",
-    "tiny_pipeline": "pipeline",
+    "tiny_pipeline": "tiny",
     "plan": "plan",
     "PrepareConfig": "prepare",
     "prepare": "prepare",

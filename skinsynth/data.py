@@ -104,7 +104,7 @@ def dataset_key(source: str | Path, splits: tuple[str, ...], *, revision: str | 
     if all(split in shards for split in splits):
         listed = [(shard["file"], shard["sha256"]) for split in splits for shard in shards[split]["shards"]]
         return {"source": source, "shards_sha256": hashlib.sha256(json.dumps(listed).encode()).hexdigest()}
-    from .pipeline import folder_fingerprint
+    from .fingerprint import folder_fingerprint
 
     return {"source": source, "data_fingerprint": folder_fingerprint(local / DATA_DIR)}
 

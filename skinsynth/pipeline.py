@@ -1,22 +1,18 @@
 """Load a diffusers text-to-image pipeline (Hub id or local folder), with LoRA weights, textual-inversion embeddings
 and a scheduler override, and describe exactly which weights were used so every image is traceable.
-
-Also builds the tiny random-weight Stable Diffusion pipeline that tests and the offline demo use, the way diffusers
-and transformers test themselves: no download, a few MB, same code path as a real model.
 """
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import PipelineError
+from .fingerprint import folder_fingerprint
 
 if TYPE_CHECKING:
     from .recipe import Recipe
@@ -59,54 +55,6 @@ class ModelInfo:
         return {k: v for k, v in self.to_dict().items() if k in ("model", "revision", "commit", "fingerprint", "pipeline_class", "scheduler", "dtype", "lora", "embeddings")}
 
 
-def folder_fingerprint(path: str | Path) -> str:
-    """sha256 over every file's relative path and content (hidden files skipped): two folders with the same
-    weights and configs have the same fingerprint, wherever they live.
-
-    Hashing a multi-GB model folder takes a minute, on every launch and in every rank: the result is cached under
-    `fingerprint_cache_dir()`, keyed by the folder's path and every file's size and modification time, so it is
-    computed again only when a file changes. Ranks that start together wait for the first one's result."""
-    path = Path(path).resolve()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    names = [str(file.relative_to(path) if path.is_dir() else file.name) for file in files]
-    listing = [(name, file.stat().st_size, file.stat().st_mtime_ns) for name, file in zip(names, files)]
-    key = hashlib.sha256(json.dumps([str(path), listing]).encode()).hexdigest()
-    cache = fingerprint_cache_dir()
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        from filelock import FileLock
-
-        lock = FileLock(str(cache / f"{key}.lock"))
-        lock.acquire(timeout=3600)
-    except OSError:  # an unwritable cache only costs time
-        return _hash_files(files, names)
-    try:
-        entry = cache / key
-        if entry.is_file():
-            return entry.read_text().strip()
-        digest = _hash_files(files, names)
-        from .shards import atomic_write_text
-
-        atomic_write_text(entry, digest + "\n")
-        return digest
-    finally:
-        lock.release()
-
-
-def fingerprint_cache_dir() -> Path:
-    """`$SKINSYNTH_CACHE/fingerprints`, by default under `$XDG_CACHE_HOME` (`~/.cache/skinsynth/fingerprints`)."""
-    root = os.environ.get("SKINSYNTH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "skinsynth"
-    return Path(root) / "fingerprints"
-
-
-def _hash_files(files: list[Path], names: list[str]) -> str:
-    digest = hashlib.sha256()
-    for file, name in zip(files, names):
-        digest.update(name.encode())
-        with open(file, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_metadata(folder: Path) -> dict | None:
@@ -392,131 +340,3 @@ def load_pipeline(
         family=family.name,
     )
     return pipe, info
-
-
-# --- the tiny offline pipeline -------------------------------------------------------------------------------
-
-_TINY_WORDS = """a an the of on in with and photo photograph clinical dermoscopic dermoscopy image close-up close up skin
-type fitzpatrick lesion melanoma nevus melanocytic basal cell carcinoma squamous actinic keratosis benign
-seborrheic vascular dermatofibroma back face lower upper extremity trunk abdomen chest scalp neck hand foot arm
-leg ear genital acral unknown male female age years old patient text watermark drawing i ii iii iv v vi""".split()
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable-character table."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = printable[:], 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return dict(zip(printable, map(chr, chars)))
-
-
-def _bpe_merges(words: list[str]) -> list[tuple[str, str]]:
-    """Byte-pair merges learned on `words` (each counted once, CLIP's `</w>` word ending): the most frequent pair
-    first, ties broken alphabetically (deterministic, unlike a hash-ordered trainer), until every word is one symbol."""
-    from collections import Counter
-
-    corpus = [list(word[:-1]) + [word[-1] + "</w>"] for word in dict.fromkeys(words) if word]
-    merges = []
-    while pairs := Counter(pair for symbols in corpus for pair in zip(symbols, symbols[1:])):
-        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
-        merges.append(best)
-        for k, symbols in enumerate(corpus):
-            merged, i = [], 0
-            while i < len(symbols):
-                if tuple(symbols[i : i + 2]) == best:
-                    merged.append(best[0] + best[1])
-                    i += 2
-                else:
-                    merged.append(symbols[i])
-                    i += 1
-            corpus[k] = merged
-    return merges
-
-
-def _ordered_merges(words: list[str]) -> list[tuple[str, str]]:
-    """Merges that build each word left to right, in word order: the tiny pipeline's vocabulary (its token ids are
-    what tests' random-weight models were built around). Words sharing a pair may not come out whole."""
-    merges: list[tuple[str, str]] = []
-    for word in words:
-        symbols = list(word[:-1]) + [word[-1] + "</w>"]
-        token = symbols[0]
-        for symbol in symbols[1:]:
-            if (token, symbol) not in merges:
-                merges.append((token, symbol))
-            token += symbol
-    return merges
-
-
-def write_tokenizer(folder: Path, words: list[str], max_length: int = 77, *, learned: bool = True) -> None:
-    """A CLIP BPE tokenizer built without any download whose merges spell `words` (lower-case): learned on them
-    (`learned`, each word then one token) or in word order (the tiny pipeline's). Any other text still tokenizes,
-    byte by byte."""
-    from transformers import CLIPTokenizer
-
-    byte_chars = list(_bytes_to_unicode().values())
-    merges = _bpe_merges(words) if learned else _ordered_merges(words)
-    vocab = byte_chars + [c + "</w>" for c in byte_chars] + [a + b for a, b in merges] + ["<|startoftext|>", "<|endoftext|>"]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(dict.fromkeys(vocab))}))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
-    tokenizer.save_pretrained(folder)
-
-
-def tiny_pipeline(out: str | Path, seed: int = 0):
-    """Write a random-weight Stable Diffusion pipeline of a few MB to `out` (64 px images) and return it.
-
-    It loads with `DiffusionPipeline.from_pretrained(out)` like any real checkpoint; its images are noise-like. Its
-    latent geometry is Stable Diffusion's (8x downsampling, 4 channels): 64 px images use 8x8 latents, 512 px 64x64.
-    """
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise PipelineError(f"`{out}` exists and is not an empty folder; choose a new folder for the tiny pipeline")
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=32,
-        attention_head_dim=8,
-    )
-    # Four blocks: the VAE downsamples 8x like Stable Diffusion's, so a 512 px recipe costs what its 64x64 latents cost.
-    vae = AutoencoderKL(
-        block_out_channels=(32, 32, 64, 64),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        latent_channels=4,
-        sample_size=64,
-    )
-    write_tokenizer(out / "tokenizer", _TINY_WORDS, learned=False)
-    tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out, safe_serialization=True)
-    return pipe

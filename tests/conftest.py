@@ -37,7 +37,7 @@ def one_torch_thread():
 @pytest.fixture(scope="session")
 def tiny_pipeline_dir(tmp_path_factory) -> Path:
     """A tiny random-weight Stable Diffusion pipeline on disk (64 px), built once per test session."""
-    from skinsynth.pipeline import tiny_pipeline
+    from skinsynth.tiny import tiny_pipeline
 
     path = tmp_path_factory.mktemp("tiny") / "pipeline"
     tiny_pipeline(path)

@@ -14,7 +14,7 @@ from PIL import Image
 from skinsynth.cli import main
 from skinsynth.data import open_dataset
 from skinsynth.errors import DatasetError
-from skinsynth.pipeline import _hash_files, fingerprint_cache_dir, folder_fingerprint
+from skinsynth.fingerprint import _hash_files, fingerprint_cache_dir, folder_fingerprint
 
 
 @pytest.fixture(scope="module")

@@ -73,14 +73,14 @@ def interrupting(pipe, calls: int):
 def test_each_family_generates_and_an_interrupted_run_resumes_to_the_same_bytes(name, tiny_models, tmp_path):
     recipe = family_recipe(tmp_path, name)
     model = str(tiny_models[name])
-    reference = tmp_path / "reference" / "out"  # the card names the folder: the same name as the resumed run's
+    reference = tmp_path / "reference" / "out"  # the same name and depth as the resumed run's: the card names the folder, the manifest the model relative to it
     manifest = generate(recipe, model, reference, batch_size=3, device="cpu", progress=False)
     assert manifest["model"]["family"] == FAMILY_OF[name]
     assert manifest["model"]["pipeline_class"] == json.loads((tiny_models[name] / "model_index.json").read_text())["_class_name"]
     assert f"(family `{FAMILY_OF[name]}`)" in (reference / "README.md").read_text()
     verify_dataset(reference)
 
-    out = tmp_path / "out"
+    out = tmp_path / "resumed" / "out"
     pipe, info = load_pipeline(model, device="cpu", recipe=load_recipe(recipe))
     with pytest.raises(Interrupted):  # third call: the first shard is written, the second is half made
         generate(recipe, model, out, batch_size=3, device="cpu", progress=False, pipeline=(interrupting(pipe, 3), info))
@@ -104,7 +104,7 @@ def test_each_family_killed_mid_run_resumes_to_the_same_files(name, tiny_models,
     recipe = family_recipe(tmp_path, name)
     reference = tmp_path / "reference" / "out"
     generate(recipe, str(tiny_models[name]), reference, batch_size=3, device="cpu", progress=False)
-    out = tmp_path / "out"
+    out = tmp_path / "resumed" / "out"  # the reference's depth: the manifest names the model relative to the folder
     command = [sys.executable, "-m", "skinsynth", "-q", "generate", str(recipe), "--model", str(tiny_models[name]), "--out", str(out), "--batch-size", "3", "--device", "cpu"]
     records = out / ".skinsynth" / "shards"
     kill_at(command, lambda: records.is_dir() and any(records.glob("*.json")), delay=0.05)

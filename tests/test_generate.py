@@ -18,7 +18,8 @@ import yaml
 from skinsynth.cli import main
 from skinsynth.errors import OutputError
 from skinsynth.generate import generate
-from skinsynth.pipeline import load_pipeline, tiny_pipeline
+from skinsynth.pipeline import load_pipeline
+from skinsynth.tiny import tiny_pipeline
 from skinsynth.plan import attempt_seed, plan_split
 from skinsynth.recipe import load_recipe
 from skinsynth.shards import sha256_file

@@ -134,7 +134,7 @@ def diffusers_script_lora(tiny_pipeline_dir, tmp_path_factory):
 
 def test_a_lora_from_diffusers_training_script_is_described_and_fingerprinted_by_its_weights(tiny_pipeline_dir, diffusers_script_lora, tmp_path):
     from skinsynth.generate import generate
-    from skinsynth.pipeline import folder_fingerprint
+    from skinsynth.fingerprint import folder_fingerprint
 
     folder = diffusers_script_lora
     manifest = generate(DEMO_RECIPE, str(tiny_pipeline_dir), tmp_path / "out", lora=str(folder), limit=2, batch_size=2, device="cpu", progress=False)

@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from skinsynth.pipeline import _TINY_WORDS, write_tokenizer
+from skinsynth.tiny import TINY_WORDS
+
+from skinsynth.tokenizer import write_tokenizer
 
 CLIP = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2, "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 32}
 
@@ -16,7 +18,7 @@ CLIP = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "n
 def _clip_tokenizer(folder: Path):
     from transformers import CLIPTokenizer
 
-    write_tokenizer(folder, _TINY_WORDS, learned=False)
+    write_tokenizer(folder, TINY_WORDS, learned=False)
     return CLIPTokenizer.from_pretrained(folder)
 
 
@@ -31,7 +33,7 @@ def _t5_tokenizer(folder: Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import T5TokenizerFast
 
-    characters = sorted(set("".join(_TINY_WORDS)) | set("abcdefghijklmnopqrstuvwxyz0123456789,.-'") | {"▁"})
+    characters = sorted(set("".join(TINY_WORDS)) | set("abcdefghijklmnopqrstuvwxyz0123456789,.-'") | {"▁"})
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -1.0) for c in characters]
     tokenizer = Tokenizer(models.Unigram(vocab, unk_id=2))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()

@@ -221,7 +221,7 @@ def class_thresholds(scorer: Scorer, real_split, names: list[str], batch_size: i
 def build_filter(config: FilterConfig, names: list[str], class_texts: list[str] | None = None, *, scorer: Scorer | None = None,
                  device: str | None = None, progress: bool = True) -> ImageFilter:
     """Load the classifiers (unless a `scorer` is given), resolve the thresholds and the optional CLIP check."""
-    from ..pipeline import folder_fingerprint
+    from ..fingerprint import folder_fingerprint
 
     classifiers = classifier_folders(config.classifiers)
     if scorer is None:

@@ -61,7 +61,7 @@ def classifier_key(model: str, revision: str | None, config) -> dict:
     its fingerprint (cached), a Hub id by the commit its config (`check_classifier`'s) was loaded from."""
     local = Path(model).expanduser()
     if local.is_dir():
-        from ..pipeline import folder_fingerprint
+        from ..fingerprint import folder_fingerprint
 
         return {"model": model, "revision": revision, "fingerprint": folder_fingerprint(local)}
     return {"model": model, "revision": revision, "commit": getattr(config, "_commit_hash", None)}

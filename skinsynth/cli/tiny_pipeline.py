@@ -1,6 +1,6 @@
 """`skinsynth tiny-pipeline DIR`."""
 
-from ..pipeline import tiny_pipeline
+from ..tiny import tiny_pipeline
 
 
 def register(subparsers) -> None:
