@@ -310,7 +310,9 @@ def measure(spec: Spec, args, device: str, dtype) -> dict:
         applied = optimize(pipe, spec, args.channels_last, args.compile)
         built = time.perf_counter() - started
         recipe = family_recipe(spec, args.images, size, args.steps)
-        bare_loop(pipe, spec, family_recipe(spec, args.batch_size, size, args.steps), args.batch_size, tmp / "warmup")  # compile, cudnn autotune, caches
+        warmup = family_recipe(spec, args.batch_size, size, args.steps)  # torch.compile, cuDNN autotuning, caches: for both loops, whose
+        bare_loop(pipe, spec, warmup, args.batch_size, tmp / "warmup-bare")  # text embeddings differ in layout (repeated vs one per prompt)
+        skinsynth_run(pipe, spec, warmup, args.batch_size, tmp / "warmup-skinsynth", device)
         times, peaks, rejections, shard_rates = {"bare": [], "skinsynth": []}, {"bare": 0, "skinsynth": 0}, 0, []
         for r in range(args.repeats):
             for name in ("bare", "skinsynth"):
@@ -428,7 +430,7 @@ def main(argv=None) -> None:
         args.steps = args.steps or (20 if args.full else 2)
         args.channels_last = device == "cuda" if args.channels_last is None else args.channels_last
         machine = torch.cuda.get_device_name() if device == "cuda" else f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
-        scale = "full-size architectures, native sizes" if args.full else "architectures scaled down (same classes), CPU sizes"
+        scale = ("full-size architectures" if args.full else "architectures scaled down (same classes)") + (f", {args.size} px" if args.size else ", native sizes" if args.full else ", 64 px")
         print("\nratio: bare loop time / skinsynth time, whole runs (>1: skinsynth faster); shards only: without what a run does once (output checks, manifest, the dataset card).")
         print(f"Generation, {machine}, {str(dtype).removeprefix('torch.')}, random weights, {scale}; measured. Peak: {'CUDA memory allocated' if device == 'cuda' else 'process RSS'}.")
         print("| family | size | images | batch | steps | settings | bare loop img/s | skinsynth img/s | ratio | ratio, shards only | peak MiB bare / skinsynth |\n| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
