@@ -9,6 +9,7 @@ pipeline object (same dtype, SDPA, channels-last, `torch.compile` when asked) in
 
     python benchmarks/bench_gpu.py                  # CPU: each architecture scaled down (same classes), 64 px, seconds
     python benchmarks/bench_gpu.py --full           # GPU: the real architectures at each family's native size
+    python benchmarks/bench_gpu.py --full --cpu-offload   # the same with the models in CPU memory between uses
     python benchmarks/bench_gpu.py --memory-only    # parameter counts and computed peak memory, nothing allocated
 
 The memory table is computed, not measured: parameters counted on the meta device (no weights allocated), times the
@@ -306,8 +307,11 @@ def measure(spec: Spec, args, device: str, dtype) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         started = time.perf_counter()
-        pipe = build_pipeline(spec, args.full, device, dtype, tmp / "tokenizers")
+        pipe = build_pipeline(spec, args.full, "cpu" if args.cpu_offload else device, dtype, tmp / "tokenizers")
         applied = optimize(pipe, spec, args.channels_last, args.compile)
+        if args.cpu_offload:  # what `skinsynth generate --cpu-offload` does: each model on the GPU only while it runs
+            pipe.enable_model_cpu_offload(device=device)
+            applied.append("cpu-offload")
         built = time.perf_counter() - started
         recipe = family_recipe(spec, args.images, size, args.steps)
         warmup = family_recipe(spec, args.batch_size, size, args.steps)  # torch.compile, cuDNN autotuning, caches: for both loops, whose
@@ -416,16 +420,19 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None, help="default: bfloat16 on CUDA, float32 on the CPU")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="UNet and VAE in channels-last (default: on CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser (slow to start; worth it for long runs)")
+    parser.add_argument("--cpu-offload", action="store_true", help="measure with the models in CPU memory, each moved to the GPU only while it runs (a GPU)")
     parser.add_argument("--memory-only", action="store_true", help="only the computed memory table (no model is allocated)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
 
     import torch
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.cpu_offload and (device == "cpu" or args.compile):
+        parser.error("--cpu-offload needs a GPU and is measured without --compile")
     specs = [s for s in SPECS if s.key in args.families]
     results = {"memory": memory_table(specs), "generation": []}
     if not args.memory_only:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
         args.steps = args.steps or (20 if args.full else 2)
         args.channels_last = device == "cuda" if args.channels_last is None else args.channels_last
