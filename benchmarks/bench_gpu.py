@@ -12,6 +12,10 @@ pipeline object (same dtype, SDPA, channels-last, `torch.compile` when asked) in
     python benchmarks/bench_gpu.py --full --cpu-offload   # the same with the models in CPU memory between uses
     python benchmarks/bench_gpu.py --memory-only    # parameter counts and computed peak memory, nothing allocated
 
+LoRA training (Stable Diffusion 1.5, the family `skinsynth finetune` trains) runs `skinsynth finetune --method lora`
+against diffusers' examples/text_to_image/train_text_to_image_lora.py loop at that script's settings, condensed here
+(`example_lora_loop`), on the same saved model and a dataset skinsynth generates first: steps per second and the ratio.
+
 The memory table is computed, not measured: parameters counted on the meta device (no weights allocated), times the
 bytes of the dtype, plus an estimate of the largest activations (`activation_bytes`). Measured peaks come from the
 runs: `torch.cuda.max_memory_allocated` on a GPU, the process's peak RSS (VmHWM, reset per loop) on the CPU.
@@ -342,6 +346,134 @@ def measure(spec: Spec, args, device: str, dtype) -> dict:
             "bare_peak_mib": peaks["bare"] / 2**20, "skinsynth_peak_mib": peaks["skinsynth"] / 2**20, "rejected": rejections}
 
 
+# --- LoRA training: skinsynth finetune against diffusers' example script -----------------------------------------
+
+# examples/text_to_image/train_text_to_image_lora.py as its README runs it: rank 4, AdamW at 1e-4 (weight decay 1e-2),
+# constant schedule, batch 1 with 4 accumulation steps, gradient norm clipped at 1, fp16 mixed precision on a GPU.
+EXAMPLE_LORA = {"lora_rank": 4, "learning_rate": 1e-4, "batch_size": 1, "gradient_accumulation_steps": 4, "max_grad_norm": 1.0, "weight_decay": 1e-2}
+
+
+def example_lora_loop(folder: Path, data: Path, out: Path, steps: int, resolution: int, mixed_precision: str) -> None:
+    """The example script's training loop, condensed (its logging, validation and checkpoints left out; its per-step
+    loss gather and final LoRA save kept): models loaded from `folder`, the `train` split of `data` through
+    `load_dataset` and a transform (resize, center crop, random flip; PIL here, torchvision there), captions from the
+    `prompt` column."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from accelerate import Accelerator
+    from datasets import load_dataset
+    from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import cast_training_params
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from PIL import Image
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from skinsynth.finetune.methods import LORA_TARGET_MODULES
+
+    accumulation = EXAMPLE_LORA["gradient_accumulation_steps"]
+    accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=accumulation)
+    noise_scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+    tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+    for model in (unet, vae, text_encoder):
+        model.requires_grad_(False)
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    rank = EXAMPLE_LORA["lora_rank"]
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGET_MODULES))
+    for model in (unet, vae, text_encoder):
+        model.to(accelerator.device, dtype=weight_dtype)
+    cast_training_params(unet, dtype=torch.float32)
+    parameters = [p for p in unet.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=EXAMPLE_LORA["learning_rate"], weight_decay=EXAMPLE_LORA["weight_decay"])
+
+    def preprocess(examples):
+        pixels = []
+        for image in examples["image"]:
+            image = image.convert("RGB")
+            scale = resolution / min(image.size)
+            image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+            left, top = (image.width - resolution) // 2, (image.height - resolution) // 2
+            image = image.crop((left, top, left + resolution, top + resolution))
+            if np.random.random() < 0.5:
+                image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            pixels.append(torch.from_numpy(np.asarray(image, dtype=np.float32) / 127.5 - 1).permute(2, 0, 1))
+        ids = tokenizer(examples["prompt"], max_length=tokenizer.model_max_length, padding="max_length", truncation=True, return_tensors="pt").input_ids
+        return {"pixel_values": pixels, "input_ids": ids}
+
+    train = load_dataset(str(data), cache_dir=str(out / "cache"))["train"].with_transform(preprocess)
+    loader = torch.utils.data.DataLoader(
+        train, shuffle=True, batch_size=EXAMPLE_LORA["batch_size"],
+        collate_fn=lambda rows: {"pixel_values": torch.stack([r["pixel_values"] for r in rows]), "input_ids": torch.stack([r["input_ids"] for r in rows])},
+    )
+    lr_scheduler = get_scheduler("constant", optimizer=optimizer, num_warmup_steps=0, num_training_steps=steps * accumulation)
+    unet, optimizer, loader, lr_scheduler = accelerator.prepare(unet, optimizer, loader, lr_scheduler)
+    step, train_loss = 0, 0.0
+    while step < steps:
+        for batch in loader:
+            with accelerator.accumulate(unet):
+                latents = vae.encode(batch["pixel_values"].to(dtype=weight_dtype)).latent_dist.sample() * vae.config.scaling_factor
+                noise = torch.randn_like(latents)
+                timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (latents.shape[0],), device=latents.device).long()
+                noisy = noise_scheduler.add_noise(latents, noise, timesteps)
+                hidden = text_encoder(batch["input_ids"], return_dict=False)[0]
+                prediction = unet(noisy, timesteps, hidden, return_dict=False)[0]
+                loss = F.mse_loss(prediction.float(), noise.float(), reduction="mean")
+                train_loss += accelerator.gather(loss.repeat(EXAMPLE_LORA["batch_size"])).mean().item() / accumulation
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(parameters, EXAMPLE_LORA["max_grad_norm"])
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            if accelerator.sync_gradients:
+                step, train_loss = step + 1, 0.0
+                if step >= steps:
+                    break
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(accelerator.unwrap_model(unet)))
+    StableDiffusionPipeline.save_lora_weights(save_directory=str(out / "lora"), unet_lora_layers=layers, safe_serialization=True)
+
+
+def measure_training(args, device: str) -> dict:
+    """Stable Diffusion 1.5 (the family `skinsynth finetune` trains): both loops on one saved pipeline and one
+    dataset that skinsynth generates first, alternately, best time and highest peak of each."""
+    import torch
+
+    from skinsynth.finetune import finetune
+
+    spec = SPECS[0]
+    resolution = args.size or (spec.size if args.full else 64)
+    mixed_precision = "fp16" if device == "cuda" else "no"
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        pipe = build_pipeline(spec, args.full, device, torch.float32, tmp / "tokenizers")  # trained from float32 weights, as the example
+        recipe = family_recipe(spec, 16, resolution, 2)
+        skinsynth_run(pipe, spec, recipe, 4, tmp / "data", device)
+        pipe.save_pretrained(tmp / "model", safe_serialization=True)
+        del pipe
+        times, peaks = {"example": [], "skinsynth": []}, {"example": 0, "skinsynth": 0}
+        for r in range(args.repeats):
+            for name in ("example", "skinsynth"):
+                with PeakMemory(device) as peak:
+                    started = time.perf_counter()
+                    if name == "example":
+                        example_lora_loop(tmp / "model", tmp / "data", tmp / f"example-{r}", args.train_steps, resolution, mixed_precision)
+                    else:
+                        finetune(str(tmp / "model"), str(tmp / "data"), recipe, tmp / f"skinsynth-{r}", method="lora", max_steps=args.train_steps, resolution=resolution,
+                                 mixed_precision=mixed_precision, validate_every=0, validation_images=0, progress=False, **EXAMPLE_LORA)
+                    times[name].append(time.perf_counter() - started)
+                peaks[name] = max(peaks[name], peak.bytes)
+    example, ours = min(times["example"]), min(times["skinsynth"])
+    return {"family": spec.key, "resolution": resolution, "steps": args.train_steps, "mixed_precision": mixed_precision, **{k: EXAMPLE_LORA[k] for k in ("batch_size", "gradient_accumulation_steps")},
+            "example_steps_s": args.train_steps / example, "skinsynth_steps_s": args.train_steps / ours, "ratio": example / ours,
+            "example_peak_mib": peaks["example"] / 2**20, "skinsynth_peak_mib": peaks["skinsynth"] / 2**20}
+
+
 # --- computed memory -------------------------------------------------------------------------------------------
 
 def parameter_counts(spec: Spec) -> dict[str, int]:
@@ -420,13 +552,18 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None, help="default: bfloat16 on CUDA, float32 on the CPU")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="UNet and VAE in channels-last (default: on CUDA)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser (slow to start; worth it for long runs)")
+    parser.add_argument("--train-steps", type=int, default=None, help="LoRA training: optimizer steps per run (default: 20 with --full, else 3; 0 skips training)")
     parser.add_argument("--cpu-offload", action="store_true", help="measure with the models in CPU memory, each moved to the GPU only while it runs (a GPU)")
     parser.add_argument("--memory-only", action="store_true", help="only the computed memory table (no model is allocated)")
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
 
+    import diffusers.utils.logging
     import torch
+    import transformers.utils.logging
 
+    diffusers.utils.logging.disable_progress_bar()  # loading bars, in the middle of the tables
+    transformers.utils.logging.disable_progress_bar()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.cpu_offload and (device == "cpu" or args.compile):
         parser.error("--cpu-offload needs a GPU and is measured without --compile")
@@ -446,6 +583,14 @@ def main(argv=None) -> None:
             results["generation"].append(r)
             note = f" ({r['rejected']} images rejected and remade: ratio not comparable)" if r["rejected"] else ""
             print(f"| {spec.title} | {r['size']} | {r['images']} | {r['batch_size']} | {r['steps']} | {', '.join(r['settings'])} | {r['bare_img_s']:.2f} | {r['skinsynth_img_s']:.2f} | {r['ratio']:.2f}{note} | {r['shard_ratio']:.2f} | {r['bare_peak_mib']:.0f} / {r['skinsynth_peak_mib']:.0f} |", flush=True)
+    args.train_steps = (20 if args.full else 3) if args.train_steps is None else args.train_steps
+    if not args.memory_only and args.train_steps and not args.cpu_offload:
+        r = measure_training(args, device)
+        results["training"] = [r]
+        print(f"\nLoRA training, Stable Diffusion 1.5, {machine}, mixed precision {r['mixed_precision']}, batch {r['batch_size']} x {r['gradient_accumulation_steps']} accumulation, "
+              "rank 4; measured. ratio: example loop time / skinsynth time, whole runs (loading, training, saving).")
+        print("| resolution | steps | example script steps/s | skinsynth steps/s | ratio | peak MiB example / skinsynth |\n| ---: | ---: | ---: | ---: | ---: | ---: |")
+        print(f"| {r['resolution']} | {r['steps']} | {r['example_steps_s']:.2f} | {r['skinsynth_steps_s']:.2f} | {r['ratio']:.2f} | {r['example_peak_mib']:.0f} / {r['skinsynth_peak_mib']:.0f} |", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

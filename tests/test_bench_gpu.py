@@ -1,5 +1,6 @@
-"""benchmarks/bench_gpu.py at its CPU size: every family built and run both ways, a ratio for each, and the
-full-size architectures it counts (without allocating them) are the published ones."""
+"""benchmarks/bench_gpu.py at its CPU size: every family built and run both ways, a ratio for each, LoRA training
+against diffusers' example loop, and the full-size architectures it counts (without allocating them) are the
+published ones."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def test_bench_gpu_runs_every_family_on_the_cpu_and_counts_the_full_size_models(
     for title in ("Stable Diffusion 1.5", "Stable Diffusion XL base", "Stable Diffusion 3 medium", "FLUX.1-dev"):
         assert sum(line.startswith(f"| {title} |") for line in result.stdout.splitlines()) == 2  # memory and speed rows
     assert "Computed, not measured" in result.stdout and "ratio" in result.stdout
+    [training] = results["training"]
+    assert training["family"] == "sd15" and training["steps"] == 3 and training["gradient_accumulation_steps"] == 4
+    assert training["example_steps_s"] > 0 and math.isclose(training["ratio"], training["skinsynth_steps_s"] / training["example_steps_s"])
+    assert "LoRA training" in result.stdout and "Loading" not in result.stdout + result.stderr  # no progress bars
 
     memory = {row["family"]: row for row in results["memory"]}
     assert list(memory) == families
