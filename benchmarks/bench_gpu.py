@@ -1,4 +1,4 @@
-"""Generation speed and peak memory of every diffusion family, `skinsynth generate` against the bare diffusers loop.
+"""Generation and LoRA-training speed and peak memory of every diffusion family, skinsynth against the bare diffusers way.
 
 Each family's pipeline is built offline from its real configs (SD 1.5, SDXL base, SD3 medium, FLUX.1-dev, written
 below) at random weights: a network's cost does not depend on its weights. The bare loop is what peer scripts do,
@@ -547,7 +547,7 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=None, help="image side (default: each family's native size with --full, else 64)")
     parser.add_argument("--images", type=int, default=8, help="images per loop (default: 8)")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: 20 with --full, else 2)")
+    parser.add_argument("--steps", type=int, default=None, help="denoising steps (default: 10 with --full, enough that a run's fixed costs weigh under 1 %%; else 2)")
     parser.add_argument("--repeats", type=int, default=2, help="alternate the two loops this many times; best time counts")
     parser.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default=None, help="default: bfloat16 on CUDA, float32 on the CPU")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="UNet and VAE in channels-last (default: on CUDA)")
@@ -571,7 +571,7 @@ def main(argv=None) -> None:
     results = {"memory": memory_table(specs), "generation": []}
     if not args.memory_only:
         dtype = getattr(torch, args.dtype or ("bfloat16" if device == "cuda" else "float32"))
-        args.steps = args.steps or (20 if args.full else 2)
+        args.steps = args.steps or (10 if args.full else 2)
         args.channels_last = device == "cuda" if args.channels_last is None else args.channels_last
         machine = torch.cuda.get_device_name() if device == "cuda" else f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"
         scale = ("full-size architectures" if args.full else "architectures scaled down (same classes)") + (f", {args.size} px" if args.size else ", native sizes" if args.full else ", 64 px")
