@@ -388,6 +388,7 @@ def generate(
     push_to_hub: str | None = None,
     private: bool = False,
     image_filter=None,
+    cpu_offload: bool = False,
 ) -> dict:
     """Generate the dataset described by `recipe` with `model` into `out`, resuming an interrupted run.
 
@@ -398,6 +399,7 @@ def generate(
     `image_filter` (`skinsynth.audit.filter.FilterConfig`, or an `ImageFilter` already built) keeps only images that
     pass it, retrying the others with their next seeds. `allow_pickle` lets LoRA and textual-inversion weights load
     from pickled `.bin` files (which can run code); by default only safetensors load.
+    `cpu_offload` moves each model to the GPU only while it runs (less GPU memory, same images; see `load_pipeline`).
     `out` must be absent, empty, or an earlier run of this same command: everything that changes the images'
     bytes (recipe, model, options, library versions) must match, or the run is refused before anything is written.
     Returns the manifest (`out/generation.json`).
@@ -449,6 +451,7 @@ def generate(
             pipe, model_info = pipeline or load_pipeline(
                 model, revision=revision, device=device, dtype=dtype, lora=lora, embeddings=embeddings,
                 scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, recipe=recipe,
+                cpu_offload=cpu_offload,
             )
             model_info = model_info.relative_to(out)  # no absolute local path in what is written
             family = family_for(model_info.pipeline_class)

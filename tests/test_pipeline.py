@@ -156,3 +156,22 @@ def test_a_lora_from_diffusers_training_script_is_described_and_fingerprinted_by
     assert info.lora["fingerprint"] == lora["fingerprint"]
     card = (tmp_path / "out" / "README.md").read_text()
     assert "fine-tuned LoRA | lora on `marmal88/skin_cancer` from base `stable-diffusion-v1-5/stable-diffusion-v1-5`" in card
+
+
+def test_cpu_offload_is_refused_on_the_cpu_before_anything_loads_or_is_written(tiny_pipeline_dir, tmp_path, capsys):
+    code = main(["-q", "generate", str(DEMO_RECIPE), "--model", str(tiny_pipeline_dir), "--out", str(tmp_path / "out"), "--device", "cpu", "--cpu-offload"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "`--cpu-offload` keeps the models in CPU memory" in err and "leave --cpu-offload out" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cpu_offload_on_an_accelerator_hands_the_device_to_diffusers_instead_of_moving_the_pipeline(tiny_pipeline_dir, monkeypatch):
+    from diffusers import DiffusionPipeline
+
+    offloaded = []
+    monkeypatch.setattr("skinsynth.pipeline.check_device", lambda device: device)  # a GPU this machine does not have
+    monkeypatch.setattr(DiffusionPipeline, "enable_model_cpu_offload", lambda pipe, device=None: offloaded.append(device))
+    monkeypatch.setattr(DiffusionPipeline, "to", lambda pipe, *a, **k: pytest.fail("an offloaded pipeline must not be moved whole"))
+    pipe, info = load_pipeline(str(tiny_pipeline_dir), device="cuda:1", dtype="float32", cpu_offload=True)
+    assert offloaded == ["cuda:1"] and pipe.unet.device.type == "cpu"

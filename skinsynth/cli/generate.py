@@ -23,6 +23,7 @@ def register(subparsers) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="images per pipeline call (default: 8); resume with the same value for bitwise-identical images")
     parser.add_argument("--device", default=None, help="cuda, cuda:1, mps or cpu (default: the best available; one per process under accelerate)")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"], help="weights dtype (default: float16 on CUDA, else float32)")
+    parser.add_argument("--cpu-offload", action="store_true", help="keep the models in CPU memory and move each to the GPU only while it runs: less GPU memory (about the denoiser's), somewhat slower, same images")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) of --model")
     parser.add_argument("--lora", default=None, metavar="PATH", help="LoRA weights to load (a `skinsynth finetune --method lora` output)")
     parser.add_argument("--embeddings", action="append", default=[], metavar="PATH", help="textual-inversion embeddings (.safetensors file or folder); repeatable")
@@ -51,7 +52,7 @@ def run(args) -> None:
         args.recipe, args.model, args.out, batch_size=args.batch_size, device=args.device, dtype=args.dtype, revision=args.revision,
         lora=args.lora, embeddings=args.embeddings, limit=args.limit, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle, progress=not args.quiet,
         push_to_hub=args.push_to_hub, private=args.private,
-        image_filter=image_filter,
+        image_filter=image_filter, cpu_offload=args.cpu_offload,
     )
     counts = ", ".join(f"{split}: {info['num_rows']}" for split, info in manifest["splits"].items())
     print(f"wrote {args.out} ({counts})")
