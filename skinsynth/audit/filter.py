@@ -194,6 +194,23 @@ class ImageFilter:
         return {**self._identity, "thresholds": {name: round(float(t), 6) for name, t in zip(self.names, self.thresholds)}, "upper": self.upper}
 
 
+class FilterChain:
+    """Several filters as one, in order: each reviews the images no earlier one rejected (cheapest first), and the rows
+    get all their score columns. `generate` chains the classifier filter and the copy filter this way."""
+
+    def __init__(self, *filters):
+        self.filters = [f for f in filters if f is not None]
+        self.score_columns = tuple(column for f in self.filters for column in f.score_columns)
+
+    def review(self, images: list, labels, reasons: list[str | None]) -> tuple[list[str | None], list[dict]]:
+        scores = [{} for _ in images]
+        for image_filter in self.filters:
+            reasons, more = image_filter.review(images, labels, reasons)
+            for row, extra in zip(scores, more):
+                row.update(extra)
+        return reasons, scores
+
+
 def class_thresholds(scorer: Scorer, real_split, names: list[str], batch_size: int = 32, progress: bool = True) -> np.ndarray:
     """Per class, the mean score the scorer gives real images of that class (labels matched to `names` by name)."""
     from tqdm.auto import tqdm
