@@ -28,7 +28,7 @@ from ..errors import DatasetError, SkinsynthError
 from ..shards import atomic_write_json
 from .features import ContrastiveConfig, split_digest
 from .keypoints import KeypointConfig
-from .memorization import HELDOUT_SPLITS, build_matcher, calibrate, reference_cache_dir, reference_key
+from .memorization import HELDOUT_SPLITS, build_matcher, calibrate, feature_settings, reference_cache_dir, reference_key
 
 logger = logging.getLogger(__name__)
 
@@ -139,10 +139,12 @@ def build_copy_filter(config: CopyFilterConfig, model: dict | None = None, *, de
     reference, heldout = real[config.train_split], real[heldout_split]
     if len(reference) == 0:
         raise DatasetError(f"the real `{config.train_split}` split of `{real_path}` is empty: there is nothing to compare with")
+    reference_sha256 = split_digest(reference)
     matcher = build_matcher(reference, config.features, device=device, contrastive=config.contrastive, keypoints=config.keypoints,
-                            cache=cache, progress=progress)
-    settings = config.keypoints if config.features == "keypoints" else config.contrastive if config.features == "contrastive" else None
-    saved = _calibration_file(reference_cache_dir() / reference_key(reference, config.features, settings), heldout, heldout_split, config) if cache else None
+                            cache=cache, reference_sha256=reference_sha256, progress=progress)
+    settings = feature_settings(config.features, config.keypoints, config.contrastive)
+    folder = reference_cache_dir() / reference_key(reference_sha256, config.features, settings)
+    saved = _calibration_file(folder, heldout, heldout_split, config) if cache else None
     if saved is not None and saved.is_file():
         logger.info("using the copy threshold calibrated in %s", saved)
         calibration = json.loads(saved.read_text(encoding="utf-8"))
@@ -153,6 +155,6 @@ def build_copy_filter(config: CopyFilterConfig, model: dict | None = None, *, de
         if saved is not None:
             atomic_write_json(saved, calibration)
     identity = {"real": str(real_path), "train_split": config.train_split, "num_train": len(reference), "heldout_split": heldout_split,
-                "features": matcher.name, "score": matcher.score, "reference_sha256": split_digest(reference),
-                "settings": asdict(config.keypoints) if config.features == "keypoints" else None}
+                "features": matcher.name, "score": matcher.score, "reference_sha256": reference_sha256,
+                "settings": asdict(settings) if settings is not None else None}
     return CopyFilter(matcher, calibration, identity)

@@ -176,27 +176,33 @@ def reference_cache_dir() -> Path:
     return fingerprint_cache_dir().parent / "copy-check"
 
 
-def reference_key(reference, features: str, settings) -> str:
-    """The cache folder name of a training split's features: its images' sha256, the features and their settings."""
+def reference_key(reference_sha256: str, features: str, settings) -> str:
+    """The cache folder name of a training split's features: its images' sha256 (`features.split_digest`), the features
+    and their settings."""
     from dataclasses import asdict
 
-    from .features import split_digest
-
-    key = {"reference": split_digest(reference), "features": features, "settings": asdict(settings) if settings is not None else None}
+    key = {"reference": reference_sha256, "features": features, "settings": asdict(settings) if settings is not None else None}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def feature_settings(features: str, keypoints: KeypointConfig, contrastive: ContrastiveConfig):
+    """The settings that change a matcher's scores: the keypoint or contrastive config; None for a pretrained model."""
+    return keypoints if features == "keypoints" else contrastive if features == "contrastive" else None
 
 
 def build_matcher(reference, features: str, *, backend: str = "auto", device: str | None = None,
                   contrastive: ContrastiveConfig = ContrastiveConfig(), keypoints: KeypointConfig = KeypointConfig(),
-                  encoder_dir: str | Path | None = None, cache: bool = True, progress: bool = True):
+                  encoder_dir: str | Path | None = None, cache: bool = True, reference_sha256: str | None = None, progress: bool = True):
     """The matcher that finds each image's nearest image of `reference` (the real training split), with the training
     images' features computed once per (split content, `features`, settings) and reused from `reference_cache_dir()`
     by every later audit and `generate --filter-copies` (`cache=False`: computed afresh, nothing written).
 
     A `contrastive` encoder is trained and kept in the same cache folder, so that the cached features are its own;
-    `encoder_dir` is where it goes with `cache=False`."""
-    settings = keypoints if features == "keypoints" else contrastive if features == "contrastive" else None
-    folder = reference_cache_dir() / reference_key(reference, features, settings) if cache else None
+    `encoder_dir` is where it goes with `cache=False`. `reference_sha256`: the split's digest, when the caller has it."""
+    from .features import split_digest
+
+    settings = feature_settings(features, keypoints, contrastive)
+    folder = reference_cache_dir() / reference_key(reference_sha256 or split_digest(reference), features, settings) if cache else None
     if features == "keypoints":
         if folder is not None and KeypointMatcher.is_saved(folder):
             logger.info("using the training keypoints cached in %s", folder)
