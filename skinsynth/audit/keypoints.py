@@ -91,6 +91,7 @@ class KeypointMatcher:
     """The training images' keypoints, vocabulary and bag-of-words index; `nearest` scores query images against them."""
 
     name = "keypoints"
+    SAVED = "keypoints.npz"  # what `save` writes into its folder
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     label = "verified keypoint matches (SIFT + RANSAC)"
     score = "number of SIFT keypoints matched to the nearest training image under one similarity transform (RANSAC inliers)"
@@ -116,8 +117,6 @@ class KeypointMatcher:
         if len(self.descriptors) < 2:
             raise SkinsynthError("the real training images have fewer than 2 SIFT keypoints in all: nothing to match copies against")
         self._fit_index()
-
-    SAVED = "keypoints.npz"
 
     @staticmethod
     def is_saved(folder: Path) -> bool:
