@@ -390,6 +390,7 @@ def _common_variables(root: Path, summary: DataSummary, attributes: list[str], a
 def _synthetic_card(root: Path, manifest: dict, repo_id: str | None):
     from huggingface_hub import DatasetCard
 
+    from .privacy import privacy_section
     from .recipe import parse_recipe
 
     recipe = parse_recipe(manifest["recipe"], source=f"{root / 'generation.json'}: recipe")
@@ -436,6 +437,7 @@ def _synthetic_card(root: Path, manifest: dict, repo_id: str | None):
         missing_attribute_values=missing_values(summary, attribute_values),
         joint_fit=_joint_fit(recipe, summary),
         training_data_names=_unique(t.name for t in trained_on),
+        privacy_section=privacy_section(root, manifest, reports, _unique(t.name for t in trained_on)),
         tuned=[{"part": part["part"], "data": data} for part, data in tuned],
         other_licenses=other_licenses,
         citations={"akrout": AKROUT_2023, "training": _unique(t.citation for t in trained_on), "skinsynth": skinsynth_citation(versions.get("skinsynth", _version()))},

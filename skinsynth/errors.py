@@ -27,3 +27,7 @@ class ShortfallError(SkinsynthError):
 
 class HubError(SkinsynthError):
     """The Hugging Face Hub refused or could not complete a request (login, permissions, network)."""
+
+
+class PrivacyError(SkinsynthError):
+    """A synthetic dataset would be published without a check for copies of its model's training images."""

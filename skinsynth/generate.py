@@ -128,8 +128,9 @@ class ImageMaker:
     def cell(job: ImageJob) -> tuple:
         return (job.split, job.label, tuple(sorted(job.attributes.items())))
 
-    def __call__(self, jobs: list[ImageJob], rejections: Counter) -> list[tuple[ImageJob, int, np.ndarray, dict]]:
-        """(job, seed used, pixels, scores) for every job, each accepted within `max_attempts` tries."""
+    def __call__(self, jobs: list[ImageJob], rejections: Counter, per_class: Counter | None = None) -> list[tuple[ImageJob, int, np.ndarray, dict]]:
+        """(job, seed used, pixels, scores) for every job, each accepted within `max_attempts` tries; rejections are
+        counted by reason, and in `per_class` by (reason, class name)."""
         import torch
         from PIL import Image
 
@@ -156,6 +157,8 @@ class ImageMaker:
                     accepted[job.index] = (job, seed, image, score)
                     continue
                 rejections[reason] += 1
+                if per_class is not None:
+                    per_class[reason, self.recipe.label_names[job.label]] += 1
                 if attempt + 1 < self.recipe.generation.max_attempts:
                     retry.append((job, attempt + 1))
                 else:
@@ -167,6 +170,8 @@ class ImageMaker:
 
     def shortfall(self, job: ImageJob, reason: str) -> str:
         """What stops the run: which cell, how often its images pass in this run, and which settings would help."""
+        from .audit.copy_filter import COPY
+
         cell = self.cell(job)
         tried, kept = self.tried[cell], self.accepted[cell]
         rate = kept / tried if tried else 0.0
@@ -177,7 +182,9 @@ class ImageMaker:
             fix = f"raise `generation.max_attempts` in the recipe{f' to about {needed} (at most 100)' if needed > attempts else ''} and run the same command again to resume, or "
         else:
             fix = "raising `generation.max_attempts` will not help at this rate: "
-        if self.image_filter is not None:
+        if reason == COPY:
+            fix = "the model reproduces its training images for this cell: train it less or on more images per class, or "
+        elif self.image_filter is not None:
             fix += "lower `--filter-threshold` / drop `--filter-upper` or `--filter-clip` (a new --out), or "
         return (
             f"image {job.index} of {where} was rejected {attempts} times (last: {reason}); this cell kept {kept} of {tried} images in this run "
@@ -196,6 +203,7 @@ def write_shard(out: Path, task: ShardTask, split_plan: SplitPlan, make_images: 
     extension = IMAGE_EXTENSIONS[generation.image_format]
     started = time.perf_counter()
     rejections: Counter = Counter()
+    per_class: Counter = Counter()
     waiting: dict[int, tuple[int, dict, Future]] = {}  # row index -> (batch number, row, encoded image)
 
     def flush(writer: ShardWriter, below: float, made_before: float) -> None:
@@ -209,7 +217,7 @@ def write_shard(out: Path, task: ShardTask, split_plan: SplitPlan, make_images: 
     shard_batches = batches(split_plan.jobs(task.start, task.stop), batch_size)
     with ShardWriter(out, task.file, dataset_features(recipe, make_images.score_columns)) as writer:
         for number, batch in enumerate(shard_batches):
-            for job, seed, pixels, scores in make_images(batch, rejections):
+            for job, seed, pixels, scores in make_images(batch, rejections, per_class):
                 row = {"label": job.label, "prompt": job.prompt, "negative_prompt": job.negative_prompt, "seed": seed,
                        "guidance_scale": job.guidance_scale, "num_inference_steps": job.num_inference_steps, **job.attributes, **scores}
                 waiting[job.index] = (number, row, encoder.submit(encode_image, pixels, generation.image_format, generation.quality))
@@ -220,7 +228,10 @@ def write_shard(out: Path, task: ShardTask, split_plan: SplitPlan, make_images: 
         flush(writer, below=math.inf, made_before=math.inf)
     info: ShardInfo = writer.info
     seconds = time.perf_counter() - started
-    record = {**info.to_dict(), "split": task.split, "rejections": dict(rejections), "batch_size": batch_size, "seconds": round(seconds, 3)}
+    by_class: dict[str, dict[str, int]] = {}
+    for (reason, name), count in sorted(per_class.items()):
+        by_class.setdefault(reason, {})[name] = count
+    record = {**info.to_dict(), "split": task.split, "rejections": dict(rejections), "rejections_per_class": by_class, "batch_size": batch_size, "seconds": round(seconds, 3)}
     atomic_write_json(out / STATE_DIR / "shards" / task.record_name, record)
     logger.info("wrote %s: %d images in %.1f s", task.file, info.num_rows, seconds)
     return record
@@ -234,7 +245,7 @@ IDENTITY_OPTIONS = {
     "libraries": "installed library versions", "filter": "filter (--filter-* options)", "model": "--model",
     "revision": "--revision", "commit": "--model/--revision (Hub commit)", "fingerprint": "--model (the folder's files changed)",
     "pipeline_class": "--model", "scheduler": "recipe's generation.scheduler", "dtype": "--dtype", "lora": "--lora",
-    "embeddings": "--embeddings",
+    "embeddings": "--embeddings", "copy_filter": "copy filter (--filter-copies options, or the real dataset's images)",
 }
 ABSENT = "<absent>"  # an identity key one side does not have
 IDENTITY_LIBRARIES = ("torch", "diffusers", "transformers")  # their versions change pixels
@@ -388,6 +399,7 @@ def generate(
     push_to_hub: str | None = None,
     private: bool = False,
     image_filter=None,
+    copy_filter=None,
     cpu_offload: bool = False,
 ) -> dict:
     """Generate the dataset described by `recipe` with `model` into `out`, resuming an interrupted run.
@@ -397,7 +409,9 @@ def generate(
     `pipeline` (a loaded pipeline, with its `ModelInfo`) skips loading, for callers that hold one already.
     Writes the dataset card (`out/README.md`) and, with `push_to_hub`, publishes the dataset under that Hub id.
     `image_filter` (`skinsynth.audit.filter.FilterConfig`, or an `ImageFilter` already built) keeps only images that
-    pass it, retrying the others with their next seeds. `allow_pickle` lets LoRA and textual-inversion weights load
+    pass it, retrying the others with their next seeds. `copy_filter` (`skinsynth.audit.copy_filter.CopyFilterConfig`,
+    or a `CopyFilter`) likewise remakes every image that is a near copy of one of the model's training images.
+    `allow_pickle` lets LoRA and textual-inversion weights load
     from pickled `.bin` files (which can run code); by default only safetensors load.
     `cpu_offload` moves each model to the GPU only while it runs (less GPU memory, same images; see `load_pipeline`).
     `out` must be absent, empty, or an earlier run of this same command: everything that changes the images'
@@ -453,6 +467,9 @@ def generate(
                 scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, recipe=recipe,
                 cpu_offload=cpu_offload,
             )
+            if copy_filter is not None:  # it may read the training data the model records, relative to the model's folder
+                copy_filter = _build_copy_filter(copy_filter, model_info, device, progress)
+                identity["copy_filter"] = copy_filter.identity()
             model_info = model_info.relative_to(out)  # no absolute local path in what is written
             family = family_for(model_info.pipeline_class)
             family.check(recipe, pipe)  # again with what only the loaded weights say (and for a pipeline passed in)
@@ -464,7 +481,7 @@ def generate(
                 )
             if image_filter is not None:
                 image_filter = _build_filter(image_filter, recipe, device, progress)
-                identity["filter"] = image_filter.summary()
+                identity["filter"] = image_filter.summary(relative_to=out)
             manifest = _check_same_run(out, identity, recipe=recipe)
         plans = plan(recipe, limit)
         tasks = shard_tasks(plans, recipe.generation.shard_size)
@@ -478,7 +495,9 @@ def generate(
                 manifest = {"identity": identity, "status": "incomplete", "recipe": recipe.to_dict(), "model": model_info.to_dict(),
                             "library_versions": versions, "run": {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}}
                 if image_filter is not None:
-                    manifest["filter"] = image_filter.summary()
+                    manifest["filter"] = image_filter.summary(relative_to=out)
+                if copy_filter is not None:
+                    manifest["copy_filter"] = copy_filter.summary(relative_to=out)
                 atomic_write_json(out / MANIFEST, manifest)
             elif manifest["identity"]["recipe_sha256"] != identity["recipe_sha256"]:  # resumed with a raised max_attempts
                 manifest = {**manifest, "identity": {**manifest["identity"], "recipe_sha256": identity["recipe_sha256"]}, "recipe": recipe.to_dict()}
@@ -490,7 +509,7 @@ def generate(
         with state.split_between_processes(remaining) as mine, ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as encoder:
             total = sum(t.stop - t.start for t in mine)
             with tqdm(total=total, unit="img", desc=f"generating {recipe.name}", disable=not (progress and state.is_main_process)) as bar:
-                make_images = ImageMaker(pipe, recipe, image_filter, family)
+                make_images = ImageMaker(pipe, recipe, _chain(image_filter, copy_filter), family)
                 for task in mine:
                     write_shard(out, task, plans[task.split], make_images, batch_size, encoder, bar)
         state.wait_for_everyone()
@@ -522,14 +541,36 @@ def _build_filter(image_filter, recipe: Recipe, device: str, progress: bool):
     return build_filter(image_filter, recipe.label_names, [c.text for c in recipe.classes], device=device, progress=progress)
 
 
+def _build_copy_filter(copy_filter, model_info, device: str, progress: bool):
+    from .audit.copy_filter import CopyFilterConfig, build_copy_filter
+
+    if not isinstance(copy_filter, CopyFilterConfig):
+        return copy_filter
+    return build_copy_filter(copy_filter, model_info.to_dict(), device=device, progress=progress)
+
+
+def _chain(image_filter, copy_filter):
+    """The classifier filter, then the copy check (the dearer one, on what the classifier kept)."""
+    if copy_filter is None:
+        return image_filter
+    from .audit.filter import FilterChain
+
+    return FilterChain(image_filter, copy_filter)
+
+
 def finalize_manifest(out: Path, manifest: dict, tasks: list[ShardTask], seconds: float) -> dict:
     """Collect the shard records into `generation.json` and mark the run complete."""
+    from .audit.copy_filter import COPY
+
     records = [json.loads((out / STATE_DIR / "shards" / t.record_name).read_text()) for t in tasks]
     infos: dict[str, list[ShardInfo]] = {}
     rejections: Counter = Counter()
+    per_class: dict[str, Counter] = {}
     for record in records:
         infos.setdefault(record["split"], []).append(ShardInfo(**{k: record[k] for k in ("file", "num_rows", "num_bytes", "sha256")}))
         rejections.update(record["rejections"])
+        for reason, counts in record.get("rejections_per_class", {}).items():
+            per_class.setdefault(reason, Counter()).update(counts)
     generated = sum(r["num_rows"] for r in records)
     busy = sum(r["seconds"] for r in records)
     manifest = {
@@ -537,7 +578,10 @@ def finalize_manifest(out: Path, manifest: dict, tasks: list[ShardTask], seconds
         "status": "complete",
         "splits": splits_manifest(infos),
         "rejections": dict(rejections),
+        "rejections_per_class": {reason: dict(sorted(counts.items())) for reason, counts in sorted(per_class.items())},
         **({"filter": {**manifest["filter"], "rejections": dict(rejections)}} if "filter" in manifest else {}),
+        **({"copy_filter": {**manifest["copy_filter"], "rejections": rejections.get(COPY, 0), "rejections_per_class": dict(sorted(per_class.get(COPY, {}).items()))}}
+           if "copy_filter" in manifest else {}),
         "run": {**manifest.get("run", {}), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "timing": {"last_run_seconds": round(seconds, 3), "shard_seconds": round(busy, 3), "images_per_second": round(generated / busy, 3) if busy else None}},
     }

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from .card import CARD_FILE, GRID_FILE, REPORTS, REPORTS_DIR, write_dataset_card
 from .errors import HubError
+from .privacy import check_publishable
 from .shards import DATA_DIR, DUPLICATES_REPORT
 from .verify import verify_dataset
 
@@ -96,13 +97,16 @@ def push_to_hub(
     create_pr: bool = False,
     token: str | None = None,
     shards_per_commit: int = SHARDS_PER_COMMIT,
+    allow_unaudited: bool = False,
     progress: bool = True,
 ) -> PushResult:
     """Upload the dataset in `root` to the Hub dataset repo `repo_id` (created if needed). Mirrors `skinsynth push`.
 
     `revision` is a branch (created from main if missing) or, with `create_pr`, the branch the pull request targets;
     all commits of one push go to the same pull request. Raises `DatasetError` if the folder is incomplete or
-    damaged (nothing is uploaded), `HubError` if the Hub refuses.
+    damaged (nothing is uploaded), `PrivacyError` if a synthetic dataset was never checked for copies of its model's
+    training images (`privacy.check_publishable`; `allow_unaudited` publishes it anyway, and its card says so),
+    `HubError` if the Hub refuses.
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
@@ -115,6 +119,7 @@ def push_to_hub(
         raise HubError(f"`shards_per_commit` must be at least 1, got {shards_per_commit}")
     root = Path(root)
     verified = verify_dataset(root, progress=progress)
+    check_publishable(root, allow_unaudited=allow_unaudited)
     write_dataset_card(root, repo_id)  # before any request: a card that cannot be built stops the push here
     api = HfApi(token=token)
     committer = _Committer(api, repo_id, revision, create_pr)

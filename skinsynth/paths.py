@@ -39,3 +39,23 @@ def portable_reference(value: str | Path | None, relative_to: str | Path) -> str
         return Path(os.path.relpath(os.path.abspath(local), os.path.abspath(relative_to))).as_posix()
     except ValueError:
         return None
+
+
+def model_record_paths(record: dict, convert) -> dict:
+    """A generation manifest's `model` record with `convert` applied to its local paths (model, LoRA, embeddings)."""
+    if not record:
+        return record
+    lora = record.get("lora")
+    return {**record, "model": convert(record.get("model")), "lora": lora and {**lora, "path": convert(lora.get("path"))},
+            "embeddings": [{**e, "path": convert(e.get("path"))} for e in record.get("embeddings") or []]}
+
+
+def resolved_from(folder: str | Path):
+    """A `convert` for `model_record_paths`: a path written relative to `folder` (as `generate` records them) as a
+    path from here; Hub ids and paths that do not exist there are kept."""
+    folder = Path(folder).expanduser()
+
+    def convert(value):
+        return os.path.normpath(folder / value) if value and (folder / value).exists() else value
+
+    return convert

@@ -116,7 +116,7 @@ def test_card_lists_generation_details(synthetic):
                      "| denoising steps | 4 |", "2.0, 4.0", "base seed 1234", "`text, watermark, drawing`",
                      "a clinical photograph of {class} on the {body_site}, Fitzpatrick skin type {fitzpatrick}",
                      f"diffusers {manifest['library_versions']['diffusers']}", "--limit 6", "Not for diagnosis",
-                     "**Memorization was not checked**", "Label noise", AKROUT_2023, "@software{skinsynth"]:
+                     "No copy check was needed: the generating model", "Label noise", AKROUT_2023, "@software{skinsynth"]:
         assert expected in text, expected
     assert 'load_dataset("path/to/demo")' in text
 

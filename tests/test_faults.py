@@ -89,7 +89,7 @@ def test_generate_killed_at_a_random_moment_resumes_to_the_same_files(seed, gene
     mid-encode, mid-rename, mid-manifest, mid-card). The resumed run's files equal an uninterrupted run's, byte for
     byte, apart from generation.json's `run` section (times)."""
     recipe, reference = generated_reference
-    out = tmp_path / "out"
+    out = tmp_path / "killed" / "out"  # the reference's depth: the manifest names the model relative to the folder
     command = [sys.executable, "-m", "skinsynth", "-q", "generate", str(recipe), "--model", str(tiny_pipeline_dir), "--out", str(out), "--batch-size", "3", "--device", "cpu"]
     records = out / ".skinsynth" / "shards"
     chance = random.Random(seed)

@@ -22,7 +22,6 @@ Writes fidelity.json, fidelity.md and fidelity_grid.png; `--update-card` puts th
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ from ..benchmark.metrics import evaluate
 from ..card import add_report, report_folder
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, SkinsynthError
+from ..paths import model_record_paths, resolved_from
 from ..shards import atomic_write_json, atomic_write_text, read_manifest
 from . import reports
 from .features import image_batches
@@ -81,14 +81,7 @@ def _generation_record(synthetic: str | Path) -> dict:
         return {}
     if name != "generation.json":
         return {}
-    model = manifest.get("model") or {}
-    if model:  # `generate` records local folders relative to the dataset: make them paths from here
-        def from_here(path):
-            return os.path.normpath(local / path) if path and (local / path).exists() else path
-
-        lora = model.get("lora")
-        model = {**model, "model": from_here(model.get("model")), "lora": lora and {**lora, "path": from_here(lora.get("path"))},
-                 "embeddings": [{**e, "path": from_here(e.get("path"))} for e in model.get("embeddings") or []]}
+    model = model_record_paths(manifest.get("model") or {}, resolved_from(local))  # recorded relative to the dataset
     return {**manifest, "model": model}
 
 

@@ -32,6 +32,7 @@ from ..benchmark.arms import label_key
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, OutputError, PipelineError, SkinsynthError
 from ..images import rejection_reason
+from ..paths import model_record_paths, portable_reference, resolved_from
 from ..shards import atomic_write_json, read_manifest, splits_manifest, write_split
 from .features import image_batches, load_image_model, torch_device
 
@@ -190,9 +191,30 @@ class ImageFilter:
                     reasons[i] = CLIP
         return reasons, scores
 
-    def summary(self) -> dict:
-        """What a manifest records: the classifiers, the per-class thresholds actually used, the upper bound, CLIP."""
-        return {**self._identity, "thresholds": {name: round(float(t), 6) for name, t in zip(self.names, self.thresholds)}, "upper": self.upper}
+    def summary(self, relative_to: str | Path | None = None) -> dict:
+        """What a manifest records: the classifiers (local ones relative to `relative_to`, the folder the record is
+        written into), the per-class thresholds actually used, the upper bound, CLIP."""
+        identity = self._identity
+        if relative_to is not None and "classifiers" in identity:
+            identity = {**identity, "classifiers": [{**c, "path": portable_reference(c["path"], relative_to)} for c in identity["classifiers"]]}
+        return {**identity, "thresholds": {name: round(float(t), 6) for name, t in zip(self.names, self.thresholds)}, "upper": self.upper}
+
+
+class FilterChain:
+    """Several filters as one, in order: each reviews the images no earlier one rejected (cheapest first), and the rows
+    get all their score columns. `generate` chains the classifier filter and the copy filter this way."""
+
+    def __init__(self, *filters):
+        self.filters = [f for f in filters if f is not None]
+        self.score_columns = tuple(column for f in self.filters for column in f.score_columns)
+
+    def review(self, images: list, labels, reasons: list[str | None]) -> tuple[list[str | None], list[dict]]:
+        scores = [{} for _ in images]
+        for image_filter in self.filters:
+            reasons, more = image_filter.review(images, labels, reasons)
+            for row, extra in zip(scores, more):
+                row.update(extra)
+        return reasons, scores
 
 
 def class_thresholds(scorer: Scorer, real_split, names: list[str], batch_size: int = 32, progress: bool = True) -> np.ndarray:
@@ -325,12 +347,14 @@ def filter_dataset(
                 raise DatasetError(f"no image of the `{split}` split passed the filter (rejected: {dict(counts)}); lower the threshold or check the classifier")
             raw = part.cast_column("image", datasets.Image(decode=False))
             infos[split] = write_split(tmp, split, _KeptRows(raw, kept, kept_scores), features, shard_size)
+        moved = resolved_from(synthetic)  # the source's manifest names local paths relative to the source, this one relative to `out`
         result = {
             **{k: v for k, v in manifest.items() if k not in ("splits", "filter")},
+            "model": model_record_paths(manifest.get("model") or {}, lambda path: portable_reference(moved(path), out) if moved(path) != path else path),
             "status": "complete",
-            "filtered_from": {"dataset": str(synthetic), "splits": manifest.get("splits")},
+            "filtered_from": {"dataset": portable_reference(synthetic, out), "splits": manifest.get("splits")},
             "splits": splits_manifest(infos),
-            "filter": {**image_filter.summary(), "kept": sum(i.num_rows for s in infos.values() for i in s), "rejections": dict(counts)},
+            "filter": {**image_filter.summary(relative_to=out), "kept": sum(i.num_rows for s in infos.values() for i in s), "rejections": dict(counts)},
         }
         atomic_write_json(tmp / manifest_name, result)
         write_dataset_card(tmp)

@@ -23,7 +23,10 @@ similarity. Memory: 128 bytes per training keypoint (uint8 SIFT), the vocabulary
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -88,6 +91,8 @@ class KeypointMatcher:
     """The training images' keypoints, vocabulary and bag-of-words index; `nearest` scores query images against them."""
 
     name = "keypoints"
+    SAVED = "keypoints.npz"  # what `save` writes into its folder
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     label = "verified keypoint matches (SIFT + RANSAC)"
     score = "number of SIFT keypoints matched to the nearest training image under one similarity transform (RANSAC inliers)"
 
@@ -112,6 +117,38 @@ class KeypointMatcher:
         if len(self.descriptors) < 2:
             raise SkinsynthError("the real training images have fewer than 2 SIFT keypoints in all: nothing to match copies against")
         self._fit_index()
+
+    @staticmethod
+    def is_saved(folder: Path) -> bool:
+        return (Path(folder) / KeypointMatcher.SAVED).is_file()
+
+    def save(self, folder: Path) -> None:
+        """Write the training keypoints and the fitted index to `folder` (atomically: a reader sees all or nothing)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{self.SAVED}.tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, positions=np.concatenate(self.positions) if self.positions else np.zeros((0, 2), np.float32), offsets=self.offsets,
+                     descriptors=self.descriptors, words=self._words, idf=self._idf, bags_data=self._bags.data, bags_indices=self._bags.indices,
+                     bags_indptr=self._bags.indptr, bags_shape=np.asarray(self._bags.shape), config=json.dumps(asdict(self.config)))
+        os.replace(tmp, folder / self.SAVED)
+
+    @classmethod
+    def load(cls, folder: Path, config: KeypointConfig = KeypointConfig()) -> KeypointMatcher:
+        """A matcher `save` wrote with the same `config`: nothing is described or fitted again."""
+        from scipy import sparse
+
+        with np.load(Path(folder) / cls.SAVED) as saved:
+            if json.loads(str(saved["config"])) != asdict(config):
+                raise SkinsynthError(f"the keypoints saved in {folder} were made with other settings; remove the folder")
+            matcher = cls.__new__(cls)
+            matcher.config = config
+            matcher._detector = _cv2().SIFT_create(nfeatures=config.max_keypoints, contrastThreshold=config.contrast_threshold)
+            matcher.offsets, matcher.descriptors = saved["offsets"], saved["descriptors"]
+            matcher.positions = np.split(saved["positions"], matcher.offsets[1:-1])
+            matcher._words, matcher._idf = saved["words"], saved["idf"]
+            matcher._bags = sparse.csr_matrix((saved["bags_data"], saved["bags_indices"], saved["bags_indptr"]), shape=tuple(saved["bags_shape"]))
+        return matcher
 
     def _fit_index(self) -> None:
         """Vocabulary (seeded mini-batch k-means on up to VOCABULARY_SAMPLE RootSIFT descriptors) and tf-idf bags."""
@@ -185,20 +222,30 @@ class KeypointMatcher:
                 best = (count, int(candidate))
         return best
 
+    def _best_view(self, image) -> tuple[int, int]:
+        """(score, training row) of the better of the image and its mirror; a detector of its own (thread safety)."""
+        from PIL import ImageOps
+
+        return max((self.match(*describe(view, self.config)) for view in (image, ImageOps.mirror(image))), key=lambda v: v[0])
+
     def nearest(self, split, desc: str = "keypoints", progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(scores float32, nearest training rows int64) of every image of `split`: the best of the image and its mirror."""
-        from PIL import ImageOps
         from tqdm.auto import tqdm
 
         from .features import image_batches
 
         scores, rows = np.zeros(len(split), np.float32), np.full(len(split), -1, np.int64)
-        i = 0
         with tqdm(total=len(split), unit="img", desc=desc, disable=not progress) as bar:
-            for batch in image_batches(split, 64):
-                for image in batch:
-                    views = [self.match(*describe(view, self.config, self._detector)) for view in (image, ImageOps.mirror(image))]
-                    scores[i], rows[i] = max(views, key=lambda v: v[0])
-                    i += 1
+            for start, batch in zip(range(0, len(split), 64), image_batches(split, 64)):
+                scores[start : start + len(batch)], rows[start : start + len(batch)] = self.nearest_images(batch)
                 bar.update(len(batch))
         return scores, rows
+
+    def nearest_images(self, images: list) -> tuple[np.ndarray, np.ndarray]:
+        """`nearest` for a list of RGB PIL images (what `generate --filter-copies` checks), in `threads` threads: OpenCV
+        and numpy release the GIL, so a batch is checked in about the time of one image on a machine with as many cores."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max(1, min(len(images), self.threads))) as pool:
+            best = list(pool.map(self._best_view, images))
+        return np.asarray([b[0] for b in best], np.float32).reshape(-1), np.asarray([b[1] for b in best], np.int64).reshape(-1)

@@ -1,8 +1,12 @@
 """`skinsynth generate RECIPE --model MODEL --out DIR`."""
 
+from ..audit.copy_filter import CopyFilterConfig
 from ..audit.filter import FilterConfig
 from ..errors import SkinsynthError
 from ..generate import generate
+
+
+DEFAULT_REAL = ""  # `--filter-copies` without a value: the model's own training data
 
 
 def register(subparsers) -> None:
@@ -39,6 +43,12 @@ def register(subparsers) -> None:
     filtering.add_argument("--filter-real", default=None, metavar="REAL", help="real dataset whose validation split sets the per-class thresholds")
     filtering.add_argument("--filter-upper", type=float, default=None, metavar="P", help="also drop images scored above P (too easy to teach anything)")
     filtering.add_argument("--filter-clip", default=None, metavar="MODEL", help="CLIP model (Hub id or folder): the class prompt must beat the decoys 'a photo', 'an image', 'text', 'a drawing'")
+    copies = parser.add_argument_group("copy filter", "remake every image that is a near copy of one of the model's training images, scored and thresholded as `skinsynth audit memorization` does "
+                                       "(the threshold is calibrated on the real dataset's held-out split at a stated false-positive rate; the training images' features and the calibration are cached and reused)")
+    copies.add_argument("--filter-copies", nargs="?", const=DEFAULT_REAL, default=None, metavar="REAL",
+                        help="the real dataset the model was trained on (default: the training data recorded in the model's skinsynth_model.json, or its LoRA's)")
+    copies.add_argument("--filter-copies-features", default="keypoints", metavar="F", help="the audit's --features (default: keypoints)")
+    copies.add_argument("--filter-copies-false-positive-rate", type=float, default=0.01, metavar="P", help="share of new patients' images the threshold flags (default: 0.01)")
     parser.set_defaults(run=run)
 
 
@@ -48,14 +58,22 @@ def run(args) -> None:
         image_filter = FilterConfig(classifiers=tuple(args.filter_classifier), threshold=args.filter_threshold, upper=args.filter_upper, real=args.filter_real, clip=args.filter_clip)
     elif args.filter_threshold is not None or args.filter_real or args.filter_upper is not None or args.filter_clip:
         raise SkinsynthError("the --filter-* options need at least one `--filter-classifier DIR`")
+    copy_filter = None
+    if args.filter_copies is not None:
+        copy_filter = CopyFilterConfig(real=args.filter_copies or None, features=args.filter_copies_features, false_positive_rate=args.filter_copies_false_positive_rate)
     manifest = generate(
         args.recipe, args.model, args.out, batch_size=args.batch_size, device=args.device, dtype=args.dtype, revision=args.revision,
         lora=args.lora, embeddings=args.embeddings, limit=args.limit, trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle, progress=not args.quiet,
         push_to_hub=args.push_to_hub, private=args.private,
-        image_filter=image_filter, cpu_offload=args.cpu_offload,
+        image_filter=image_filter, copy_filter=copy_filter, cpu_offload=args.cpu_offload,
     )
     counts = ", ".join(f"{split}: {info['num_rows']}" for split, info in manifest["splits"].items())
     print(f"wrote {args.out} ({counts})")
+    if "copy_filter" in manifest:
+        checked = manifest["copy_filter"]
+        per_class = ", ".join(f"{name} {count}" for name, count in checked["rejections_per_class"].items()) or "none"
+        print(f"copy filter: {checked['rejections']} near copies of {checked['num_train']} training images remade (score > {checked['threshold']:g}, "
+              f"false-positive rate {checked['false_positive_rate']['value']:.2%}); per class: {per_class}")
     source = args.push_to_hub or str(args.out)
     if args.push_to_hub:
         print(f"pushed to https://huggingface.co/datasets/{args.push_to_hub}")

@@ -23,13 +23,14 @@ def register(subparsers) -> None:
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing to the branch; all commits of this push go into it")
     parser.add_argument("--token", default=None, help="Hub token with write access (default: HF_TOKEN or the token saved by `hf auth login`)")
     parser.add_argument("--shards-per-commit", type=int, default=SHARDS_PER_COMMIT, metavar="N", help=f"shards per commit (default: {SHARDS_PER_COMMIT})")
+    parser.add_argument("--allow-unaudited", action="store_true", help="publish a synthetic dataset that no copy check covers (no `audit memorization --update-card`, no `generate --filter-copies`) or whose audit flags images; recorded in its card")
     parser.set_defaults(run=run)
 
 
 def run(args) -> None:
     result = push_to_hub(
         args.dataset, args.repo_id, private=args.private, revision=args.revision, create_pr=args.create_pr, token=args.token,
-        shards_per_commit=args.shards_per_commit, progress=not args.quiet,
+        shards_per_commit=args.shards_per_commit, allow_unaudited=args.allow_unaudited, progress=not args.quiet,
     )
     print(f"pushed {args.dataset} to {result.pr_url or result.url}: {len(result.uploaded)} shards uploaded, {len(result.skipped)} already there, {result.commits} commits")
     print(f"load it with:  from datasets import load_dataset; ds = load_dataset({args.repo_id!r}{f', revision={result.revision!r}' if result.revision else ''})")
