@@ -50,8 +50,8 @@ def fine_tuned_parts(model: dict) -> list[str]:
 
 def privacy_status(root: str | Path, manifest: dict | None = None, memorization: dict | None = None) -> PrivacyStatus:
     """What the dataset folder `root` shows about copies of training images (see the module docstring)."""
-    from .audit.copy_filter import model_training_data
-    from .card import read_reports
+    from .card.provenance import model_training_data
+    from .card.reports import read_reports
 
     root = Path(root)
     if manifest is None:
@@ -120,10 +120,10 @@ def _percent(share: dict | None) -> str:
 def privacy_section(root: str | Path, manifest: dict, reports: dict, training_data_names: list[str]) -> str:
     """The synthetic card's Privacy section (`cards/privacy_section.md`): what was checked, with its figures, and what
     such a check does not catch; followed by a blank line."""
-    from .card import _render_section
+    from .card.templates import render_section
 
     memorization = reports.get("memorization")
-    return _render_section(
+    return render_section(
         "privacy_section", privacy=privacy_status(root, manifest, memorization), copy_filter=manifest.get("copy_filter"), memorization=memorization,
         override=manifest.get(OVERRIDE), training_data_names=training_data_names, percent=_percent,
     ).strip() + "\n\n"

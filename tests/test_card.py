@@ -17,7 +17,10 @@ import pytest
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard
 from PIL import Image
 
-from skinsynth.card import AKROUT_2023, DataSummary, _natural, shared_groups, size_category, templates_dir, write_dataset_card, write_model_card
+from skinsynth.card import templates_dir, write_dataset_card, write_model_card
+from skinsynth.card.dataset import size_category
+from skinsynth.card.summary import DataSummary, _natural, shared_groups
+from skinsynth.card.templates import AKROUT_2023
 from skinsynth.cli import main
 from skinsynth.errors import DatasetError, PipelineError
 from skinsynth.generate import generate

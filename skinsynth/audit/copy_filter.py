@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 
-from ..card import _hub_id
+from ..card.provenance import hub_id, model_training_data
 from ..data import open_dataset
 from ..errors import DatasetError, SkinsynthError
 from ..paths import portable_reference
@@ -60,22 +60,6 @@ class CopyFilterConfig:
             raise SkinsynthError(f"the number of planted copies must be 0 or more, got {self.num_planted}")
 
 
-def model_training_data(model: dict) -> str | None:
-    """The training data a generating model (`ModelInfo.to_dict()`, local paths as loaded) records for its fine-tuned
-    parts: the pipeline's own `skinsynth_model.json`, then its LoRA's, then its embeddings'. A model records a local
-    dataset relative to its own folder (it travels with it), so such a path is resolved from there."""
-    lora = model.get("lora") or {}
-    parts = [(model.get("model"), model.get("finetune")), (lora.get("path"), lora.get("finetune")),
-             *((e.get("path"), e.get("finetune")) for e in model.get("embeddings") or [])]
-    for where, part in parts:
-        data = (part or {}).get("training_data")
-        if isinstance(data, str):
-            folder = Path(where or ".").expanduser()
-            folder = folder if folder.is_dir() else folder.parent
-            return str(folder / data) if (folder / data).exists() else data
-    return None
-
-
 def resolve_real(config: CopyFilterConfig, model: dict) -> str:
     """`config.real`, or the model's own training data; refused when neither names a dataset that exists."""
     if config.real is not None:
@@ -86,7 +70,7 @@ def resolve_real(config: CopyFilterConfig, model: dict) -> str:
             f"`--filter-copies` without a dataset uses the model's recorded training data, and `{model.get('model')}` records none "
             "(no skinsynth_model.json in the model, LoRA or embeddings folder); give the real dataset it was trained on: `--filter-copies REAL`"
         )
-    if Path(recorded).expanduser().is_dir() or _hub_id(recorded):
+    if Path(recorded).expanduser().is_dir() or hub_id(recorded):
         return recorded
     raise SkinsynthError(
         f"the model records its training data as `{recorded}`, which is neither a folder here (relative to {Path.cwd()}) nor a Hub "
