@@ -41,6 +41,8 @@ from ..card import write_model_card
 from ..pipeline import MODEL_METADATA_FILE, check_text_to_image, resolve_model
 from ..recipe import Recipe, load_recipe
 from ..shards import atomic_write_json, read_manifest
+from ..families import Family, family_of_folder
+from ..families.stable_diffusion import StableDiffusion
 from .captions import build_captioner
 from .hyperparameters import DEFAULT_CAPTION_DROPOUT, DEFAULT_LEARNING_RATES, DEFAULT_SNR_GAMMA, RESUMABLE_CHANGES, Hyperparameters, parse_hyperparameters
 from .output import CONFIG_FILE, INIT_DIR, check_output, default_checkpoint_dir, lock_output
@@ -62,26 +64,23 @@ class FinetuneResult:
 # --- checks before anything loads -----------------------------------------------------------------------------
 
 
-def resolve_base(base: str, revision: str | None) -> tuple[Path, str | None, type]:
-    """The base pipeline's folder, Hub commit and class, after checking it is a Stable Diffusion-style
-    text-to-image pipeline (one UNet2DConditionModel, one CLIP text encoder, a VAE) that can be trained here."""
+def resolve_base(base: str, revision: str | None, hyper: Hyperparameters) -> tuple[Path, str | None, type, Family]:
+    """The base pipeline's folder, Hub commit, class and family, after checking that `skinsynth finetune` trains
+    that family with `hyper.method`: Stable Diffusion 1.x/2.x (a pipeline of its components: one UNet2DConditionModel,
+    one CLIP text encoder, a VAE), SDXL, SD3 and Flux."""
     folder, commit = resolve_model(base, revision)
     pipeline_class = check_text_to_image(folder)
-    index = json.loads((folder / "model_index.json").read_text())
-    components = {name for name, value in index.items() if not name.startswith("_") and isinstance(value, list) and value[0] is not None}
-    if not SD_COMPONENTS <= components or "text_encoder_2" in components or index["unet"][1] != "UNet2DConditionModel":
-        raise PipelineError(
-            f"`{base}` is a {index.get('_class_name')}; `skinsynth finetune` trains Stable Diffusion 1.x/2.x-style pipelines "
-            "(a UNet2DConditionModel, one CLIP text encoder, a VAE), e.g. stable-diffusion-v1-5/stable-diffusion-v1-5"
-        )
-    return folder, commit, pipeline_class
-
-
-def native_resolution(folder: Path) -> int:
-    """The image size the base was trained at: UNet sample size times the VAE's downscaling factor."""
-    unet = json.loads((folder / "unet" / "config.json").read_text())
-    vae = json.loads((folder / "vae" / "config.json").read_text())
-    return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    family = family_of_folder(folder)
+    if family.name in ("stable-diffusion", Family.name):
+        index = json.loads((folder / "model_index.json").read_text())
+        components = {name for name, value in index.items() if not name.startswith("_") and isinstance(value, list) and value[0] is not None}
+        if not SD_COMPONENTS <= components or "text_encoder_2" in components or index["unet"][1] != "UNet2DConditionModel":
+            raise PipelineError(
+                f"`{base}` is a {index.get('_class_name')}; `skinsynth finetune` trains Stable Diffusion 1.x/2.x-style pipelines "
+                "(a UNet2DConditionModel, one CLIP text encoder, a VAE), SDXL, SD3 and Flux, e.g. stable-diffusion-v1-5/stable-diffusion-v1-5"
+            )
+    family.check_training(hyper.method, hyper.snr_gamma)
+    return folder, commit, pipeline_class, family
 
 
 def data_terms(data: str, revision: str | None) -> tuple[str | None, str | None]:
@@ -190,10 +189,14 @@ def finetune(
 
         architecture = load_architecture(hyper.size, hyper.config)
         check_resolution(architecture, hyper.resolution or architecture.resolution)
-        commit, pipeline_class, base_resolution = None, StableDiffusionPipeline, architecture.resolution
+        commit, pipeline_class, family, base_resolution = None, StableDiffusionPipeline, StableDiffusion(), architecture.resolution
     else:
-        folder, commit, pipeline_class = resolve_base(base, revision)
-        base_resolution = native_resolution(folder)
+        folder, commit, pipeline_class, family = resolve_base(base, revision, hyper)
+        base_resolution = family.native_resolution(folder)
+    resolution = hyper.resolution or base_resolution
+    if resolution % family.size_multiple:
+        raise SkinsynthError(f"`--resolution {resolution}`: {family.title} takes image sides that are multiples of {family.size_multiple}; use {resolution - resolution % family.size_multiple or family.size_multiple} or {resolution - resolution % family.size_multiple + family.size_multiple}")
+    family.check(recipe)  # the validation grids generate with the recipe's settings
     dataset = open_dataset(data, revision=data_revision, required_splits=("train",))
     train_split = dataset["train"]
     train_labels = list(train_split["label"])
@@ -203,7 +206,7 @@ def finetune(
     captioner = build_captioner(recipe, label_names(dataset), train_split.column_names, method=hyper.method, dropout=dropout, seed=hyper.seed)
     hyper = hyper.model_copy(update={
         "learning_rate": hyper.learning_rate or DEFAULT_LEARNING_RATES[hyper.method],
-        "resolution": hyper.resolution or base_resolution,
+        "resolution": resolution,
         "caption_dropout": dropout,
         "snr_gamma": hyper.snr_gamma if hyper.snr_gamma is not None else DEFAULT_SNR_GAMMA.get(hyper.method, 0.0),
     })
@@ -251,7 +254,7 @@ def finetune(
         if scratch:
             folder = state / INIT_DIR
 
-        trainer = Trainer(accelerator, hyper, recipe, folder, pipeline_class, out, state)
+        trainer = Trainer(accelerator, hyper, recipe, folder, pipeline_class, family, out, state)
         rows = TrainingRows(train_split, captioner, trainer.parts.tokenizer, hyper.resolution, seed=hyper.seed)
         if checkpoint is not None:
             trainer.resume(checkpoint)

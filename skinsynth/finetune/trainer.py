@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import PipelineError, SkinsynthError
+from ..families import Family
 from ..recipe import Recipe
 from ..shards import atomic_write_json
 from .captions import class_words, validation_prompts
@@ -49,10 +50,10 @@ def step_generator(seed: int, micro_step: int, process_index: int):
 class Trainer:
     """One fine-tuning run: the loaded models, the method, the optimizer, and where the run stands."""
 
-    def __init__(self, accelerator, hyper: Hyperparameters, recipe: Recipe, folder: Path, pipeline_class: type, out: Path, state: Path):
+    def __init__(self, accelerator, hyper: Hyperparameters, recipe: Recipe, folder: Path, pipeline_class: type, family: Family, out: Path, state: Path):
         import torch
         from accelerate.utils import set_seed
-        from diffusers import DDPMScheduler, DiffusionPipeline
+        from diffusers import DiffusionPipeline
         from diffusers.training_utils import cast_training_params
 
         from .methods import METHODS, Components
@@ -71,9 +72,9 @@ class Trainer:
             from ..recipe import scheduler_class_name
 
             pipe.scheduler = getattr(diffusers, scheduler_class_name(recipe.generation.scheduler)).from_config(pipe.scheduler.config)
-        self.noise_scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+        self.noise_scheduler = family.training_scheduler(folder)
         pipe.to(accelerator.device)
-        self.parts = Components(pipe, folder)
+        self.parts = Components(pipe, folder, family)
         self.method: Method = METHODS[hyper.method](self.parts, recipe, lora_rank=hyper.lora_rank, ema=hyper.ema, snr_gamma=hyper.snr_gamma)
         set_seed(hyper.seed)  # LoRA's initial weights are random
         trained = self.method.setup()
@@ -83,7 +84,7 @@ class Trainer:
                 module.to(dtype=self.weight_dtype)
         cast_training_params(trained, dtype=torch.float32)
         if hyper.gradient_checkpointing:
-            self.parts.unet.enable_gradient_checkpointing()
+            self.parts.denoiser.enable_gradient_checkpointing()
             if hyper.method == "textual-inversion":
                 self.parts.text_encoder.gradient_checkpointing_enable()
         trained.train()
