@@ -8,13 +8,13 @@ from ..finetune.scratch import ARCHITECTURES
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "finetune",
-        help="fine-tune a Stable Diffusion pipeline on a labeled real dataset, captioned with a recipe",
+        help="fine-tune a diffusion pipeline (SD, SDXL, SD3, Flux) on a labeled real dataset, captioned with a recipe",
         description=(
-            "Adapt a Stable Diffusion (1.x/2.x-style) text-to-image pipeline to the train split of a labeled dataset. "
+            "Adapt a Stable Diffusion 1.x/2.x, SDXL, SD3 or Flux text-to-image pipeline to the train split of a labeled dataset. "
             "Each image is captioned with one of the recipe's prompt templates filled with its own label and attribute "
             "columns, so the prompts `skinsynth generate` writes from that recipe are the ones the model learned. "
-            "Methods: `lora` (small adapter; generate with --model BASE --lora DIR), `full` (the whole UNet; --model DIR) "
-            "and `textual-inversion` (one new token per class; --model BASE --embeddings DIR with DIR/recipe.yaml). "
+            "Methods: `lora` (small adapter; generate with --model BASE --lora DIR), `full` (the whole UNet or transformer; --model DIR) "
+            "and `textual-inversion` (SD 1.x/2.x; one new token per class; --model BASE --embeddings DIR with DIR/recipe.yaml). "
             "`scratch` needs no --base: it trains a whole small pipeline (autoencoder, then UNet and text encoder on its "
             "latents) from random weights; generate with --model DIR. "
             "A checkpoint is kept every --checkpoint-every steps in --checkpoint-dir (DIR.checkpoints beside --out); run the same command with --resume to continue. "
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
         ),
     )
     required = parser.add_argument_group("what to train")
-    required.add_argument("--base", default=None, metavar="MODEL_OR_PATH", help="Hub id or local folder of the Stable Diffusion pipeline to start from (not with --method scratch)")
+    required.add_argument("--base", default=None, metavar="MODEL_OR_PATH", help="Hub id or local folder of the pipeline to start from: SD 1.x/2.x, SDXL, SD3 or Flux (not with --method scratch)")
     required.add_argument("--data", required=True, metavar="REAL", help="labeled dataset (Hub id or `skinsynth prepare` folder) with a train split")
     required.add_argument("--recipe", required=True, help="recipe YAML whose classes and prompt templates caption the images")
     required.add_argument("--method", required=True, choices=["lora", "full", "textual-inversion", "scratch"], help="what to train")

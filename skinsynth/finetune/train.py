@@ -1,8 +1,9 @@
-"""`skinsynth finetune`: adapt a Stable Diffusion pipeline to a labeled real dataset, captioned with a recipe.
+"""`skinsynth finetune`: adapt a diffusion pipeline (SD 1.x/2.x, SDXL, SD3, Flux) to a labeled real dataset,
+captioned with a recipe.
 
-Everything that can be wrong with the inputs (options, recipe, base model, dataset, captions, output folder) is
-checked before a weight loads. Training is diffusers' own recipe (noise-prediction MSE, or v-prediction when the
-scheduler says so) under accelerate, so `accelerate launch -m skinsynth finetune …` runs it on several GPUs.
+Everything that can be wrong with the inputs (options, recipe, base model and the methods its family takes, dataset,
+captions, output folder) is checked before a weight loads. Training is diffusers' own recipe for the family (its
+module in `skinsynth/families/` says which: noise or v-prediction, or rectified flow) under accelerate, so `accelerate launch -m skinsynth finetune …` runs it on several GPUs.
 
 Output folder::
 
