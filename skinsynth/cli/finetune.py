@@ -58,6 +58,7 @@ def register(subparsers) -> None:
     memory = parser.add_argument_group("speed and memory")
     memory.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="half-precision training on GPU (default: no)")
     memory.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward pass: less memory, slower")
+    memory.add_argument("--cache-latents", action="store_true", help="encode each training image (and its mirror image) with the VAE once, and keep its latent distribution in memory (not with --method scratch)")
     memory.add_argument("--use-8bit-adam", action="store_true", help="bitsandbytes' 8-bit AdamW (needs bitsandbytes and CUDA)")
     memory.add_argument("--dataloader-workers", type=int, default=0, metavar="N", help="processes decoding images (default: 0, in the training process)")
 
@@ -81,7 +82,7 @@ def run(args) -> None:
         resume=args.resume, checkpoint_dir=args.checkpoint_dir, progress=not args.quiet, max_steps=args.max_steps, batch_size=args.batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate, resolution=args.resolution,
         checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, validation_images=args.validation_images, seed=args.seed,
-        gradient_checkpointing=args.gradient_checkpointing, mixed_precision=args.mixed_precision, use_8bit_adam=args.use_8bit_adam,
+        gradient_checkpointing=args.gradient_checkpointing, mixed_precision=args.mixed_precision, use_8bit_adam=args.use_8bit_adam, cache_latents=args.cache_latents,
         ema=args.ema, caption_dropout=args.caption_dropout, snr_gamma=args.snr_gamma, class_balance=args.class_balance, lora_rank=args.lora_rank, weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm, dataloader_workers=args.dataloader_workers, size=args.size, config=args.config,
     )

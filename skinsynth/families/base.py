@@ -100,14 +100,14 @@ class Family:
 
         return (FlowMatchEulerDiscreteScheduler if self.flow_matching else DDPMScheduler).from_pretrained(folder, subfolder="scheduler")
 
-    def training_loss(self, pipe, denoiser, noise_scheduler, batch: dict, generator, weight_dtype, *, recipe: Recipe, snr_gamma: float, prompt_cache: dict):
+    def training_loss(self, pipe, denoiser, noise_scheduler, batch: dict, generator, weight_dtype, *, recipe: Recipe, snr_gamma: float, caches):
         """The loss of one batch; `denoiser` is the pipeline's denoiser as accelerate prepared it (call it, not
-        `pipe`'s, so that gradients synchronise between processes); `prompt_cache` a dict the method keeps for the run
-        (see `prompt_embeddings`). Stable Diffusion: one CLIP encoder's hidden states, from the token ids the data
+        `pipe`'s, so that gradients synchronise between processes); `caches` what the method keeps for the run
+        (`finetune.losses.Caches`: see `prompt_embeddings` and `--cache-latents`). Stable Diffusion: one CLIP encoder's hidden states, from the token ids the data
         loader made (textual inversion trains that encoder's embeddings, so they are not cached)."""
         from ..finetune.losses import diffusion_loss
 
-        return diffusion_loss(pipe.vae, denoiser, pipe.text_encoder, noise_scheduler, batch, generator, weight_dtype, snr_gamma)
+        return diffusion_loss(pipe.vae, denoiser, pipe.text_encoder, noise_scheduler, batch, generator, weight_dtype, snr_gamma, caches.latents)
 
     def encode_prompts(self, pipe, captions: list[str], recipe: Recipe) -> dict:
         """The frozen text encoders' outputs for `captions`, batch first (families that cache them per caption)."""

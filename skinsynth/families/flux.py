@@ -58,14 +58,14 @@ class Flux(Family):
         embeds, pooled, _ = pipe.encode_prompt(captions, None, device=pipe.transformer.device, max_sequence_length=length)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
-    def training_loss(self, pipe, denoiser, noise_scheduler, batch, generator, weight_dtype, *, recipe, snr_gamma, prompt_cache):
+    def training_loss(self, pipe, denoiser, noise_scheduler, batch, generator, weight_dtype, *, recipe, snr_gamma, caches):
         import torch
         from diffusers import FluxPipeline
 
         from ..finetune.losses import flow_matching_loss, image_latents
 
-        latents = image_latents(pipe.vae, batch["pixel_values"], generator, weight_dtype)
-        prompts = self.prompt_embeddings(pipe, batch["captions"], recipe, prompt_cache, latents.device)
+        latents = image_latents(pipe.vae, batch, generator, weight_dtype, caches.latents)
+        prompts = self.prompt_embeddings(pipe, batch["captions"], recipe, caches.prompts, latents.device)
         size, (height, width) = latents.shape[:2], latents.shape[2:]
         embeds = prompts["prompt_embeds"]
         text_ids = torch.zeros(embeds.shape[1], 3, device=latents.device, dtype=embeds.dtype)

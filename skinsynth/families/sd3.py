@@ -37,11 +37,11 @@ class StableDiffusion3(Family):
         embeds, _, pooled, _ = pipe.encode_prompt(captions, None, None, device=pipe.transformer.device, do_classifier_free_guidance=False, max_sequence_length=length)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
-    def training_loss(self, pipe, denoiser, noise_scheduler, batch, generator, weight_dtype, *, recipe, snr_gamma, prompt_cache):
+    def training_loss(self, pipe, denoiser, noise_scheduler, batch, generator, weight_dtype, *, recipe, snr_gamma, caches):
         from ..finetune.losses import flow_matching_loss, image_latents
 
-        latents = image_latents(pipe.vae, batch["pixel_values"], generator, weight_dtype)
-        prompts = self.prompt_embeddings(pipe, batch["captions"], recipe, prompt_cache, latents.device)
+        latents = image_latents(pipe.vae, batch, generator, weight_dtype, caches.latents)
+        prompts = self.prompt_embeddings(pipe, batch["captions"], recipe, caches.prompts, latents.device)
 
         def predict(noisy, timesteps):
             return denoiser(hidden_states=noisy, timestep=timesteps, encoder_hidden_states=prompts["prompt_embeds"], pooled_projections=prompts["pooled_prompt_embeds"], return_dict=False)[0]

@@ -28,13 +28,13 @@ class StableDiffusionXL(Family):
         embeds, _, pooled, _ = pipe.encode_prompt(captions, device=pipe.unet.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
-    def training_loss(self, pipe, denoiser, noise_scheduler, batch, generator, weight_dtype, *, recipe, snr_gamma, prompt_cache):
+    def training_loss(self, pipe, denoiser, noise_scheduler, batch, generator, weight_dtype, *, recipe, snr_gamma, caches):
         import torch
 
         from ..finetune.losses import denoising_loss, image_latents
 
-        latents = image_latents(pipe.vae, batch["pixel_values"], generator, weight_dtype)
-        prompts = self.prompt_embeddings(pipe, batch["captions"], recipe, prompt_cache, latents.device)
+        latents = image_latents(pipe.vae, batch, generator, weight_dtype, caches.latents)
+        prompts = self.prompt_embeddings(pipe, batch["captions"], recipe, caches.prompts, latents.device)
         side = batch["pixel_values"].shape[-1]
         time_ids = torch.tensor([[side, side, 0, 0, side, side]], device=latents.device, dtype=prompts["prompt_embeds"].dtype).repeat(latents.shape[0], 1)
         conditions = {"text_embeds": prompts["pooled_prompt_embeds"], "time_ids": time_ids}

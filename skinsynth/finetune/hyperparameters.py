@@ -15,8 +15,9 @@ DEFAULT_CAPTION_DROPOUT = {"scratch": 0.1}
 # Min-SNR-gamma loss weighting (Hang et al. 2023) for training from scratch: the easy, low-noise steps stop
 # dominating the loss, so the model spends its capacity where the layout (and the class) is decided.
 DEFAULT_SNR_GAMMA = {"scratch": 5.0}
-# Options that may change when a run is resumed (train longer, checkpoint or validate more often).
-RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "validate_every", "validation_images", "dataloader_workers"}
+# Options that may change when a run is resumed (train longer, checkpoint or validate more often; `cache_latents`
+# draws the same latents, from distributions the VAE encoded in other batches: equal to float rounding).
+RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "validate_every", "validation_images", "dataloader_workers", "cache_latents"}
 
 
 class Hyperparameters(BaseModel):
@@ -39,6 +40,7 @@ class Hyperparameters(BaseModel):
     gradient_checkpointing: bool = False
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     use_8bit_adam: bool = False
+    cache_latents: bool = False
     ema: bool = False
     caption_dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
     snr_gamma: Annotated[float, Field(ge=0)] | None = None  # 0: plain MSE
@@ -62,6 +64,8 @@ def parse_hyperparameters(options: dict) -> Hyperparameters:
     for option in ("size", "config"):
         if getattr(hyper, option) is not None and hyper.method != "scratch":
             raise SkinsynthError(f"`--{option}` sets the architecture of a model trained from scratch: it applies to `--method scratch` only")
+    if hyper.cache_latents and hyper.method == "scratch":
+        raise SkinsynthError("`--cache-latents` keeps the VAE's latents of each image; `--method scratch` trains the VAE, so they change every step: leave the option out")
     if hyper.use_8bit_adam:
         try:
             import bitsandbytes  # noqa: F401

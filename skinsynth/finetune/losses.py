@@ -3,22 +3,46 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from ..errors import PipelineError
 
 
-def image_latents(vae, pixels, generator, weight_dtype):
-    """The VAE's latents of `pixels`, shifted and scaled as the denoiser sees them (no gradient: the VAE is frozen)."""
-    import torch
+@dataclass
+class Caches:
+    """What a run computes once and reuses: the frozen text encoders' embeddings by caption (SDXL, SD3, Flux) and,
+    with `--cache-latents`, the frozen VAE's latent distribution by (row, mirrored); both kept on the CPU."""
 
+    prompts: dict = field(default_factory=dict)
+    latents: dict | None = None
+
+
+def image_latents(vae, batch: dict, generator, weight_dtype, cache: dict | None = None):
+    """A sample of the VAE's latents of the batch's images, shifted and scaled as the denoiser sees them (no gradient:
+    the VAE is frozen). With `cache`, each image's latent distribution is encoded once and kept: the sample drawn from
+    it is the same draw from the same distribution."""
+    import torch
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    pixels = batch["pixel_values"]
     with torch.no_grad():
-        latents = vae.encode(pixels.to(vae.device, weight_dtype)).latent_dist.sample(generator)
+        if cache is None:
+            distribution = vae.encode(pixels.to(vae.device, weight_dtype)).latent_dist
+        else:
+            keys = batch["image_keys"]
+            missing = [i for i, key in enumerate(keys) if key not in cache]
+            if missing:
+                encoded = vae.encode(pixels[missing].to(vae.device, weight_dtype)).latent_dist.parameters
+                cache.update({keys[i]: parameters.cpu() for i, parameters in zip(missing, encoded)})
+            distribution = DiagonalGaussianDistribution(torch.stack([cache[key] for key in keys]).to(vae.device))
+        latents = distribution.sample(generator)
         shift = getattr(vae.config, "shift_factor", None) or 0.0
         return (latents - shift) * vae.config.scaling_factor
 
 
-def diffusion_loss(vae, unet, text_encoder, noise_scheduler, batch: dict, generator, weight_dtype, snr_gamma: float = 0.0):
+def diffusion_loss(vae, unet, text_encoder, noise_scheduler, batch: dict, generator, weight_dtype, snr_gamma: float = 0.0, latent_cache: dict | None = None):
     """diffusers' text-to-image objective for a Stable Diffusion UNet reading one CLIP encoder's hidden states."""
-    latents = image_latents(vae, batch["pixel_values"], generator, weight_dtype)
+    latents = image_latents(vae, batch, generator, weight_dtype, latent_cache)
 
     def predict(noisy, timesteps):
         hidden = text_encoder(batch["input_ids"].to(vae.device), return_dict=False)[0]

@@ -26,7 +26,7 @@ from ..errors import PipelineError
 from ..families import Family
 from ..recipe import Recipe
 from .captions import class_token
-from .losses import autoencoder_loss, diffusion_loss
+from .losses import Caches, autoencoder_loss, diffusion_loss
 
 
 @dataclass
@@ -79,9 +79,9 @@ class Method:
 
     name: str
 
-    def __init__(self, parts: Components, recipe: Recipe, *, lora_rank: int = 4, ema: bool = False, snr_gamma: float = 0.0):
+    def __init__(self, parts: Components, recipe: Recipe, *, lora_rank: int = 4, ema: bool = False, snr_gamma: float = 0.0, cache_latents: bool = False):
         self.parts, self.recipe, self.lora_rank, self.ema, self.snr_gamma = parts, recipe, lora_rank, ema, snr_gamma
-        self.prompt_cache: dict = {}  # text embeddings by caption, for the families that cache them
+        self.caches = Caches(latents={} if cache_latents else None)
 
     def setup(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -104,7 +104,7 @@ class Method:
         number of optimizer steps done."""
 
         return self.parts.family.training_loss(
-            self.parts.pipe, trained, noise_scheduler, batch, generator, weight_dtype, recipe=self.recipe, snr_gamma=self.snr_gamma, prompt_cache=self.prompt_cache,
+            self.parts.pipe, trained, noise_scheduler, batch, generator, weight_dtype, recipe=self.recipe, snr_gamma=self.snr_gamma, caches=self.caches,
         )
 
     def after_step(self) -> None:
@@ -277,7 +277,7 @@ class TextualInversion(Method):
 
     def loss(self, trained, noise_scheduler, batch, generator, weight_dtype, step):
 
-        return diffusion_loss(self.parts.vae, self.parts.unet, trained, noise_scheduler, batch, generator, weight_dtype, self.snr_gamma)
+        return diffusion_loss(self.parts.vae, self.parts.unet, trained, noise_scheduler, batch, generator, weight_dtype, self.snr_gamma, self.caches.latents)
 
     def parameters(self):
         return list(self.parts.text_encoder.get_input_embeddings().parameters())

@@ -151,6 +151,7 @@ def finetune(
     gradient_checkpointing: bool = False,
     mixed_precision: str = "no",
     use_8bit_adam: bool = False,
+    cache_latents: bool = False,
     ema: bool = False,
     caption_dropout: float | None = None,
     snr_gamma: float | None = None,
@@ -171,7 +172,8 @@ def finetune(
     own (the preset's for scratch). Checkpoints (and the lock) go to `checkpoint_dir`, by default `out` + `.checkpoints`
     beside `out`. With `resume`, continues the run in `out` from the latest checkpoint there (same data order, same
     random draws), possibly to a larger `max_steps`. `class_balance` (0 to 1) draws rows with
-    probability count(class) ** -class_balance: 1 shows every class equally often.
+    probability count(class) ** -class_balance: 1 shows every class equally often. `cache_latents` encodes each
+    training image (and its mirror image) with the VAE once and keeps its latent distribution in memory.
     """
     options = {k: v for k, v in locals().items() if k in Hyperparameters.model_fields}
     options["config"] = None if config is None else str(config)
