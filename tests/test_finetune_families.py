@@ -6,6 +6,7 @@ have is refused with exit code 2 before anything loads."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 
 import numpy as np
@@ -167,3 +168,13 @@ def test_cache_latents_encodes_each_image_once_and_trains_the_same(name, tiny_mo
     cached = finetune(folder, real_data, recipe, tmp_path / "cached", method="lora", max_steps=6, learning_rate=1e-2, cache_latents=True, **FAST)
     assert 6 <= sum(encoded) <= 12
     assert np.allclose(plain.losses, cached.losses, rtol=1e-4)
+
+
+def test_the_large_families_checkpoint_gradients_unless_told_not_to(tiny_models, tiny_pipeline_dir, real_data, tmp_path):
+    sdxl = finetune(str(tiny_models["sdxl"]), real_data, family_recipe("sdxl"), tmp_path / "sdxl", max_steps=1, **FAST)
+    assert sdxl.metadata["hyperparameters"]["gradient_checkpointing"] is True
+    assert sdxl.metadata["hyperparameters"]["use_8bit_adam"] is (torch.cuda.is_available() and importlib.util.find_spec("bitsandbytes") is not None)
+    off = finetune(str(tiny_models["sdxl"]), real_data, family_recipe("sdxl"), tmp_path / "off", max_steps=1, gradient_checkpointing=False, **FAST)
+    assert off.metadata["hyperparameters"]["gradient_checkpointing"] is False
+    sd = finetune(str(tiny_pipeline_dir), real_data, family_recipe("sdxl"), tmp_path / "sd", max_steps=1, **{**FAST, "resolution": 32})
+    assert sd.metadata["hyperparameters"]["gradient_checkpointing"] is False and sd.metadata["hyperparameters"]["use_8bit_adam"] is False

@@ -1,6 +1,8 @@
 """`skinsynth finetune --base MODEL --data REAL --recipe RECIPE --method lora|full|textual-inversion --out DIR`, or
 `skinsynth finetune --method scratch --data REAL --recipe RECIPE --out DIR [--size PRESET] [--config FILE]`."""
 
+import argparse
+
 from ..finetune import finetune
 from ..finetune.scratch import ARCHITECTURES
 
@@ -57,9 +59,9 @@ def register(subparsers) -> None:
 
     memory = parser.add_argument_group("speed and memory")
     memory.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="half-precision training on GPU (default: no)")
-    memory.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward pass: less memory, slower")
+    memory.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None, help="recompute activations in the backward pass: less memory, slower (default: on for SDXL, SD3 and Flux)")
     memory.add_argument("--cache-latents", action="store_true", help="encode each training image (and its mirror image) with the VAE once, and keep its latent distribution in memory (not with --method scratch)")
-    memory.add_argument("--use-8bit-adam", action="store_true", help="bitsandbytes' 8-bit AdamW (needs bitsandbytes and CUDA)")
+    memory.add_argument("--use-8bit-adam", action=argparse.BooleanOptionalAction, default=None, help="bitsandbytes' 8-bit AdamW (needs bitsandbytes and CUDA; default: on for SDXL, SD3 and Flux where both are there)")
     memory.add_argument("--dataloader-workers", type=int, default=0, metavar="N", help="processes decoding images (default: 0, in the training process)")
 
     progress = parser.add_argument_group("checkpoints and validation")

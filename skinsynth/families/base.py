@@ -34,6 +34,7 @@ class Family:
     denoiser = "unet"
     training_methods: tuple[str, ...] = METHODS
     lora_targets: tuple[str, ...] = ("to_k", "to_q", "to_v", "to_out.0")
+    large_model = False  # billions of weights: gradient checkpointing and 8-bit Adam (where installed) by default
 
     def check(self, recipe: Recipe, pipe=None) -> None:
         """Refuse a setting this family does not have. `pipe`, once loaded, lets a family check what only its

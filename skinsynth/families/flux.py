@@ -29,6 +29,7 @@ class Flux(Family):
     size_multiple = 16
     denoiser = "transformer"
     training_methods = ("lora", "full")
+    large_model = True
     lora_targets = (
         "attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0", "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
         "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2",

@@ -18,6 +18,7 @@ class StableDiffusionXL(Family):
     title = "Stable Diffusion XL"
     pipeline_classes = ("StableDiffusionXLPipeline",)
     training_methods = ("lora", "full")
+    large_model = True
 
     def call_arguments(self, prompts, negative_prompts, guidance_scale, num_inference_steps, recipe: Recipe) -> dict:
         """The size conditioning stated, at diffusers' defaults: an uncropped image of the requested size."""

@@ -37,9 +37,9 @@ class Hyperparameters(BaseModel):
     validate_every: Annotated[int, Field(ge=0)] = 500
     validation_images: Annotated[int, Field(ge=0)] = 4
     seed: Annotated[int, Field(ge=0)] = 0
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = None  # None: on for the large families (`Family.large_model`)
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    use_8bit_adam: bool = False
+    use_8bit_adam: bool | None = None  # None: on for the large families where bitsandbytes and CUDA are there
     cache_latents: bool = False
     ema: bool = False
     caption_dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
@@ -50,6 +50,15 @@ class Hyperparameters(BaseModel):
     max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
     dataloader_workers: Annotated[int, Field(ge=0)] = 0
 
+
+
+def eight_bit_adam_available() -> bool:
+    """bitsandbytes is installed and there is a CUDA GPU for it."""
+    import importlib.util
+
+    import torch
+
+    return importlib.util.find_spec("bitsandbytes") is not None and torch.cuda.is_available()
 
 
 def parse_hyperparameters(options: dict) -> Hyperparameters:

@@ -45,7 +45,7 @@ from ..shards import atomic_write_json, read_manifest
 from ..families import Family, family_of_folder
 from ..families.stable_diffusion import StableDiffusion
 from .captions import build_captioner
-from .hyperparameters import DEFAULT_CAPTION_DROPOUT, DEFAULT_LEARNING_RATES, DEFAULT_SNR_GAMMA, RESUMABLE_CHANGES, Hyperparameters, parse_hyperparameters
+from .hyperparameters import DEFAULT_CAPTION_DROPOUT, DEFAULT_LEARNING_RATES, DEFAULT_SNR_GAMMA, RESUMABLE_CHANGES, Hyperparameters, eight_bit_adam_available, parse_hyperparameters
 from .output import CONFIG_FILE, INIT_DIR, check_output, default_checkpoint_dir, lock_output
 from .trainer import Trainer
 
@@ -148,9 +148,9 @@ def finetune(
     validate_every: int = 500,
     validation_images: int = 4,
     seed: int = 0,
-    gradient_checkpointing: bool = False,
+    gradient_checkpointing: bool | None = None,
     mixed_precision: str = "no",
-    use_8bit_adam: bool = False,
+    use_8bit_adam: bool | None = None,
     cache_latents: bool = False,
     ema: bool = False,
     caption_dropout: float | None = None,
@@ -172,7 +172,8 @@ def finetune(
     own (the preset's for scratch). Checkpoints (and the lock) go to `checkpoint_dir`, by default `out` + `.checkpoints`
     beside `out`. With `resume`, continues the run in `out` from the latest checkpoint there (same data order, same
     random draws), possibly to a larger `max_steps`. `class_balance` (0 to 1) draws rows with
-    probability count(class) ** -class_balance: 1 shows every class equally often. `cache_latents` encodes each
+    probability count(class) ** -class_balance: 1 shows every class equally often. `gradient_checkpointing` and
+    `use_8bit_adam` left as None are on for SDXL, SD3 and Flux (8-bit Adam where bitsandbytes and CUDA are there). `cache_latents` encodes each
     training image (and its mirror image) with the VAE once and keeps its latent distribution in memory.
     """
     options = {k: v for k, v in locals().items() if k in Hyperparameters.model_fields}
@@ -210,6 +211,8 @@ def finetune(
     hyper = hyper.model_copy(update={
         "learning_rate": hyper.learning_rate or DEFAULT_LEARNING_RATES[hyper.method],
         "resolution": resolution,
+        "gradient_checkpointing": family.large_model if hyper.gradient_checkpointing is None else hyper.gradient_checkpointing,
+        "use_8bit_adam": family.large_model and eight_bit_adam_available() if hyper.use_8bit_adam is None else hyper.use_8bit_adam,
         "caption_dropout": dropout,
         "snr_gamma": hyper.snr_gamma if hyper.snr_gamma is not None else DEFAULT_SNR_GAMMA.get(hyper.method, 0.0),
     })
