@@ -178,3 +178,16 @@ def test_the_large_families_checkpoint_gradients_unless_told_not_to(tiny_models,
     assert off.metadata["hyperparameters"]["gradient_checkpointing"] is False
     sd = finetune(str(tiny_pipeline_dir), real_data, family_recipe("sdxl"), tmp_path / "sd", max_steps=1, **{**FAST, "resolution": 32})
     assert sd.metadata["hyperparameters"]["gradient_checkpointing"] is False and sd.metadata["hyperparameters"]["use_8bit_adam"] is False
+
+
+def test_sd3_trained_for_a_recipe_without_t5_never_runs_t5(tiny_models, real_data, tmp_path, monkeypatch):
+    """`generation.drop_t5` generates without the T5 encoder, so training must read its captions the same way."""
+    from transformers import T5EncoderModel
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("T5 ran although the recipe drops it")
+
+    monkeypatch.setattr(T5EncoderModel, "forward", refuse)
+    recipe = family_recipe("sd3").model_copy(update={"generation": family_recipe("sd3").generation.model_copy(update={"drop_t5": True})})
+    result = finetune(str(tiny_models["sd3"]), real_data, recipe, tmp_path / "out", method="lora", max_steps=1, **FAST)
+    assert result.metadata["steps"] == 1

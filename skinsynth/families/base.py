@@ -104,8 +104,9 @@ class Family:
     def training_loss(self, pipe, denoiser, noise_scheduler, batch: dict, generator, weight_dtype, *, recipe: Recipe, snr_gamma: float, caches):
         """The loss of one batch; `denoiser` is the pipeline's denoiser as accelerate prepared it (call it, not
         `pipe`'s, so that gradients synchronise between processes); `caches` what the method keeps for the run
-        (`finetune.losses.Caches`: see `prompt_embeddings` and `--cache-latents`). Stable Diffusion: one CLIP encoder's hidden states, from the token ids the data
-        loader made (textual inversion trains that encoder's embeddings, so they are not cached)."""
+        (`finetune.losses.Caches`: see `prompt_embeddings` and `--cache-latents`). Stable Diffusion: one CLIP
+        encoder's hidden states, from the token ids the data loader made (textual inversion trains that encoder's
+        embeddings, so they are not cached)."""
         from ..finetune.losses import diffusion_loss
 
         return diffusion_loss(pipe.vae, denoiser, pipe.text_encoder, noise_scheduler, batch, generator, weight_dtype, snr_gamma, caches.latents)

@@ -3,7 +3,8 @@ captioned with a recipe.
 
 Everything that can be wrong with the inputs (options, recipe, base model and the methods its family takes, dataset,
 captions, output folder) is checked before a weight loads. Training is diffusers' own recipe for the family (its
-module in `skinsynth/families/` says which: noise or v-prediction, or rectified flow) under accelerate, so `accelerate launch -m skinsynth finetune …` runs it on several GPUs.
+module in `skinsynth/families/` says which: noise or v-prediction, or rectified flow) under accelerate, so
+`accelerate launch -m skinsynth finetune …` runs it on several GPUs.
 
 Output folder::
 
@@ -37,13 +38,13 @@ from pathlib import Path
 
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, PipelineError, SkinsynthError
+from ..families import Family, family_of_folder
+from ..families.stable_diffusion import StableDiffusion
 from ..paths import portable_reference
 from ..card import write_model_card
 from ..pipeline import MODEL_METADATA_FILE, check_text_to_image, resolve_model
 from ..recipe import Recipe, load_recipe
 from ..shards import atomic_write_json, read_manifest
-from ..families import Family, family_of_folder
-from ..families.stable_diffusion import StableDiffusion
 from .captions import build_captioner
 from .hyperparameters import DEFAULT_CAPTION_DROPOUT, DEFAULT_LEARNING_RATES, DEFAULT_SNR_GAMMA, RESUMABLE_CHANGES, Hyperparameters, eight_bit_adam_available, parse_hyperparameters
 from .output import CONFIG_FILE, INIT_DIR, check_output, default_checkpoint_dir, lock_output
@@ -173,8 +174,9 @@ def finetune(
     beside `out`. With `resume`, continues the run in `out` from the latest checkpoint there (same data order, same
     random draws), possibly to a larger `max_steps`. `class_balance` (0 to 1) draws rows with
     probability count(class) ** -class_balance: 1 shows every class equally often. `gradient_checkpointing` and
-    `use_8bit_adam` left as None are on for SDXL, SD3 and Flux (8-bit Adam where bitsandbytes and CUDA are there). `cache_latents` encodes each
-    training image (and its mirror image) with the VAE once and keeps its latent distribution in memory.
+    `use_8bit_adam` left as None are on for SDXL, SD3 and Flux (8-bit Adam where bitsandbytes and CUDA are there).
+    `cache_latents` encodes each training image (and its mirror image) with the VAE once and keeps its latent
+    distribution in memory.
     """
     options = {k: v for k, v in locals().items() if k in Hyperparameters.model_fields}
     options["config"] = None if config is None else str(config)

@@ -62,7 +62,9 @@ class Trainer:
         index = json.loads((folder / "model_index.json").read_text())
         extra = {"safety_checker": None, "requires_safety_checker": False} if "safety_checker" in index else {}
         try:
-            pipe = DiffusionPipeline.from_pretrained(folder, use_safetensors=True, **extra)
+            # The components the recipe drops (SD3's T5 with `drop_t5`) are dropped in training too: the prompts are then
+            # encoded as generation will encode them.
+            pipe = DiffusionPipeline.from_pretrained(folder, use_safetensors=True, **extra, **family.load_components(recipe))
         except Exception as err:
             raise PipelineError(f"could not load the pipeline in {folder}: {err}") from err
         pipe.set_progress_bar_config(disable=True)
