@@ -1,6 +1,8 @@
 """`skinsynth finetune --base MODEL --data REAL --recipe RECIPE --method lora|full|textual-inversion --out DIR`, or
 `skinsynth finetune --method scratch --data REAL --recipe RECIPE --out DIR [--size PRESET] [--config FILE]`."""
 
+import argparse
+
 from ..finetune import finetune
 from ..finetune.scratch import ARCHITECTURES
 
@@ -8,13 +10,13 @@ from ..finetune.scratch import ARCHITECTURES
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "finetune",
-        help="fine-tune a Stable Diffusion pipeline on a labeled real dataset, captioned with a recipe",
+        help="fine-tune a diffusion pipeline (SD, SDXL, SD3, Flux) on a labeled real dataset, captioned with a recipe",
         description=(
-            "Adapt a Stable Diffusion (1.x/2.x-style) text-to-image pipeline to the train split of a labeled dataset. "
+            "Adapt a Stable Diffusion 1.x/2.x, SDXL, SD3 or Flux text-to-image pipeline to the train split of a labeled dataset. "
             "Each image is captioned with one of the recipe's prompt templates filled with its own label and attribute "
             "columns, so the prompts `skinsynth generate` writes from that recipe are the ones the model learned. "
-            "Methods: `lora` (small adapter; generate with --model BASE --lora DIR), `full` (the whole UNet; --model DIR) "
-            "and `textual-inversion` (one new token per class; --model BASE --embeddings DIR with DIR/recipe.yaml). "
+            "Methods: `lora` (small adapter; generate with --model BASE --lora DIR), `full` (the whole UNet or transformer; --model DIR) "
+            "and `textual-inversion` (SD 1.x/2.x; one new token per class; --model BASE --embeddings DIR with DIR/recipe.yaml). "
             "`scratch` needs no --base: it trains a whole small pipeline (autoencoder, then UNet and text encoder on its "
             "latents) from random weights; generate with --model DIR. "
             "A checkpoint is kept every --checkpoint-every steps in --checkpoint-dir (DIR.checkpoints beside --out); run the same command with --resume to continue. "
@@ -28,7 +30,7 @@ def register(subparsers) -> None:
         ),
     )
     required = parser.add_argument_group("what to train")
-    required.add_argument("--base", default=None, metavar="MODEL_OR_PATH", help="Hub id or local folder of the Stable Diffusion pipeline to start from (not with --method scratch)")
+    required.add_argument("--base", default=None, metavar="MODEL_OR_PATH", help="Hub id or local folder of the pipeline to start from: SD 1.x/2.x, SDXL, SD3 or Flux (not with --method scratch)")
     required.add_argument("--data", required=True, metavar="REAL", help="labeled dataset (Hub id or `skinsynth prepare` folder) with a train split")
     required.add_argument("--recipe", required=True, help="recipe YAML whose classes and prompt templates caption the images")
     required.add_argument("--method", required=True, choices=["lora", "full", "textual-inversion", "scratch"], help="what to train")
@@ -57,8 +59,9 @@ def register(subparsers) -> None:
 
     memory = parser.add_argument_group("speed and memory")
     memory.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="half-precision training on GPU (default: no)")
-    memory.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward pass: less memory, slower")
-    memory.add_argument("--use-8bit-adam", action="store_true", help="bitsandbytes' 8-bit AdamW (needs bitsandbytes and CUDA)")
+    memory.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=None, help="recompute activations in the backward pass: less memory, slower (default: on for SDXL, SD3 and Flux)")
+    memory.add_argument("--cache-latents", action="store_true", help="encode each training image (and its mirror image) with the VAE once, and keep its latent distribution in memory (not with --method scratch)")
+    memory.add_argument("--use-8bit-adam", action=argparse.BooleanOptionalAction, default=None, help="bitsandbytes' 8-bit AdamW (needs bitsandbytes and CUDA; default: on for SDXL, SD3 and Flux where both are there)")
     memory.add_argument("--dataloader-workers", type=int, default=0, metavar="N", help="processes decoding images (default: 0, in the training process)")
 
     progress = parser.add_argument_group("checkpoints and validation")
@@ -81,7 +84,7 @@ def run(args) -> None:
         resume=args.resume, checkpoint_dir=args.checkpoint_dir, progress=not args.quiet, max_steps=args.max_steps, batch_size=args.batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate, resolution=args.resolution,
         checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, validation_images=args.validation_images, seed=args.seed,
-        gradient_checkpointing=args.gradient_checkpointing, mixed_precision=args.mixed_precision, use_8bit_adam=args.use_8bit_adam,
+        gradient_checkpointing=args.gradient_checkpointing, mixed_precision=args.mixed_precision, use_8bit_adam=args.use_8bit_adam, cache_latents=args.cache_latents,
         ema=args.ema, caption_dropout=args.caption_dropout, snr_gamma=args.snr_gamma, class_balance=args.class_balance, lora_rank=args.lora_rank, weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm, dataloader_workers=args.dataloader_workers, size=args.size, config=args.config,
     )

@@ -8,7 +8,7 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "build_captioner": "captions",
     "class_token": "captions",
     "FinetuneResult": "train",
-    "Hyperparameters": "train",
+    "Hyperparameters": "hyperparameters",
     "finetune": "train",
 })
 

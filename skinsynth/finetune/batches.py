@@ -102,7 +102,8 @@ class TrainingRows(torch.utils.data.Dataset):
         caption = self.captioner(row, row_index, epoch)
         flip = self.flip and np.random.default_rng([self.seed, epoch, row_index, 1]).random() < 0.5
         input_ids = self.tokenizer(caption, max_length=self.tokenizer.model_max_length, padding="max_length", truncation=True, return_tensors="pt").input_ids[0]
-        return {"pixel_values": torch.from_numpy(training_pixels(row["image"], self.resolution, flip)), "input_ids": input_ids, "caption": caption}
+        pixels = torch.from_numpy(training_pixels(row["image"], self.resolution, flip))
+        return {"pixel_values": pixels, "input_ids": input_ids, "caption": caption, "image_key": (row_index, bool(flip))}
 
 
 def collate(items: list[dict]) -> dict:
@@ -110,4 +111,5 @@ def collate(items: list[dict]) -> dict:
         "pixel_values": torch.stack([item["pixel_values"] for item in items]),
         "input_ids": torch.stack([item["input_ids"] for item in items]),
         "captions": [item["caption"] for item in items],
+        "image_keys": [item["image_key"] for item in items],  # (row, mirrored): what `--cache-latents` keeps latents by
     }

@@ -1,8 +1,10 @@
-"""The three ways to adapt a Stable Diffusion pipeline: what each trains, keeps in a checkpoint, and exports.
+"""The ways to adapt a diffusion pipeline: what each trains, keeps in a checkpoint, and exports. The family
+(`skinsynth.families`) says which component denoises, its loss and its LoRA targets; a method says what learns.
 
-- `lora`: low-rank adapters on the UNet's attention projections (peft, through diffusers' own adapter API);
-  exported with `save_lora_weights`, loaded with `pipe.load_lora_weights(DIR)` (`generate --lora DIR`).
-- `full`: every UNet weight, with an optional EMA copy; exported as a whole pipeline (`generate --model DIR`).
+- `lora`: low-rank adapters on the denoiser's (UNet's or transformer's) layers the family names (peft, through
+  diffusers' own adapter API); exported with the family's pipeline's `save_lora_weights`, loaded with
+  `pipe.load_lora_weights(DIR)` (`generate --lora DIR`).
+- `full`: every weight of the denoiser, with an optional EMA copy; exported as a whole pipeline (`generate --model DIR`).
 - `textual-inversion`: one new token per class (the paper's choice), initialized from the class text's embedding;
   exported in diffusers' format, one `{token: embedding}` file per class (`generate --embeddings DIR`).
 - `scratch`: every weight of a pipeline built at random (`scratch.py`): the autoencoder for its first steps, then
@@ -21,11 +23,10 @@ import torch
 from safetensors.torch import save_file
 
 from ..errors import PipelineError
+from ..families import Family
 from ..recipe import Recipe
 from .captions import class_token
-from .losses import autoencoder_loss, diffusion_loss
-
-LORA_TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
+from .losses import Caches, autoencoder_loss, diffusion_loss
 
 
 @dataclass
@@ -34,6 +35,17 @@ class Components:
 
     pipe: object
     base_folder: Path
+    family: Family
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The UNet or transformer: what `lora` adapts and `full` trains."""
+        return getattr(self.pipe, self.family.denoiser)
+
+    @property
+    def modules(self) -> list[torch.nn.Module]:
+        """Every model of the pipeline (denoiser, VAE, text encoders)."""
+        return [part for part in self.pipe.components.values() if isinstance(part, torch.nn.Module)]
 
     @property
     def unet(self):
@@ -67,8 +79,9 @@ class Method:
 
     name: str
 
-    def __init__(self, parts: Components, recipe: Recipe, *, lora_rank: int = 4, ema: bool = False, snr_gamma: float = 0.0):
+    def __init__(self, parts: Components, recipe: Recipe, *, lora_rank: int = 4, ema: bool = False, snr_gamma: float = 0.0, cache_latents: bool = False):
         self.parts, self.recipe, self.lora_rank, self.ema, self.snr_gamma = parts, recipe, lora_rank, ema, snr_gamma
+        self.caches = Caches(latents={} if cache_latents else None)
 
     def setup(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -90,7 +103,9 @@ class Method:
         """The loss of one micro-step; `trained` is what `setup()` returned, as prepared by accelerate; `step` the
         number of optimizer steps done."""
 
-        return diffusion_loss(self.parts.vae, trained, self.parts.text_encoder, noise_scheduler, batch, generator, weight_dtype, self.snr_gamma)
+        return self.parts.family.training_loss(
+            self.parts.pipe, trained, noise_scheduler, batch, generator, weight_dtype, recipe=self.recipe, snr_gamma=self.snr_gamma, caches=self.caches,
+        )
 
     def after_step(self) -> None:
         """Called after every optimizer step."""
@@ -105,7 +120,7 @@ class Method:
         raise NotImplementedError
 
     def _freeze_all(self) -> None:
-        for module in (self.parts.unet, self.parts.vae, self.parts.text_encoder):
+        for module in self.parts.modules:
             module.requires_grad_(False)
 
 
@@ -116,35 +131,38 @@ class LoRA(Method):
         from peft import LoraConfig
 
         self._freeze_all()
-        config = LoraConfig(r=self.lora_rank, lora_alpha=self.lora_rank, init_lora_weights="gaussian", target_modules=LORA_TARGET_MODULES)
-        self.parts.unet.add_adapter(config)
-        return self.parts.unet
+        config = LoraConfig(r=self.lora_rank, lora_alpha=self.lora_rank, init_lora_weights="gaussian", target_modules=list(self.parts.family.lora_targets))
+        self.parts.denoiser.add_adapter(config)
+        return self.parts.denoiser
 
     def low_precision_modules(self):
-        return [self.parts.unet, self.parts.vae, self.parts.text_encoder]
+        return self.parts.modules
 
     def parameters(self):
-        return [p for p in self.parts.unet.parameters() if p.requires_grad]
+        return [p for p in self.parts.denoiser.parameters() if p.requires_grad]
 
     def state(self):
         from peft.utils import get_peft_model_state_dict
 
-        return get_peft_model_state_dict(self.parts.unet)
+        return get_peft_model_state_dict(self.parts.denoiser)
 
     def load_state(self, tensors, step):
         from peft.utils import set_peft_model_state_dict
 
-        result = set_peft_model_state_dict(self.parts.unet, tensors)
+        result = set_peft_model_state_dict(self.parts.denoiser, tensors)
         if getattr(result, "unexpected_keys", None):
-            raise PipelineError(f"the checkpoint's LoRA weights do not fit this UNet: unexpected {result.unexpected_keys[:3]}")
+            raise PipelineError(f"the checkpoint's LoRA weights do not fit this {self.parts.family.denoiser}: unexpected {result.unexpected_keys[:3]}")
 
     def export(self, out, pipeline_class):
+        """The family's own `save_lora_weights` (`unet_lora_layers=` for SD and SDXL, `transformer_lora_layers=`
+        for SD3 and Flux), so plain diffusers' `pipe.load_lora_weights(out)` loads it."""
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
 
-        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(self.parts.unet))
-        metadata = self.parts.unet.peft_config["default"].to_dict()
-        pipeline_class.save_lora_weights(out, unet_lora_layers=layers, unet_lora_adapter_metadata=metadata, safe_serialization=True)
+        denoiser, name = self.parts.denoiser, self.parts.family.denoiser
+        layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(denoiser))
+        metadata = denoiser.peft_config["default"].to_dict()
+        pipeline_class.save_lora_weights(out, **{f"{name}_lora_layers": layers, f"{name}_lora_adapter_metadata": metadata}, safe_serialization=True)
         return {}
 
 
@@ -153,14 +171,14 @@ class Full(Method):
 
     def setup(self):
         self._freeze_all()
-        unet = self.parts.unet
-        unet.requires_grad_(True)
+        denoiser = self.parts.denoiser
+        denoiser.requires_grad_(True)
         self._start_ema()
-        return unet
+        return denoiser
 
     def ema_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
         """The weights `--ema` averages, by checkpoint name."""
-        return list(self.parts.unet.named_parameters())
+        return list(self.parts.denoiser.named_parameters())
 
     def _start_ema(self) -> None:
         self.ema_model = None
@@ -168,16 +186,17 @@ class Full(Method):
             from diffusers.training_utils import EMAModel
 
             self.ema_model = EMAModel([p for _, p in self.ema_parameters()])
-            self.ema_model.to(self.parts.unet.device)
+            self.ema_model.to(self.parts.denoiser.device)
 
     def low_precision_modules(self):
-        return [self.parts.vae, self.parts.text_encoder]
+        return [module for module in self.parts.modules if module is not self.parts.denoiser]
 
     def parameters(self):
-        return list(self.parts.unet.parameters())
+        return list(self.parts.denoiser.parameters())
 
     def state(self):
-        return {f"unet.{name}": value for name, value in self.parts.unet.state_dict().items()} | self._ema_state()
+        prefix = f"{self.parts.family.denoiser}."
+        return {prefix + name: value for name, value in self.parts.denoiser.state_dict().items()} | self._ema_state()
 
     def _ema_state(self) -> dict[str, torch.Tensor]:
         if self.ema_model is None:
@@ -185,7 +204,8 @@ class Full(Method):
         return {f"ema.{name}": shadow for (name, _), shadow in zip(self.ema_parameters(), self.ema_model.shadow_params)}
 
     def load_state(self, tensors, step):
-        self.parts.unet.load_state_dict({k.removeprefix("unet."): v for k, v in tensors.items() if k.startswith("unet.")})
+        prefix = f"{self.parts.family.denoiser}."
+        self.parts.denoiser.load_state_dict({k.removeprefix(prefix): v for k, v in tensors.items() if k.startswith(prefix)})
         self._load_ema(tensors, step)
 
     def _load_ema(self, tensors, step):
@@ -218,9 +238,9 @@ class Full(Method):
     def export(self, out, pipeline_class):
         from diffusers import DiffusionPipeline
 
-        # The base's own VAE and text encoder, in their saved dtype (training may hold them in half precision).
+        # The base's own VAE and text encoders, in their saved dtype (training may hold them in half precision).
         with self.evaluation_weights():
-            pipe = DiffusionPipeline.from_pretrained(self.parts.base_folder, unet=self.parts.unet, use_safetensors=True)
+            pipe = DiffusionPipeline.from_pretrained(self.parts.base_folder, use_safetensors=True, **{self.parts.family.denoiser: self.parts.denoiser})
             save_pipeline(pipe, out)
         return {}
 
@@ -257,7 +277,7 @@ class TextualInversion(Method):
 
     def loss(self, trained, noise_scheduler, batch, generator, weight_dtype, step):
 
-        return diffusion_loss(self.parts.vae, self.parts.unet, trained, noise_scheduler, batch, generator, weight_dtype, self.snr_gamma)
+        return diffusion_loss(self.parts.vae, self.parts.unet, trained, noise_scheduler, batch, generator, weight_dtype, self.snr_gamma, self.caches.latents)
 
     def parameters(self):
         return list(self.parts.text_encoder.get_input_embeddings().parameters())

@@ -16,20 +16,16 @@ def validation_grid(pipe, prompts: Sequence[Sequence[str]], row_labels: Sequence
 
 
 def shared_seed_images(pipe, prompts: Sequence[Sequence[str]], recipe: Recipe, seed: int) -> list[list[Image.Image]]:
-    """Generate `prompts[i][j]` with seed `seed + j` using the recipe's generation settings: every row (class) starts
+    """Generate `prompts[i][j]` with seed `seed + j` using the recipe's generation settings (as the pipeline's
+    family passes them): every row (class) starts
     column j from the same noise, so what differs down a column is what the prompt changed."""
-    generation = recipe.generation
+    from ..families import family_for
+
+    generation, family = recipe.generation, family_for(type(pipe).__name__)
     rows = []
     for row in prompts:
-        output = pipe(
-            prompt=list(row),
-            negative_prompt=[recipe.prompts.negative] * len(row),
-            num_inference_steps=generation.num_inference_steps,
-            guidance_scale=generation.guidance_scales[0],
-            height=generation.height,
-            width=generation.width,
-            generator=[torch.Generator("cpu").manual_seed(seed + j) for j in range(len(row))],
-        )
+        arguments = family.call_arguments(list(row), [recipe.prompts.negative] * len(row), generation.guidance_scales[0], generation.num_inference_steps, recipe)
+        output = pipe(**arguments, generator=[torch.Generator("cpu").manual_seed(seed + j) for j in range(len(row))])
         rows.append(output.images)
     return rows
 

@@ -1,0 +1,83 @@
+"""The training options of `skinsynth finetune`, validated before anything loads, and the defaults each method
+fills in for the options left unset."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import SkinsynthError
+
+DEFAULT_LEARNING_RATES = {"lora": 1e-4, "full": 1e-5, "textual-inversion": 5e-4, "scratch": 5e-4}  # as in diffusers' example scripts
+# Training from scratch drops some captions by default: classifier-free guidance needs an unconditional model.
+DEFAULT_CAPTION_DROPOUT = {"scratch": 0.1}
+# Min-SNR-gamma loss weighting (Hang et al. 2023) for training from scratch: the easy, low-noise steps stop
+# dominating the loss, so the model spends its capacity where the layout (and the class) is decided.
+DEFAULT_SNR_GAMMA = {"scratch": 5.0}
+# Options that may change when a run is resumed (train longer, checkpoint or validate more often; `cache_latents`
+# draws the same latents, from distributions the VAE encoded in other batches: equal to float rounding).
+RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "validate_every", "validation_images", "dataloader_workers", "cache_latents"}
+
+
+class Hyperparameters(BaseModel):
+    """The training options, validated before anything loads; `None` means "the method's or model's default"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["lora", "full", "textual-inversion", "scratch"] = "lora"
+    size: str | None = None  # scratch only: the architecture preset
+    config: str | None = None  # scratch only: a file of architecture fields over the preset
+    max_steps: Annotated[int, Field(ge=1)] = 1000
+    batch_size: Annotated[int, Field(ge=1)] = 4
+    gradient_accumulation_steps: Annotated[int, Field(ge=1)] = 1
+    learning_rate: Annotated[float, Field(gt=0)] | None = None
+    resolution: Annotated[int, Field(ge=8, multiple_of=8)] | None = None
+    checkpoint_every: Annotated[int, Field(ge=1)] = 500
+    validate_every: Annotated[int, Field(ge=0)] = 500
+    validation_images: Annotated[int, Field(ge=0)] = 4
+    seed: Annotated[int, Field(ge=0)] = 0
+    gradient_checkpointing: bool | None = None  # None: on for the large families (`Family.large_model`)
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    use_8bit_adam: bool | None = None  # None: on for the large families where bitsandbytes and CUDA are there
+    cache_latents: bool = False
+    ema: bool = False
+    caption_dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
+    snr_gamma: Annotated[float, Field(ge=0)] | None = None  # 0: plain MSE
+    class_balance: Annotated[float, Field(ge=0, le=1)] = 0.0
+    lora_rank: Annotated[int, Field(ge=1)] = 4
+    weight_decay: Annotated[float, Field(ge=0)] = 1e-2
+    max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
+    dataloader_workers: Annotated[int, Field(ge=0)] = 0
+
+
+
+def eight_bit_adam_available() -> bool:
+    """bitsandbytes is installed and there is a CUDA GPU for it."""
+    import importlib.util
+
+    import torch
+
+    return importlib.util.find_spec("bitsandbytes") is not None and torch.cuda.is_available()
+
+
+def parse_hyperparameters(options: dict) -> Hyperparameters:
+    try:
+        hyper = Hyperparameters(**options)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = "--" + str(first["loc"][0]).replace("_", "-")
+        raise SkinsynthError(f"`{name}`: {first['msg']} (got {first.get('input')!r})") from None
+    if hyper.ema and hyper.method not in ("full", "scratch"):
+        raise SkinsynthError("`--ema` keeps an average of the UNet's weights: it applies to `--method full` and `--method scratch` only")
+    for option in ("size", "config"):
+        if getattr(hyper, option) is not None and hyper.method != "scratch":
+            raise SkinsynthError(f"`--{option}` sets the architecture of a model trained from scratch: it applies to `--method scratch` only")
+    if hyper.cache_latents and hyper.method == "scratch":
+        raise SkinsynthError("`--cache-latents` keeps the VAE's latents of each image; `--method scratch` trains the VAE, so they change every step: leave the option out")
+    if hyper.use_8bit_adam:
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise SkinsynthError("`--use-8bit-adam` needs bitsandbytes (`pip install bitsandbytes`, CUDA only); or leave the option out") from None
+    return hyper
