@@ -20,25 +20,23 @@ import os
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
-from .errors import OutputError, ShortfallError, SkinsynthError
-from .families import Family, family_for
-from .images import encode_image, rejection_reason, to_uint8
-from .plan import ImageJob, SplitPlan, attempt_seed, plan
+from .errors import OutputError, SkinsynthError
+from .families import family_for
+from .image_maker import ImageMaker
+from .images import encode_image
+from .plan import ImageJob, SplitPlan, plan
 from .ranks import FailureWatch
 from .recipe import Recipe, load_recipe
+from .run_folder import IDENTITY_LIBRARIES, MANIFEST, STATE_DIR, acquire_lock, check_output, check_same_run, prepare_output, undone_on_failure
 from .shards import ShardInfo, ShardWriter, atomic_write_json, shard_file, shard_ranges, splits_manifest
 from .versions import library_versions
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "generation.json"
-STATE_DIR = ".skinsynth"
 IMAGE_EXTENSIONS = {"png": "png", "jpeg": "jpg", "webp": "webp"}
 
 
@@ -106,92 +104,6 @@ def batches(jobs: list[ImageJob], batch_size: int) -> list[list[ImageJob]]:
     return sorted(chunks, key=lambda chunk: chunk[0].index)
 
 
-class ImageMaker:
-    """Turns batches of jobs into accepted uint8 images, retrying rejected images with their next seed.
-
-    An `image_filter` (`skinsynth.audit.filter.ImageFilter`) reviews the images that pass the degenerate-image
-    checks; its rejections are retried the same way, and its scores become `score_columns` of the rows. An image
-    still rejected after `max_attempts` tries stops the run (`ShortfallError`) rather than leaving its class and
-    attribute cell short; the message names the cell, its acceptance rate in this run and what would help.
-    """
-
-    def __init__(self, pipe, recipe: Recipe, image_filter=None, family: Family | None = None):
-        self.pipe = pipe
-        self.recipe = recipe
-        self.family = family or Family()  # maps the recipe's settings onto the pipeline's keywords
-        self.image_filter = image_filter
-        self.score_columns: tuple[str, ...] = image_filter.score_columns if image_filter is not None else ()
-        self.tried: Counter = Counter()  # per cell (split, label, attributes): images made in this run
-        self.accepted: Counter = Counter()
-
-    @staticmethod
-    def cell(job: ImageJob) -> tuple:
-        return (job.split, job.label, tuple(sorted(job.attributes.items())))
-
-    def __call__(self, jobs: list[ImageJob], rejections: Counter, per_class: Counter | None = None) -> list[tuple[ImageJob, int, np.ndarray, dict]]:
-        """(job, seed used, pixels, scores) for every job, each accepted within `max_attempts` tries; rejections are
-        counted by reason, and in `per_class` by (reason, class name)."""
-        import torch
-        from PIL import Image
-
-        accepted: dict[int, tuple[ImageJob, int, np.ndarray, dict]] = {}
-        pending = [(job, 0) for job in jobs]
-        while pending:
-            seeds = [attempt_seed(job.seed, attempt) for job, attempt in pending]
-            arguments = self.family.call_arguments(
-                [job.prompt for job, _ in pending], [job.negative_prompt for job, _ in pending], pending[0][0].guidance_scale, pending[0][0].num_inference_steps, self.recipe,
-            )
-            output = self.pipe(**arguments, generator=[torch.Generator("cpu").manual_seed(seed) for seed in seeds], output_type="np")
-            flags = getattr(output, "nsfw_content_detected", None) or [None] * len(pending)
-            reasons = [rejection_reason(image, flag) for image, flag in zip(output.images, flags)]
-            pixels = [to_uint8(image) for image in output.images]
-            scores = [{}] * len(pending)
-            if self.image_filter is not None:
-                images = [Image.fromarray(p) if r is None else None for p, r in zip(pixels, reasons)]
-                reasons, scores = self.image_filter.review(images, [job.label for job, _ in pending], reasons)
-            retry, exhausted = [], []
-            for (job, attempt), seed, image, reason, score in zip(pending, seeds, pixels, reasons, scores):
-                self.tried[self.cell(job)] += 1
-                if reason is None:
-                    self.accepted[self.cell(job)] += 1
-                    accepted[job.index] = (job, seed, image, score)
-                    continue
-                rejections[reason] += 1
-                if per_class is not None:
-                    per_class[reason, self.recipe.label_names[job.label]] += 1
-                if attempt + 1 < self.recipe.generation.max_attempts:
-                    retry.append((job, attempt + 1))
-                else:
-                    exhausted.append((job, reason))
-            if exhausted:
-                raise ShortfallError(self.shortfall(*exhausted[0]))
-            pending = retry
-        return [accepted[job.index] for job in jobs]
-
-    def shortfall(self, job: ImageJob, reason: str) -> str:
-        """What stops the run: which cell, how often its images pass in this run, and which settings would help."""
-        from .audit.copy_filter import COPY
-
-        cell = self.cell(job)
-        tried, kept = self.tried[cell], self.accepted[cell]
-        rate = kept / tried if tried else 0.0
-        attempts = self.recipe.generation.max_attempts
-        where = " ".join([f"split `{job.split}`, class `{self.recipe.label_names[job.label]}`"] + [f"{k}={v}" for k, v in sorted(job.attributes.items())])
-        if 0 < rate < 1:  # tries that make a shortfall unlikely (< 0.1% per image) at this rate
-            needed = min(100, math.ceil(math.log(1e-3) / math.log(1 - rate)))
-            fix = f"raise `generation.max_attempts` in the recipe{f' to about {needed} (at most 100)' if needed > attempts else ''} and run the same command again to resume, or "
-        else:
-            fix = "raising `generation.max_attempts` will not help at this rate: "
-        if reason == COPY:
-            fix = "the model reproduces its training images for this cell: train it less or on more images per class, or "
-        elif self.image_filter is not None:
-            fix += "lower `--filter-threshold` / drop `--filter-upper` or `--filter-clip` (a new --out), or "
-        return (
-            f"image {job.index} of {where} was rejected {attempts} times (last: {reason}); this cell kept {kept} of {tried} images in this run "
-            f"({100 * rate:.1f}%), so it would come up short. Finished shards are kept; {fix}use a model that draws this class better"
-        )
-
-
 def write_shard(out: Path, task: ShardTask, split_plan: SplitPlan, make_images: ImageMaker, batch_size: int, encoder: ThreadPoolExecutor, progress=None) -> dict:
     """Generate, encode and write one shard, rows in plan order.
 
@@ -235,134 +147,6 @@ def write_shard(out: Path, task: ShardTask, split_plan: SplitPlan, make_images: 
     atomic_write_json(out / STATE_DIR / "shards" / task.record_name, record)
     logger.info("wrote %s: %d images in %.1f s", task.file, info.num_rows, seconds)
     return record
-
-
-# All a folder may hold to count as a generate run stopped before its manifest was written.
-RUN_STATE_ONLY = {STATE_DIR}
-# Identity keys and the option a user changes to change them: named when a resume is refused.
-IDENTITY_OPTIONS = {
-    "recipe_sha256": "recipe (on resume, only `generation.max_attempts` may be raised)", "limit": "--limit", "batch_size": "--batch-size", "device_type": "--device",
-    "libraries": "installed library versions", "filter": "filter (--filter-* options)", "model": "--model",
-    "revision": "--revision", "commit": "--model/--revision (Hub commit)", "fingerprint": "--model (the folder's files changed)",
-    "pipeline_class": "--model", "scheduler": "recipe's generation.scheduler", "dtype": "--dtype", "lora": "--lora",
-    "embeddings": "--embeddings", "copy_filter": "copy filter (--filter-copies options, or the real dataset's images)",
-}
-ABSENT = "<absent>"  # an identity key one side does not have
-IDENTITY_LIBRARIES = ("torch", "diffusers", "transformers")  # their versions change pixels
-
-
-def check_output(out: str | Path) -> None:
-    """Refuse `out` unless it is absent, empty, or holds a `skinsynth generate` run; reads only, writes nothing.
-
-    A run is recognised by its manifest, or, for a run stopped before writing one, by a folder holding nothing but
-    `.skinsynth/`. Anything else (a project, a `prepare` dataset, a home folder) would get its files overwritten.
-    """
-    if not str(out).strip():  # Path("") is the working directory
-        raise OutputError("`--out` is empty; name the dataset folder (a new or empty one, or an unfinished run to resume)")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"`--out {out}` is a file; give a new or empty folder")
-    if not out.is_dir() or (out / MANIFEST).is_file():
-        return
-    found = sorted(entry.name for entry in out.iterdir() if entry.name not in RUN_STATE_ONLY)
-    if found:
-        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
-        raise OutputError(f"`{out}` is not empty ({shown}) and holds no `skinsynth generate` run; choose a new or empty --out")
-
-
-def _prepare_output(out: Path) -> list[Path]:
-    """Create `out` and its state folder; return the top folders this call created (to remove if the start fails)."""
-    top = out if not out.exists() else out / STATE_DIR
-    while not top.parent.exists():
-        top = top.parent
-    created = [] if top.exists() else [top]
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / STATE_DIR / "shards").mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OutputError(f"cannot create output directory `{out}`: {err.strerror or err}") from None
-    if not os.access(out, os.W_OK):
-        _remove_created(created)
-        raise OutputError(f"output directory `{out}` is not writable")
-    return created
-
-
-def _remove_created(created: list[Path]) -> None:
-    import shutil
-
-    for folder in created:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-@contextmanager
-def _undone_on_failure(created: list[Path]):
-    """Remove the folders `_prepare_output` created when the start fails (mistyped model, refused filter, Ctrl-C)."""
-    try:
-        yield
-    except BaseException:
-        _remove_created(created)
-        raise
-
-
-def identity_difference(previous: dict, current: dict, keys=None) -> tuple[str, object, object] | None:
-    """The first key whose value differs between two identities, with both values (inside `model`, the model's own
-    key); a key present on one side only differs too. `keys` limits the comparison to those top-level keys."""
-    for key in sorted(set(previous) | set(current) if keys is None else keys):
-        old, new = previous.get(key, ABSENT), current.get(key, ABSENT)
-        if key == "model" and isinstance(old, dict) and isinstance(new, dict) and old != new:
-            return identity_difference(old, new)
-        if old != new:
-            return key, old, new
-    return None
-
-
-def _check_same_run(out: Path, identity: dict, keys=None, recipe: Recipe | None = None) -> dict | None:
-    """The manifest already in `out`, after checking it describes the same run; None if `out` holds no run.
-
-    Everything that changes the bytes of a shard is in the identity, and both sides are compared, so a resume can
-    never mix shards of two runs. `keys` checks only those (before the model is loaded). The one setting that may
-    change is a raised `generation.max_attempts` of `recipe`: every finished row was accepted within the old limit,
-    so a higher one would have made the same rows (a lower one might not)."""
-    path = out / MANIFEST
-    if not path.is_file():
-        return None
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    previous = manifest.get("identity", {})
-    if recipe is not None and _only_more_attempts(manifest.get("recipe"), recipe):
-        previous = {**previous, "recipe_sha256": identity.get("recipe_sha256", ABSENT)}
-    difference = identity_difference(previous, identity, keys)
-    if difference is not None:
-        key, old, new = difference
-        raise OutputError(
-            f"`{out}` holds a run with another {IDENTITY_OPTIONS.get(key, key)} ({key}: {old!r}, now {new!r}); "
-            "resume it with the same recipe, model and options, or choose another --out"
-        )
-    return manifest
-
-
-def _only_more_attempts(previous: dict | None, recipe: Recipe) -> bool:
-    """Whether `recipe` is the `previous` recipe (as the manifest recorded it) with `max_attempts` kept or raised."""
-    if not previous:
-        return False
-    current = recipe.to_dict()
-    before, now = previous.get("generation", {}).get("max_attempts"), current["generation"]["max_attempts"]
-
-    def strip(r: dict) -> dict:
-        return {**r, "generation": {k: v for k, v in r.get("generation", {}).items() if k != "max_attempts"}}
-
-    return isinstance(before, int) and now >= before and strip(previous) == strip(current)
-
-
-def _acquire_lock(out: Path):
-    """The run's lock, held by the main process for the whole run; None if another run holds it."""
-    from filelock import FileLock, Timeout
-
-    lock = FileLock(str(out / STATE_DIR / "lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        return None
-    return lock
 
 
 def _broadcast(state, value):
@@ -444,14 +228,14 @@ def generate(
     versions = library_versions()
     identity = {"recipe_sha256": recipe.fingerprint(), "limit": limit, "batch_size": batch_size, "device_type": device.split(":")[0],
                 "libraries": {name: versions.get(name) for name in IDENTITY_LIBRARIES}}
-    _check_same_run(out, identity, keys=identity, recipe=recipe)  # fail fast, before loading the model
+    check_same_run(out, identity, keys=identity, recipe=recipe)  # fail fast, before loading the model
 
     # The main process holds the lock for the whole run; every process learns whether it got it.
     lock, refusal, created = None, None, []
     if state.is_main_process:
         try:
-            created = _prepare_output(out)
-            lock = _acquire_lock(out)
+            created = prepare_output(out)
+            lock = acquire_lock(out)
         except OutputError as err:
             refusal = str(err)
         if lock is None and refusal is None:
@@ -461,7 +245,7 @@ def generate(
         raise OutputError(refusal)
     watch = FailureWatch(state)  # from here on, one process failing stops them all
     try:
-        with _undone_on_failure(created):  # a failed start (mistyped model, refused filter, Ctrl-C) leaves no trace
+        with undone_on_failure(created):  # a failed start (mistyped model, refused filter, Ctrl-C) leaves no trace
             pipe, model_info = pipeline or load_pipeline(
                 model, revision=revision, device=device, dtype=dtype, lora=lora, embeddings=embeddings,
                 scheduler=recipe.generation.scheduler, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle, recipe=recipe,
@@ -482,7 +266,7 @@ def generate(
             if image_filter is not None:
                 image_filter = _build_filter(image_filter, recipe, device, progress)
                 identity["filter"] = image_filter.summary(relative_to=out)
-            manifest = _check_same_run(out, identity, recipe=recipe)
+            manifest = check_same_run(out, identity, recipe=recipe)
         plans = plan(recipe, limit)
         tasks = shard_tasks(plans, recipe.generation.shard_size)
         # The work is shared out once, by the main process, from the state before anyone starts: a process that

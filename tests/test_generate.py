@@ -241,7 +241,7 @@ def test_a_foreign_folder_is_refused_before_a_byte_is_written(tiny_pipeline_dir,
 
 
 def test_resuming_with_another_batch_size_or_without_the_filter_is_refused(tiny_pipeline_dir, tmp_path):
-    from skinsynth.generate import identity_difference
+    from skinsynth.run_folder import identity_difference
 
     recipe = small_recipe(tmp_path, per_class=1)
     out = tmp_path / "out"
