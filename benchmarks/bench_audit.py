@@ -102,7 +102,7 @@ def filter_speed(args) -> None:
     import torch
 
     from skinsynth.audit.copy_filter import CopyFilterConfig, build_copy_filter
-    from skinsynth.audit.memorization import reference_cache_dir
+    from skinsynth.audit.matching import reference_cache_dir
     from skinsynth.pipeline import load_pipeline, tiny_pipeline
 
     real = open_dataset(args.real)

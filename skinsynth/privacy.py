@@ -110,7 +110,7 @@ def check_publishable(root: str | Path, *, allow_unaudited: bool = False) -> Pri
 
 
 def _percent(share: dict | None) -> str:
-    """A measured share (`memorization.share`) as "1.00% (95% CI 0.43–2.31%, 5/501)"."""
+    """A measured share (`matching.share`) as "1.00% (95% CI 0.43–2.31%, 5/501)"."""
     if not share or share.get("value") is None:
         return "—"
     low, high = share["ci95"]

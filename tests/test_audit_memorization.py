@@ -11,7 +11,8 @@ from PIL import Image
 
 from skinsynth.audit.copies import plant_copy
 from skinsynth.audit.features import ContrastiveConfig, ContrastiveFeatures
-from skinsynth.audit.memorization import audit_memorization, excess, halves_by_group
+from skinsynth.audit.matching import halves_by_group
+from skinsynth.audit.memorization import audit_memorization, excess
 from skinsynth.audit.stats import wilson_interval
 from skinsynth.cli import main
 from skinsynth.errors import SkinsynthError
@@ -235,7 +236,8 @@ def test_heldout_images_of_a_training_lesion_under_another_id_are_reported(ham10
 
 def test_the_verdict_says_fewer_when_held_out_images_score_higher_than_synthetic_ones():
     """The HAM10000 twin: 0 of 588 synthetic images flagged while 7 of 501 held-out ones are (lesions under two ids)."""
-    from skinsynth.audit.memorization import share, verdict
+    from skinsynth.audit.matching import share
+    from skinsynth.audit.memorization import verdict
 
     report = {"excess": excess(0, 588, 7, 501), "false_positive_rate": share(7, 501), "num_flagged": 0, "num_synthetic": 588}
     assert report["excess"]["ci95"][1] < 0

@@ -161,7 +161,8 @@ def test_reports_become_sections(synthetic_copy):
                  {"name": "real+synthetic", "real_per_class": 10, "synthetic_per_class": 20,
                   "metrics": {"top1": {"mean": 0.625, "std": 0.015, "ci95": [0.6, 0.65]}, "balanced_accuracy": {"mean": 0.45, "std": 0.01, "ci95": [0.43, 0.47]}}}],
     })
-    from skinsynth.audit.memorization import DEFINITIONS, excess, share, verdict
+    from skinsynth.audit.matching import share
+    from skinsynth.audit.memorization import DEFINITIONS, excess, verdict
 
     memorization = {
         "features": "dinov2-small", "threshold": 0.95, "threshold_method": "split-conformal 0.99 quantile", "num_synthetic": 12,

@@ -15,7 +15,8 @@ from huggingface_hub import DatasetCard
 
 from skinsynth.audit.copy_filter import COPY, COPY_COLUMN, CopyFilterConfig, build_copy_filter
 from skinsynth.audit.keypoints import KeypointConfig, KeypointMatcher
-from skinsynth.audit.memorization import DEFINITIONS, excess, reference_cache_dir, share
+from skinsynth.audit.matching import reference_cache_dir, share
+from skinsynth.audit.memorization import DEFINITIONS, excess
 from skinsynth.cli import main
 from skinsynth.errors import PrivacyError
 from skinsynth.generate import generate

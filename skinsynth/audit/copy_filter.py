@@ -7,8 +7,8 @@ the next seed of its fixed sequence, like an image the classifier filter rejects
 image the audit would flag, and its manifest and card say at which threshold, with which measured false-positive rate
 and recall, and how many images per class were remade.
 
-The expensive parts run once: the training images' features (`memorization.build_matcher`) and the calibration on
-the held-out split are cached under `memorization.reference_cache_dir()`, keyed by the content of the splits and the
+The expensive parts run once: the training images' features (`matching.build_matcher`) and the calibration on
+the held-out split are cached under `matching.reference_cache_dir()`, keyed by the content of the splits and the
 settings, and reused by every later run and audit. What remains per image is one search (`bench_audit.py` measures it
 against the cost of generating the image).
 """
@@ -29,7 +29,8 @@ from ..paths import portable_reference
 from ..shards import atomic_write_json
 from .features import ContrastiveConfig, split_digest
 from .keypoints import KeypointConfig
-from .memorization import HELDOUT_SPLITS, build_matcher, calibrate, feature_settings, reference_cache_dir, reference_key
+from .matching import build_matcher, calibrate, feature_settings, reference_cache_dir, reference_key
+from .memorization import HELDOUT_SPLITS
 
 logger = logging.getLogger(__name__)
 
