@@ -36,6 +36,7 @@ def outputs(tiny_pipeline_dir, ham10000_dir, ham_subset, tmp_path_factory) -> di
     """{command: output folder} for one small run of each command, inputs given as absolute paths."""
     from transformers import ResNetConfig
 
+    from skinsynth.audit.memorization import audit_memorization
     from skinsynth.benchmark import benchmark
     from skinsynth.recipe import parse_recipe
 
@@ -65,8 +66,12 @@ def outputs(tiny_pipeline_dir, ham10000_dir, ham_subset, tmp_path_factory) -> di
     arms = root / "arms.yaml"
     arms.write_text("arms:\n  - {name: real, real_per_class: 2}\n  - {name: hybrid, real_per_class: 2, synthetic_per_class: 2}\n")
     written["benchmark"] = root / "benchmark"
-    benchmark(str(build_real(ham10000_dir, root / "bench-real")), [str(build_synthetic(root / "bench-synthetic", per_class=2))], model=str(classifier),
+    bench_real, bench_synthetic = build_real(ham10000_dir, root / "bench-real"), build_synthetic(root / "bench-synthetic", per_class=2)
+    benchmark(str(bench_real), [str(bench_synthetic)], model=str(classifier),
               out=written["benchmark"], arms=arms, image_size=32, epochs=1, batch_size=8, seeds=1, workers=0, save_models="best", progress=False)
+
+    written["audit-memorization"] = root / "audit-memorization"
+    audit_memorization(str(bench_synthetic), str(bench_real), written["audit-memorization"], num_planted=8, progress=False)
     return written
 
 

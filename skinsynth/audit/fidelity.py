@@ -31,7 +31,7 @@ from ..benchmark.metrics import evaluate
 from ..card import add_report, report_folder
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, SkinsynthError
-from ..paths import model_record_paths, resolved_from
+from ..paths import model_record_paths, portable_reference, resolved_from
 from ..shards import atomic_write_json, atomic_write_text, read_manifest
 from . import reports
 from .features import image_batches
@@ -172,7 +172,7 @@ def audit_fidelity(
     ensemble = ClassifierEnsemble(classifier_folders(classifiers), names, device)
     out = reports.prepare_output(out)  # once the inputs are known good: a refused audit leaves no folder behind
 
-    report: dict = {"synthetic": str(synthetic), "classifiers": list(ensemble.paths), "class_names": names}
+    report: dict = {"synthetic": portable_reference(synthetic, out), "classifiers": [portable_reference(p, out) for p in ensemble.paths], "class_names": names}
     labels = np.concatenate([np.asarray(part["label"], dtype=int) for part in parts.values()])
     probabilities = np.concatenate([_probabilities(ensemble, part, batch_size, f"classifying synthetic {split}", progress) for split, part in parts.items()])
     report["synthetic_fidelity"] = _summary(labels, probabilities, names)
@@ -186,7 +186,7 @@ def audit_fidelity(
         lora = (recorded.get("lora") or {}).get("path") if same else None
         embeddings = [e["path"] for e in recorded.get("embeddings") or []] if same else []
         pipe, _ = load_pipeline(model, device=device, lora=lora, embeddings=embeddings)
-        report["model"] = model
+        report["model"] = portable_reference(model, out)
     recipe = None
     if "recipe" in record:
         from ..recipe import parse_recipe
@@ -202,7 +202,7 @@ def audit_fidelity(
         rows = np.flatnonzero(mapped >= 0)
         real_part = real_part.select(rows.tolist())
         real_probabilities = _probabilities(ensemble, real_part, batch_size, f"classifying real {real_split}", progress)
-        report["real"] = {"dataset": str(real), "split": real_split, "rows_of_other_classes": int((mapped < 0).sum())}
+        report["real"] = {"dataset": portable_reference(real, out), "split": real_split, "rows_of_other_classes": int((mapped < 0).sum())}
         report["real_fidelity"] = _summary(mapped[rows], real_probabilities, names)
         if pipe is not None:
             height, width = (recipe.generation.height, recipe.generation.width) if recipe else (pipe.vae.config.sample_size,) * 2

@@ -38,6 +38,7 @@ import numpy as np
 from ..card import add_report, report_folder
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, SkinsynthError
+from ..paths import portable_reference
 from ..shards import atomic_write_json
 from . import reports
 from .features import ContrastiveConfig
@@ -190,8 +191,8 @@ def audit_memorization(
             **calibrated["rows"],
         },
         "definitions": DEFINITIONS,
-        "synthetic": str(synthetic),
-        "real": str(train),
+        "synthetic": portable_reference(synthetic, out),  # local datasets relative to the report's folder
+        "real": portable_reference(train, out),
         "heldout_split": heldout_split,
         "flagged": flagged,
         "heldout_flagged": calibrated["heldout_flagged"],

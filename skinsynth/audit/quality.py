@@ -18,6 +18,7 @@ import numpy as np
 from ..card import add_report, report_folder
 from ..data import label_names, open_dataset
 from ..errors import DatasetError, SkinsynthError
+from ..paths import portable_reference
 from ..shards import atomic_write_json
 from ..splits import assign_splits
 from . import reports
@@ -122,8 +123,8 @@ def audit_quality(
             syn_features[syn_labels == k], real_features[half_a][real_labels[half_a] == k], real_features[half_b][real_labels[half_b] == k], seed, **kid)
     report = {
         "features": extractor.name,
-        "synthetic": str(synthetic),
-        "real": str(real),
+        "synthetic": portable_reference(synthetic, out),  # local datasets relative to the report's folder
+        "real": portable_reference(real, out),
         "real_split": real_split,
         "num_synthetic": len(syn_features),
         "num_real": len(compared),
