@@ -77,13 +77,17 @@ def mean_loss(pipe, folder, batch, recipe, draws=8):
 @pytest.mark.parametrize("name", list(TINY_BUILDERS))
 def test_lora_lowers_the_family_loss_loads_in_diffusers_and_generates(name, tiny_models, real_data, tmp_path):
     from diffusers import DiffusionPipeline
+    from huggingface_hub import ModelCard
     from safetensors import safe_open
 
     folder, recipe = tiny_models[name], family_recipe(name)
     out = tmp_path / "lora"
     result = finetune(str(folder), real_data, recipe, out, method="lora", max_steps=12, learning_rate=3e-2, **FAST)
     assert result.metadata["method"] == "lora" and len(result.losses) == 12
-    denoiser = family_of_folder(folder).denoiser
+    family = family_of_folder(folder)
+    tags = ModelCard.load(out / "README.md").data.tags  # the card tags the family it adapts, not Stable Diffusion for all
+    assert family.name in tags and "stable-diffusion" not in tags and result.metadata["family"] == family.name
+    denoiser = family.denoiser
     with safe_open(str(out / "pytorch_lora_weights.safetensors"), "pt") as f:
         assert f.keys() and all(key.startswith(f"{denoiser}.") for key in f.keys())
 

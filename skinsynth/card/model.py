@@ -30,12 +30,13 @@ def write_model_card(model_dir: str | Path, repo_id: str | None = None) -> Path:
         raise PipelineError(f"{path} cannot be read: {err}") from None
     trained_on = training_data(metadata)
     method = metadata.get("method")
+    family = metadata.get("family", "stable-diffusion")  # models trained before families were recorded are SD 1.x/2.x
     card_data = ModelCardData(
         license=trained_on.license if trained_on else None,  # unknown: the base model's own license applies
         base_model=hub_id(metadata.get("base_model")),  # the body names a local base
         library_name="diffusers",
         pipeline_tag="text-to-image",
-        tags=unique(["skinsynth", "dermatology", "medical", "text-to-image", "diffusers", "stable-diffusion", {"lora": "lora", "textual-inversion": "textual_inversion"}.get(method)]),
+        tags=unique(["skinsynth", "dermatology", "medical", "text-to-image", "diffusers", family if family != "other" else None, {"lora": "lora", "textual-inversion": "textual_inversion"}.get(method)]),
         datasets=[trained_on.source_dataset] if trained_on and hub_id(metadata.get("training_data")) else None,
     )
     card = ModelCard.from_template(

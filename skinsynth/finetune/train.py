@@ -279,6 +279,7 @@ def finetune(
                 "base_model": base_reference,
                 "base_revision": commit or revision,
                 "method": hyper.method,
+                "family": family.name,  # the model card's tag, e.g. stable-diffusion-xl or flux
                 "training_data": data_reference,
                 "training_license": training_license,
                 "training_citation": citation,
