@@ -74,7 +74,7 @@ def test_cli_on_a_generated_dataset_reconstructs_draws_the_grid_and_updates_the_
     printed = capsys.readouterr().out
     assert "real test, autoencoded" in printed and "prompt following" in printed
     report = json.loads((tmp_path / "audit" / "fidelity.json").read_text())
-    assert report["model"] == str(tiny_pipeline_dir)  # found in generation.json
+    assert (tmp_path / "audit" / report["model"]).resolve() == tiny_pipeline_dir.resolve()  # found in generation.json; named relative to the report
     assert report["reconstruction_fidelity"]["n"] == report["real_fidelity"]["n"] == 6
     shared = report["shared_seeds"]
     assert np.array(shared["predictions"]).shape == (3, 3) and 0 <= shared["prompt_following"] <= 1
