@@ -17,25 +17,17 @@ from skinsynth.cli import main
 from skinsynth.data import open_dataset
 from skinsynth.finetune import finetune
 from skinsynth.finetune.captions import class_words, instance_token
-from skinsynth.recipe import load_recipe, parse_recipe
+from skinsynth.recipe import load_recipe
 
-from .test_finetune import FAST, RECIPE, images, write_real_dataset
+from . import test_finetune
+from .test_finetune import FAST, RECIPE, images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
+real_data, recipe = test_finetune.real_data, test_finetune.recipe  # its fixtures: the small real dataset and its recipe
 generation = importlib.import_module("skinsynth.generate")  # the module (the package's `generate` is the function)
 
 DREAMBOOTH = {"method": "dreambooth", "learning_rate": 1e-2, "checkpoint_every": 2, **FAST}
-
-
-@pytest.fixture(scope="module")
-def real_data(ham10000_dir, tmp_path_factory):
-    return write_real_dataset(tmp_path_factory.mktemp("real") / "ham", ham10000_dir)
-
-
-@pytest.fixture(scope="module")
-def recipe():
-    return parse_recipe(RECIPE)
 
 
 @pytest.fixture
