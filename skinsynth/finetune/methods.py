@@ -8,7 +8,7 @@
 - `textual-inversion`: one new token per class (the paper's choice), initialized from the class text's embedding;
   exported in diffusers' format, one `{token: embedding}` file per class (`generate --embeddings DIR`).
 - `dreambooth`: `lora` or `full` (the adapter) taught one rare instance token per class (`sks melanoma`), with
-  prior preservation: each step adds `prior_loss_weight` x the loss on the base's own class images (`prior.py`);
+  prior preservation: each step adds `prior_loss_weight` x the loss on the base's own class images (`dreambooth.py`);
   exported as its adapter is, plus `recipe.yaml` whose class prompts carry the instance tokens.
 - `scratch`: every weight of a pipeline built at random (`scratch.py`): the autoencoder for its first steps, then
   the UNet (and text encoder) on its latents; exported as a whole pipeline (`generate --model DIR`).
@@ -312,56 +312,6 @@ class TextualInversion(Method):
         return {"tokens": {spec.name: token for spec, token in zip(self.recipe.classes, self.tokens)}}
 
 
-class DreamBooth(Method):
-    """DreamBooth (Ruiz et al. 2023) as diffusers' `train_dreambooth_lora.py` computes it: the instance loss plus
-    `prior_loss_weight` x the same loss on the batch's class images. Each half is its own forward pass through the
-    family's loss (diffusers concatenates them into one batch: the same objective, with separate noise draws). What
-    learns, what a checkpoint keeps and how the result is saved are the adapter's (`LoRA` or `Full`)."""
-
-    name = "dreambooth"
-
-    def __init__(self, parts: Components, recipe: Recipe, *, adapter: str = "lora", prior_loss_weight: float = 1.0, **options):
-        super().__init__(parts, recipe, **options)
-        self.adapter: Method = METHODS[adapter](parts, recipe, **options)
-        self.caches = self.adapter.caches
-        self.prior_loss_weight = prior_loss_weight
-
-    def setup(self):
-        return self.adapter.setup()
-
-    def low_precision_modules(self):
-        return self.adapter.low_precision_modules()
-
-    def parameters(self):
-        return self.adapter.parameters()
-
-    def state(self):
-        return self.adapter.state()
-
-    def load_state(self, tensors, step):
-        self.adapter.load_state(tensors, step)
-
-    def loss(self, trained, noise_scheduler, batch, generator, weight_dtype, step):
-        loss = self.adapter.loss(trained, noise_scheduler, batch, generator, weight_dtype, step)
-        if "prior" in batch and self.prior_loss_weight:
-            loss = loss + self.prior_loss_weight * self.adapter.loss(trained, noise_scheduler, batch["prior"], generator, weight_dtype, step)
-        return loss
-
-    def after_step(self):
-        self.adapter.after_step()
-
-    def evaluation_weights(self):
-        return self.adapter.evaluation_weights()
-
-    def export(self, out, pipeline_class):
-        from .captions import instance_token, token_recipe
-
-        extra = self.adapter.export(out, pipeline_class)
-        (out / "recipe.yaml").write_text(token_recipe(self.recipe, self.name).to_yaml(), encoding="utf-8")
-        tokens = {spec.name: instance_token(i) for i, spec in enumerate(self.recipe.classes)}
-        return extra | {"dreambooth": {"adapter": self.adapter.name, "instance_tokens": tokens}}
-
-
 class Scratch(Full):
     """Stage 1 (the first `autoencoder_steps` steps) trains the autoencoder alone; stage 2 the UNet and the text
     encoder on its latents, with the optional EMA of both. One optimizer holds every weight: a weight that gets
@@ -448,4 +398,4 @@ class Scratch(Full):
         return {"architecture": self.architecture.model_dump(), "latent_scaling_factor": self.scaling_factor}
 
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (LoRA, Full, TextualInversion, DreamBooth, Scratch)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (LoRA, Full, TextualInversion, Scratch)}  # and `dreambooth.DreamBooth`, over LoRA or Full

@@ -175,7 +175,7 @@ def finetune(
     one new token per class), `dreambooth` (`dreambooth_adapter` `lora`, the default, or `full`, at its learning rate;
     one instance token per class, and with prior preservation: `prior_images` class images per class, default 100,
     made by the base from the recipe's prompts into `checkpoint_dir/prior/`, their loss weighted by
-    `prior_loss_weight`, default 1; 0 images trains without them; see `prior.py`) or `scratch` (5e-4; no `base`: a whole pipeline of the architecture `size`, overridden
+    `prior_loss_weight`, default 1; 0 images trains without them; see `dreambooth.py`) or `scratch` (5e-4; no `base`: a whole pipeline of the architecture `size`, overridden
     by the file `config`, is trained from random weights, see `scratch.py`). `resolution` defaults to the base's
     own (the preset's for scratch). Checkpoints (and the lock) go to `checkpoint_dir`, by default `out` + `.checkpoints`
     beside `out`. With `resume`, continues the run in `out` from the latest checkpoint there (same data order, same
@@ -270,14 +270,14 @@ def finetune(
             folder = state / INIT_DIR
         prior = None
         if hyper.method == "dreambooth" and hyper.prior_images:  # made before the trained pipeline loads: one model in memory at a time
-            from .prior import PRIOR_DIR, class_images
+            from .dreambooth import PRIOR_DIR, class_images
 
             prior = class_images(base, revision, recipe, hyper.prior_images, state / PRIOR_DIR, device=str(accelerator.device), progress=progress)
 
         trainer = Trainer(accelerator, hyper, recipe, folder, pipeline_class, family, out, state)
         rows = TrainingRows(train_split, captioner, trainer.parts.tokenizer, hyper.resolution, seed=hyper.seed)
         if prior is not None:
-            from .prior import PRIOR_SPLIT, PriorRows, WithPrior
+            from .dreambooth import PRIOR_SPLIT, PriorRows, WithPrior
 
             prior_rows = PriorRows(open_dataset(state / PRIOR_DIR, required_splits=(PRIOR_SPLIT,))[PRIOR_SPLIT], trainer.parts.tokenizer, hyper.resolution)
             rows = WithPrior(rows, prior_rows, seed=hyper.seed)
@@ -305,7 +305,7 @@ def finetune(
                 **extra,
             }
             if prior is not None:
-                from .prior import provenance
+                from .dreambooth import provenance
 
                 metadata["dreambooth"]["prior"] = provenance(prior, state / PRIOR_DIR, out, len(prior_rows), base_reference)
             if architecture is not None:

@@ -79,8 +79,11 @@ class Trainer:
         self.parts = Components(pipe, folder, family)
         options = {"lora_rank": hyper.lora_rank, "ema": hyper.ema, "snr_gamma": hyper.snr_gamma, "cache_latents": hyper.cache_latents}
         if hyper.method == "dreambooth":
-            options |= {"adapter": hyper.dreambooth_adapter, "prior_loss_weight": hyper.prior_loss_weight}
-        self.method: Method = METHODS[hyper.method](self.parts, recipe, **options)
+            from .dreambooth import DreamBooth
+
+            self.method: Method = DreamBooth(self.parts, recipe, adapter=hyper.dreambooth_adapter, prior_loss_weight=hyper.prior_loss_weight, **options)
+        else:
+            self.method = METHODS[hyper.method](self.parts, recipe, **options)
         set_seed(hyper.seed)  # LoRA's initial weights are random
         trained = self.method.setup()
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)

@@ -1,6 +1,7 @@
-"""DreamBooth's prior preservation (Ruiz et al. 2023): class images the base model makes from each class's prompts
-without the instance token, trained on beside the real images so that the class noun ("melanoma") keeps what the
-base knew while the instance token ("sks melanoma") learns the dataset's look.
+"""DreamBooth (Ruiz et al. 2023): the method, and its prior preservation. The instance tokens themselves are
+captions' (`captions.instance_token`). Prior preservation: class images the base model makes from each class's
+prompts without the instance token, trained on beside the real images so that the class noun ("melanoma") keeps
+what the base knew while the instance token ("sks melanoma") learns the dataset's look.
 
 The class images are a skinsynth dataset: `generate()` makes them from `prior_recipe` (the training recipe, asking
 `--prior-images` per class of one `train` split) into the training state folder (`DIR.checkpoints/prior/`), so they
@@ -19,6 +20,7 @@ import torch
 
 from ..recipe import Recipe, SplitSpec
 from .batches import training_pixels
+from .methods import METHODS, Components, Method
 
 PRIOR_DIR = "prior"  # in the training state folder
 PRIOR_SPLIT = "train"
@@ -111,3 +113,53 @@ class WithPrior(torch.utils.data.Dataset):
         row_index, epoch = key
         pick = int(np.random.default_rng([self.seed, epoch, row_index, 2]).integers(len(self.prior)))
         return {**self.rows[key], "prior": self.prior[pick]}
+
+
+class DreamBooth(Method):
+    """DreamBooth (Ruiz et al. 2023) as diffusers' `train_dreambooth_lora.py` computes it: the instance loss plus
+    `prior_loss_weight` x the same loss on the batch's class images. Each half is its own forward pass through the
+    family's loss (diffusers concatenates them into one batch: the same objective, with separate noise draws). What
+    learns, what a checkpoint keeps and how the result is saved are the adapter's (`LoRA` or `Full`)."""
+
+    name = "dreambooth"
+
+    def __init__(self, parts: Components, recipe: Recipe, *, adapter: str = "lora", prior_loss_weight: float = 1.0, **options):
+        super().__init__(parts, recipe, **options)
+        self.adapter: Method = METHODS[adapter](parts, recipe, **options)
+        self.caches = self.adapter.caches
+        self.prior_loss_weight = prior_loss_weight
+
+    def setup(self):
+        return self.adapter.setup()
+
+    def low_precision_modules(self):
+        return self.adapter.low_precision_modules()
+
+    def parameters(self):
+        return self.adapter.parameters()
+
+    def state(self):
+        return self.adapter.state()
+
+    def load_state(self, tensors, step):
+        self.adapter.load_state(tensors, step)
+
+    def loss(self, trained, noise_scheduler, batch, generator, weight_dtype, step):
+        loss = self.adapter.loss(trained, noise_scheduler, batch, generator, weight_dtype, step)
+        if "prior" in batch and self.prior_loss_weight:
+            loss = loss + self.prior_loss_weight * self.adapter.loss(trained, noise_scheduler, batch["prior"], generator, weight_dtype, step)
+        return loss
+
+    def after_step(self):
+        self.adapter.after_step()
+
+    def evaluation_weights(self):
+        return self.adapter.evaluation_weights()
+
+    def export(self, out, pipeline_class):
+        from .captions import instance_token, token_recipe
+
+        extra = self.adapter.export(out, pipeline_class)
+        (out / "recipe.yaml").write_text(token_recipe(self.recipe, self.name).to_yaml(), encoding="utf-8")
+        tokens = {spec.name: instance_token(i) for i, spec in enumerate(self.recipe.classes)}
+        return extra | {"dreambooth": {"adapter": self.adapter.name, "instance_tokens": tokens}}
