@@ -119,6 +119,29 @@ def test_full_finetuning_trains_the_denoiser_into_a_loadable_pipeline(name, tiny
     assert np.allclose(*(DiffusionPipeline.from_pretrained(path).vae.encoder.conv_in.weight.detach().numpy() for path in (folder, tmp_path / "full")))
 
 
+@pytest.mark.parametrize("name", list(TINY_BUILDERS))
+def test_dreambooth_with_prior_preservation_trains_each_family_and_generates(name, tiny_models, real_data, tmp_path):
+    """The class images come from the family's own generation, and their term enters its own loss: with weight 0 the
+    first step's loss (the base's weights, the same draws) is the instance loss alone, with weight 1 it is larger."""
+    from skinsynth.recipe import load_recipe
+
+    folder, recipe = tiny_models[name], family_recipe(name)
+    first = {}
+    for weight in (0.0, 1.0):
+        out = tmp_path / f"db-{weight}"
+        result = finetune(str(folder), real_data, recipe, out, method="dreambooth", prior_images=1, prior_loss_weight=weight, max_steps=1, learning_rate=1e-3, **FAST)
+        first[weight] = result.losses[0]
+        assert result.metadata["dreambooth"]["prior"]["images"] == 3
+    assert first[1.0] > first[0.0] + 1e-3, first
+    token_recipe = load_recipe(out / "recipe.yaml")
+    assert token_recipe.classes[0].text == "sks melanoma"
+    dataset = tmp_path / "generated"
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(token_recipe.to_yaml())
+    assert main(["generate", str(recipe_file), "--model", str(folder), "--lora", str(out), "--out", str(dataset), "--device", "cpu", "--batch-size", "6"]) == 0
+    assert json.loads((dataset / "generation.json").read_text())["model"]["lora"]["finetune"]["method"] == "dreambooth"
+
+
 @pytest.mark.parametrize("name, method", [("sd3", "textual-inversion"), ("flux", "textual-inversion"), ("sdxl", "textual-inversion")])
 def test_a_method_the_family_does_not_have_is_refused_before_anything_loads(name, method, tiny_models, real_data, tmp_path, capsys):
     recipe_file = tmp_path / "recipe.yaml"

@@ -36,7 +36,8 @@ def write_model_card(model_dir: str | Path, repo_id: str | None = None) -> Path:
         base_model=hub_id(metadata.get("base_model")),  # the body names a local base
         library_name="diffusers",
         pipeline_tag="text-to-image",
-        tags=unique(["skinsynth", "dermatology", "medical", "text-to-image", "diffusers", family if family != "other" else None, {"lora": "lora", "textual-inversion": "textual_inversion"}.get(method)]),
+        tags=unique(["skinsynth", "dermatology", "medical", "text-to-image", "diffusers", family if family != "other" else None,
+                     {"lora": "lora", "textual-inversion": "textual_inversion", "dreambooth": "dreambooth"}.get(method)]),
         datasets=[trained_on.source_dataset] if trained_on and hub_id(metadata.get("training_data")) else None,
     )
     card = ModelCard.from_template(
@@ -47,6 +48,7 @@ def write_model_card(model_dir: str | Path, repo_id: str | None = None) -> Path:
         folder_name=model_dir.name,
         metadata=metadata,
         method=method,
+        loads_as=(metadata.get("dreambooth") or {}).get("adapter", method),  # how the weights load: DreamBooth's are its adapter's
         training=trained_on,
         hyperparameters=sorted((metadata.get("hyperparameters") or {}).items()),
         has_grid=(model_dir / GRID_FILE).is_file(),

@@ -1,4 +1,4 @@
-"""`skinsynth finetune --base MODEL --data REAL --recipe RECIPE --method lora|full|textual-inversion --out DIR`, or
+"""`skinsynth finetune --base MODEL --data REAL --recipe RECIPE --method lora|full|textual-inversion|dreambooth --out DIR`, or
 `skinsynth finetune --method scratch --data REAL --recipe RECIPE --out DIR [--size PRESET] [--config FILE]`."""
 
 import argparse
@@ -16,7 +16,10 @@ def register(subparsers) -> None:
             "Each image is captioned with one of the recipe's prompt templates filled with its own label and attribute "
             "columns, so the prompts `skinsynth generate` writes from that recipe are the ones the model learned. "
             "Methods: `lora` (small adapter; generate with --model BASE --lora DIR), `full` (the whole UNet or transformer; --model DIR) "
-            "and `textual-inversion` (SD 1.x/2.x; one new token per class; --model BASE --embeddings DIR with DIR/recipe.yaml). "
+            "`textual-inversion` (SD 1.x/2.x; one new token per class; --model BASE --embeddings DIR with DIR/recipe.yaml) "
+            "and `dreambooth` (LoRA or full, per --dreambooth-adapter, taught one rare instance token per class, e.g. `sks melanoma`, "
+            "with prior preservation on --prior-images class images per class that the base makes once from the recipe's prompts; "
+            "generate from DIR/recipe.yaml, whose class prompts carry the tokens). "
             "`scratch` needs no --base: it trains a whole small pipeline (autoencoder, then UNet and text encoder on its "
             "latents) from random weights; generate with --model DIR. "
             "A checkpoint is kept every --checkpoint-every steps in --checkpoint-dir (DIR.checkpoints beside --out); run the same command with --resume to continue. "
@@ -33,7 +36,7 @@ def register(subparsers) -> None:
     required.add_argument("--base", default=None, metavar="MODEL_OR_PATH", help="Hub id or local folder of the pipeline to start from: SD 1.x/2.x, SDXL, SD3 or Flux (not with --method scratch)")
     required.add_argument("--data", required=True, metavar="REAL", help="labeled dataset (Hub id or `skinsynth prepare` folder) with a train split")
     required.add_argument("--recipe", required=True, help="recipe YAML whose classes and prompt templates caption the images")
-    required.add_argument("--method", required=True, choices=["lora", "full", "textual-inversion", "scratch"], help="what to train")
+    required.add_argument("--method", required=True, choices=["lora", "full", "textual-inversion", "dreambooth", "scratch"], help="what to train")
     required.add_argument("--out", required=True, metavar="DIR", help="output folder (new, or the run to continue with --resume)")
     required.add_argument("--revision", default=None, help="Hub revision of --base")
     required.add_argument("--data-revision", default=None, help="Hub revision of --data")
@@ -50,6 +53,15 @@ def register(subparsers) -> None:
     training.add_argument("--lora-rank", type=int, default=4, metavar="N", help="rank of the LoRA adapters (default: 4)")
     training.add_argument("--snr-gamma", type=float, default=None, metavar="G", help="min-SNR-gamma loss weighting, as diffusers' --snr_gamma (default: 5 for scratch, else 0 = plain MSE)")
     training.add_argument("--ema", action="store_true", help="keep and export an exponential moving average of the UNet (--method full, scratch)")
+
+    dreambooth = parser.add_argument_group("DreamBooth (--method dreambooth)")
+    dreambooth.add_argument("--dreambooth-adapter", default=None, choices=["lora", "full"], help="what learns: LoRA adapters (default) or the whole UNet or transformer")
+    dreambooth.add_argument(
+        "--prior-images", type=int, default=None, metavar="N",
+        help="class images per class for prior preservation, made once by the base from the recipe's prompts (without the instance token) "
+        "into --checkpoint-dir/prior/ with `skinsynth generate` and reused on --resume; 0 for none (default: 100, as diffusers' --num_class_images)",
+    )
+    dreambooth.add_argument("--prior-loss-weight", type=float, default=None, metavar="F", help="weight of the class images' loss (default: 1.0, as diffusers)")
 
     architecture = parser.add_argument_group("architecture (--method scratch)")
     architecture.add_argument("--size", default=None, choices=list(ARCHITECTURES), help="architecture preset: tiny (toy data, 32 px), cpu-small (64 px, 2 CPU cores; the default), gpu-base (256 px)")
@@ -85,7 +97,7 @@ def run(args) -> None:
         gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate, resolution=args.resolution,
         checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, validation_images=args.validation_images, seed=args.seed,
         gradient_checkpointing=args.gradient_checkpointing, mixed_precision=args.mixed_precision, use_8bit_adam=args.use_8bit_adam, cache_latents=args.cache_latents,
-        ema=args.ema, caption_dropout=args.caption_dropout, snr_gamma=args.snr_gamma, class_balance=args.class_balance, lora_rank=args.lora_rank, weight_decay=args.weight_decay,
+        ema=args.ema, dreambooth_adapter=args.dreambooth_adapter, prior_images=args.prior_images, prior_loss_weight=args.prior_loss_weight, caption_dropout=args.caption_dropout, snr_gamma=args.snr_gamma, class_balance=args.class_balance, lora_rank=args.lora_rank, weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm, dataloader_workers=args.dataloader_workers, size=args.size, config=args.config,
     )
     metadata = result.metadata
@@ -97,5 +109,9 @@ def run(args) -> None:
         print(f"generate with:  skinsynth generate RECIPE --model {args.out} --out DATASET")
     elif args.method == "lora":
         print(f"generate with:  skinsynth generate RECIPE --model {args.base} --lora {args.out} --out DATASET")
+    elif args.method == "dreambooth" and metadata["dreambooth"]["adapter"] == "full":
+        print(f"generate with:  skinsynth generate {args.out}/recipe.yaml --model {args.out} --out DATASET")
+    elif args.method == "dreambooth":
+        print(f"generate with:  skinsynth generate {args.out}/recipe.yaml --model {args.base} --lora {args.out} --out DATASET")
     else:
         print(f"generate with:  skinsynth generate {args.out}/recipe.yaml --model {args.base} --embeddings {args.out} --out DATASET")

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..errors import RecipeError, SkinsynthError
 from ..recipe import Recipe
 
-METHODS = ("lora", "full", "textual-inversion", "scratch")
+METHODS = ("lora", "full", "textual-inversion", "dreambooth", "scratch")
 
 
 class Family:

@@ -28,7 +28,7 @@ class Flux(Family):
     t5 = True
     size_multiple = 16
     denoiser = "transformer"
-    training_methods = ("lora", "full")
+    training_methods = ("lora", "full", "dreambooth")
     large_model = True
     lora_targets = (
         "attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0", "attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",

@@ -25,7 +25,7 @@ class StableDiffusion3(Family):
     optional_t5 = True
     size_multiple = 16
     denoiser = "transformer"
-    training_methods = ("lora", "full")
+    training_methods = ("lora", "full", "dreambooth")
     large_model = True
     lora_targets = ("attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out", "attn.to_k", "attn.to_out.0", "attn.to_q", "attn.to_v")
     timestep_sampling = "logit_normal"  # the script's default `--weighting_scheme`

@@ -17,7 +17,7 @@ class StableDiffusionXL(Family):
     name = "stable-diffusion-xl"
     title = "Stable Diffusion XL"
     pipeline_classes = ("StableDiffusionXLPipeline",)
-    training_methods = ("lora", "full")
+    training_methods = ("lora", "full", "dreambooth")
     large_model = True
 
     def call_arguments(self, prompts, negative_prompts, guidance_scale, num_inference_steps, recipe: Recipe) -> dict:

@@ -1,5 +1,5 @@
 """Fine-tune a Stable Diffusion pipeline on a labeled real dataset with the recipe's own prompts (LoRA, full UNet,
-or textual inversion with one token per class), so that `skinsynth generate` speaks the vocabulary it learned."""
+textual inversion with one token per class, or DreamBooth with one instance token per class), so that `skinsynth generate` speaks the vocabulary it learned."""
 
 from .._lazy import lazy_exports
 

@@ -107,9 +107,12 @@ class TrainingRows(torch.utils.data.Dataset):
 
 
 def collate(items: list[dict]) -> dict:
-    return {
+    batch = {
         "pixel_values": torch.stack([item["pixel_values"] for item in items]),
         "input_ids": torch.stack([item["input_ids"] for item in items]),
         "captions": [item["caption"] for item in items],
         "image_keys": [item["image_key"] for item in items],  # (row, mirrored): what `--cache-latents` keeps latents by
     }
+    if "prior" in items[0]:  # DreamBooth's class images (`prior.WithPrior`), a batch of their own
+        batch["prior"] = collate([item["prior"] for item in items])
+    return batch

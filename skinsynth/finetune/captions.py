@@ -26,10 +26,25 @@ def class_token(class_name: str) -> str:
     return f"<{class_name.lower()}>"
 
 
+# DreamBooth's identifiers: short strings the base's tokenizer splits into rare pieces that mean little yet, so the
+# model binds them to a class's look without unlearning a word it knows (Ruiz et al.: "a [V] dog"; diffusers' "sks").
+INSTANCE_IDENTIFIERS = ("sks", "ohwx", "zwx", "qxv", "vkt", "pjq", "xkd", "wqz", "bxj", "fjq", "kqz", "zqv")
+
+
+def instance_token(class_index: int) -> str:
+    """The rare identifier DreamBooth binds to the recipe's class `class_index`: one per class, as synderm trains one
+    subject per disease; past the twelfth class, the identifiers again with a number (`sks2`)."""
+    cycle, position = divmod(class_index, len(INSTANCE_IDENTIFIERS))
+    return INSTANCE_IDENTIFIERS[position] + (str(cycle + 1) if cycle else "")
+
+
 def class_words(recipe: Recipe, method: str) -> list[str]:
-    """What fills `{class}` for each recipe class: its prompt text, or its learned token for textual inversion."""
+    """What fills `{class}` for each recipe class: its prompt text; its learned token for textual inversion; its
+    instance token before its text for DreamBooth (`sks melanoma`: the class noun keeps the base's prior)."""
     if method == "textual-inversion":
         return [class_token(c.name) for c in recipe.classes]
+    if method == "dreambooth":
+        return [f"{instance_token(i)} {c.text}" for i, c in enumerate(recipe.classes)]
     return [c.text for c in recipe.classes]
 
 
@@ -107,7 +122,8 @@ def validation_prompts(recipe: Recipe, words: Sequence[str], per_class: int) -> 
     return rows
 
 
-def token_recipe(recipe: Recipe) -> Recipe:
-    """The recipe with each class's prompt replaced by its learned token, for generating with textual inversion."""
-    classes = [c.model_copy(update={"prompt": class_token(c.name)}) for c in recipe.classes]
+def token_recipe(recipe: Recipe, method: str = "textual-inversion") -> Recipe:
+    """The recipe with each class's prompt replaced by what the method trained it with (`class_words`): the learned
+    token for textual inversion, the instance token and class text for DreamBooth; for generating with the result."""
+    classes = [c.model_copy(update={"prompt": word}) for c, word in zip(recipe.classes, class_words(recipe, method))]
     return recipe.model_copy(update={"classes": tuple(classes)})

@@ -15,6 +15,11 @@ DEFAULT_CAPTION_DROPOUT = {"scratch": 0.1}
 # Min-SNR-gamma loss weighting (Hang et al. 2023) for training from scratch: the easy, low-noise steps stop
 # dominating the loss, so the model spends its capacity where the layout (and the class) is decided.
 DEFAULT_SNR_GAMMA = {"scratch": 5.0}
+# DreamBooth (Ruiz et al. 2023) as diffusers' `train_dreambooth*.py`: `--num_class_images 100`, `--prior_loss_weight 1.0`.
+DEFAULT_DREAMBOOTH_ADAPTER = "lora"
+DEFAULT_PRIOR_IMAGES = 100  # per class; 0 trains without prior preservation
+DEFAULT_PRIOR_LOSS_WEIGHT = 1.0
+DREAMBOOTH_OPTIONS = ("dreambooth_adapter", "prior_images", "prior_loss_weight")
 # Options that may change when a run is resumed (train longer, checkpoint or validate more often; `cache_latents`
 # draws the same latents, from distributions the VAE encoded in other batches: equal to float rounding).
 RESUMABLE_CHANGES = {"max_steps", "checkpoint_every", "validate_every", "validation_images", "dataloader_workers", "cache_latents"}
@@ -25,7 +30,10 @@ class Hyperparameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Literal["lora", "full", "textual-inversion", "scratch"] = "lora"
+    method: Literal["lora", "full", "textual-inversion", "dreambooth", "scratch"] = "lora"
+    dreambooth_adapter: Literal["lora", "full"] | None = None  # dreambooth only: what learns (None: lora)
+    prior_images: Annotated[int, Field(ge=0)] | None = None  # dreambooth only: class images per class (None: 100)
+    prior_loss_weight: Annotated[float, Field(ge=0)] | None = None  # dreambooth only (None: 1.0)
     size: str | None = None  # scratch only: the architecture preset
     config: str | None = None  # scratch only: a file of architecture fields over the preset
     max_steps: Annotated[int, Field(ge=1)] = 1000
@@ -50,6 +58,13 @@ class Hyperparameters(BaseModel):
     max_grad_norm: Annotated[float, Field(gt=0)] = 1.0
     dataloader_workers: Annotated[int, Field(ge=0)] = 0
 
+    def recorded(self) -> dict:
+        """The options as the run's files record them: the DreamBooth settings only for a DreamBooth run, so the
+        records (and the identity `--resume` compares) of other methods stay as they were before DreamBooth."""
+        values = self.model_dump()
+        if self.method != "dreambooth":
+            values = {k: v for k, v in values.items() if k not in DREAMBOOTH_OPTIONS}
+        return values
 
 
 def eight_bit_adam_available() -> bool:
@@ -68,8 +83,11 @@ def parse_hyperparameters(options: dict) -> Hyperparameters:
         first = err.errors()[0]
         name = "--" + str(first["loc"][0]).replace("_", "-")
         raise SkinsynthError(f"`{name}`: {first['msg']} (got {first.get('input')!r})") from None
-    if hyper.ema and hyper.method not in ("full", "scratch"):
-        raise SkinsynthError("`--ema` keeps an average of the UNet's weights: it applies to `--method full` and `--method scratch` only")
+    if hyper.ema and hyper.method not in ("full", "scratch") and not (hyper.method == "dreambooth" and hyper.dreambooth_adapter == "full"):
+        raise SkinsynthError("`--ema` keeps an average of the UNet's weights: it applies to `--method full`, `--method scratch` and `--method dreambooth --dreambooth-adapter full` only")
+    for option in DREAMBOOTH_OPTIONS:
+        if getattr(hyper, option) is not None and hyper.method != "dreambooth":
+            raise SkinsynthError(f"`--{option.replace('_', '-')}` is a DreamBooth setting: it applies to `--method dreambooth` only")
     for option in ("size", "config"):
         if getattr(hyper, option) is not None and hyper.method != "scratch":
             raise SkinsynthError(f"`--{option}` sets the architecture of a model trained from scratch: it applies to `--method scratch` only")
@@ -81,3 +99,15 @@ def parse_hyperparameters(options: dict) -> Hyperparameters:
         except ImportError:
             raise SkinsynthError("`--use-8bit-adam` needs bitsandbytes (`pip install bitsandbytes`, CUDA only); or leave the option out") from None
     return hyper
+
+
+def fill_method_defaults(hyper: Hyperparameters) -> Hyperparameters:
+    """`hyper` with the DreamBooth settings left unset filled in (diffusers' defaults), so that the run's recorded
+    configuration, and what `--resume` compares, says what was used."""
+    if hyper.method != "dreambooth":
+        return hyper
+    return hyper.model_copy(update={
+        "dreambooth_adapter": hyper.dreambooth_adapter or DEFAULT_DREAMBOOTH_ADAPTER,
+        "prior_images": DEFAULT_PRIOR_IMAGES if hyper.prior_images is None else hyper.prior_images,
+        "prior_loss_weight": DEFAULT_PRIOR_LOSS_WEIGHT if hyper.prior_loss_weight is None else hyper.prior_loss_weight,
+    })

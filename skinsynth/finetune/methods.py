@@ -7,6 +7,9 @@
 - `full`: every weight of the denoiser, with an optional EMA copy; exported as a whole pipeline (`generate --model DIR`).
 - `textual-inversion`: one new token per class (the paper's choice), initialized from the class text's embedding;
   exported in diffusers' format, one `{token: embedding}` file per class (`generate --embeddings DIR`).
+- `dreambooth`: `lora` or `full` (the adapter) taught one rare instance token per class (`sks melanoma`), with
+  prior preservation: each step adds `prior_loss_weight` x the loss on the base's own class images (`dreambooth.py`);
+  exported as its adapter is, plus `recipe.yaml` whose class prompts carry the instance tokens.
 - `scratch`: every weight of a pipeline built at random (`scratch.py`): the autoencoder for its first steps, then
   the UNet (and text encoder) on its latents; exported as a whole pipeline (`generate --model DIR`).
 
@@ -395,4 +398,4 @@ class Scratch(Full):
         return {"architecture": self.architecture.model_dump(), "latent_scaling_factor": self.scaling_factor}
 
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (LoRA, Full, TextualInversion, Scratch)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (LoRA, Full, TextualInversion, Scratch)}  # and `dreambooth.DreamBooth`, over LoRA or Full

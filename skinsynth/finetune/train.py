@@ -22,6 +22,7 @@ Training state folder (`--checkpoint-dir`, by default `DIR.checkpoints` beside D
       lock                        held by the run writing DIR
       checkpoint-{step}/          the last two checkpoints (`--resume` continues from the latest)
       init/                       `--method scratch`: the random-weight pipeline the run started from
+      prior/                      `--method dreambooth`: the base's class images (a `skinsynth generate` dataset)
 
 The training state lives outside DIR because accelerate pickles it (`optimizer.bin`, `random_states_0.pkl`):
 `hf upload DIR`, `push_to_hub` or a copy of DIR then carries the model and its card, and no pickle. Older
@@ -46,7 +47,7 @@ from ..pipeline import MODEL_METADATA_FILE, check_text_to_image, resolve_model
 from ..recipe import Recipe, load_recipe
 from ..shards import atomic_write_json, read_manifest
 from .captions import build_captioner
-from .hyperparameters import DEFAULT_CAPTION_DROPOUT, DEFAULT_LEARNING_RATES, DEFAULT_SNR_GAMMA, RESUMABLE_CHANGES, Hyperparameters, eight_bit_adam_available, parse_hyperparameters
+from .hyperparameters import DEFAULT_CAPTION_DROPOUT, DEFAULT_LEARNING_RATES, DEFAULT_SNR_GAMMA, RESUMABLE_CHANGES, Hyperparameters, eight_bit_adam_available, fill_method_defaults, parse_hyperparameters
 from .output import CONFIG_FILE, INIT_DIR, check_output, default_checkpoint_dir, lock_output
 from .trainer import Trainer
 
@@ -154,6 +155,9 @@ def finetune(
     use_8bit_adam: bool | None = None,
     cache_latents: bool = False,
     ema: bool = False,
+    dreambooth_adapter: str | None = None,
+    prior_images: int | None = None,
+    prior_loss_weight: float | None = None,
     caption_dropout: float | None = None,
     snr_gamma: float | None = None,
     class_balance: float = 0.0,
@@ -168,7 +172,10 @@ def finetune(
     into `out` (see the module docstring for its layout). Mirrors `skinsynth finetune`.
 
     `method`: `lora` (default learning rate 1e-4), `full` (1e-5, `ema` optional), `textual-inversion` (5e-4,
-    one new token per class) or `scratch` (5e-4; no `base`: a whole pipeline of the architecture `size`, overridden
+    one new token per class), `dreambooth` (`dreambooth_adapter` `lora`, the default, or `full`, at its learning rate;
+    one instance token per class, and with prior preservation: `prior_images` class images per class, default 100,
+    made by the base from the recipe's prompts into `checkpoint_dir/prior/`, their loss weighted by
+    `prior_loss_weight`, default 1; 0 images trains without them; see `dreambooth.py`) or `scratch` (5e-4; no `base`: a whole pipeline of the architecture `size`, overridden
     by the file `config`, is trained from random weights, see `scratch.py`). `resolution` defaults to the base's
     own (the preset's for scratch). Checkpoints (and the lock) go to `checkpoint_dir`, by default `out` + `.checkpoints`
     beside `out`. With `resume`, continues the run in `out` from the latest checkpoint there (same data order, same
@@ -180,7 +187,7 @@ def finetune(
     """
     options = {k: v for k, v in locals().items() if k in Hyperparameters.model_fields}
     options["config"] = None if config is None else str(config)
-    hyper = parse_hyperparameters(options)
+    hyper = fill_method_defaults(parse_hyperparameters(options))
     scratch = hyper.method == "scratch"
     if scratch and base is not None:
         raise SkinsynthError("`--base`: `--method scratch` trains every weight from random initialisation; leave --base out, or choose another --method")
@@ -211,7 +218,7 @@ def finetune(
     dropout = hyper.caption_dropout if hyper.caption_dropout is not None else DEFAULT_CAPTION_DROPOUT.get(hyper.method, 0.0)
     captioner = build_captioner(recipe, label_names(dataset), train_split.column_names, method=hyper.method, dropout=dropout, seed=hyper.seed)
     hyper = hyper.model_copy(update={
-        "learning_rate": hyper.learning_rate or DEFAULT_LEARNING_RATES[hyper.method],
+        "learning_rate": hyper.learning_rate or DEFAULT_LEARNING_RATES[hyper.dreambooth_adapter or hyper.method],  # DreamBooth: its adapter's
         "resolution": resolution,
         "gradient_checkpointing": family.large_model if hyper.gradient_checkpointing is None else hyper.gradient_checkpointing,
         "use_8bit_adam": family.large_model and eight_bit_adam_available() if hyper.use_8bit_adam is None else hyper.use_8bit_adam,
@@ -226,7 +233,7 @@ def finetune(
     identity = {
         "base_model": base_reference, "base_revision": revision, "base_commit": commit, "training_data": data_reference, "data_revision": data_revision,
         "recipe_sha256": recipe.fingerprint(), "num_train_rows": len(train_split),
-        "hyperparameters": {k: v for k, v in hyper.model_dump().items() if k not in RESUMABLE_CHANGES},
+        "hyperparameters": {k: v for k, v in hyper.recorded().items() if k not in RESUMABLE_CHANGES},
     }
     if architecture is not None:
         identity["architecture"] = architecture.model_dump(mode="json")
@@ -252,7 +259,7 @@ def finetune(
             from ..versions import library_versions
 
             out.mkdir(parents=True, exist_ok=True)
-            run_config = {"identity": identity, "recipe": recipe.to_dict(), "hyperparameters": hyper.model_dump(), "num_processes": accelerator.num_processes, "library_versions": library_versions()}
+            run_config = {"identity": identity, "recipe": recipe.to_dict(), "hyperparameters": hyper.recorded(), "num_processes": accelerator.num_processes, "library_versions": library_versions()}
             atomic_write_json(out / CONFIG_FILE, run_config)
             if scratch and not (state / INIT_DIR).is_dir():
                 from .scratch import build_pipeline
@@ -261,9 +268,19 @@ def finetune(
         accelerator.wait_for_everyone()
         if scratch:
             folder = state / INIT_DIR
+        prior = None
+        if hyper.method == "dreambooth" and hyper.prior_images:  # made before the trained pipeline loads: one model in memory at a time
+            from .dreambooth import PRIOR_DIR, class_images
+
+            prior = class_images(base, revision, recipe, hyper.prior_images, state / PRIOR_DIR, device=str(accelerator.device), progress=progress)
 
         trainer = Trainer(accelerator, hyper, recipe, folder, pipeline_class, family, out, state)
         rows = TrainingRows(train_split, captioner, trainer.parts.tokenizer, hyper.resolution, seed=hyper.seed)
+        if prior is not None:
+            from .dreambooth import PRIOR_SPLIT, PriorRows, WithPrior
+
+            prior_rows = PriorRows(open_dataset(state / PRIOR_DIR, required_splits=(PRIOR_SPLIT,))[PRIOR_SPLIT], trainer.parts.tokenizer, hyper.resolution)
+            rows = WithPrior(rows, prior_rows, seed=hyper.seed)
         if checkpoint is not None:
             trainer.resume(checkpoint)
         started = time.perf_counter()
@@ -284,10 +301,14 @@ def finetune(
                 "training_license": training_license,
                 "training_citation": citation,
                 "steps": trainer.step,
-                "hyperparameters": hyper.model_dump(),
+                "hyperparameters": hyper.recorded(),
                 "final_loss": round(sum(recent) / len(recent), 6) if recent else None,
                 **extra,
             }
+            if prior is not None:
+                from .dreambooth import provenance
+
+                metadata["dreambooth"]["prior"] = provenance(prior, state / PRIOR_DIR, out, len(prior_rows), base_reference)
             if architecture is not None:
                 first_stage = trainer.losses[: architecture.autoencoder_steps][-FINAL_LOSS_WINDOW:]
                 metadata["autoencoder_final_loss"] = round(sum(first_stage) / len(first_stage), 6) if first_stage else None

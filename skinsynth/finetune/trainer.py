@@ -77,7 +77,13 @@ class Trainer:
         self.noise_scheduler = family.training_scheduler(folder)
         pipe.to(accelerator.device)
         self.parts = Components(pipe, folder, family)
-        self.method: Method = METHODS[hyper.method](self.parts, recipe, lora_rank=hyper.lora_rank, ema=hyper.ema, snr_gamma=hyper.snr_gamma, cache_latents=hyper.cache_latents)
+        options = {"lora_rank": hyper.lora_rank, "ema": hyper.ema, "snr_gamma": hyper.snr_gamma, "cache_latents": hyper.cache_latents}
+        if hyper.method == "dreambooth":
+            from .dreambooth import DreamBooth
+
+            self.method: Method = DreamBooth(self.parts, recipe, adapter=hyper.dreambooth_adapter, prior_loss_weight=hyper.prior_loss_weight, **options)
+        else:
+            self.method = METHODS[hyper.method](self.parts, recipe, **options)
         set_seed(hyper.seed)  # LoRA's initial weights are random
         trained = self.method.setup()
         self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
