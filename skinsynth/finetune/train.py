@@ -314,7 +314,7 @@ def finetune(
                 metadata["autoencoder_final_loss"] = round(sum(first_stage) / len(first_stage), 6) if first_stage else None
             atomic_write_json(out / MODEL_METADATA_FILE, metadata)
             write_model_card(out)
-            logger.info("fine-tuned %s for %d steps in %.1f s; wrote %s", base, trainer.step, seconds, out)
+            logger.info("%s for %d steps in %.1f s; wrote %s", f"fine-tuned {base}" if base else "trained from scratch", trainer.step, seconds, out)
         accelerator.wait_for_everyone()
         accelerator.end_training()
     finally:
