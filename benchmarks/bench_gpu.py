@@ -372,7 +372,7 @@ def example_lora_loop(folder: Path, data: Path, out: Path, steps: int, resolutio
     from PIL import Image
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    from skinsynth.finetune.methods import LORA_TARGET_MODULES
+    from skinsynth.families.stable_diffusion import StableDiffusion
 
     accumulation = EXAMPLE_LORA["gradient_accumulation_steps"]
     accelerator = Accelerator(mixed_precision=mixed_precision, gradient_accumulation_steps=accumulation)
@@ -385,7 +385,7 @@ def example_lora_loop(folder: Path, data: Path, out: Path, steps: int, resolutio
         model.requires_grad_(False)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     rank = EXAMPLE_LORA["lora_rank"]
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGET_MODULES))
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(StableDiffusion.lora_targets)))
     for model in (unet, vae, text_encoder):
         model.to(accelerator.device, dtype=weight_dtype)
     cast_training_params(unet, dtype=torch.float32)

@@ -317,7 +317,8 @@ def test_an_arm_folder_is_the_ensemble_of_its_seeds(recorded, synthetic_dir, tmp
     _, _, out = recorded
     config = FilterConfig(classifiers=(str(out / "models" / "real"),), threshold=0.0)
     manifest = filter_dataset(synthetic_dir, tmp_path / "kept", config, progress=False)
-    assert [c["path"] for c in manifest["filter"]["classifiers"]] == [str(out / "models" / "real" / f"seed{s}") for s in (0, 1)]
+    kept = tmp_path / "kept"  # the manifest names the classifiers relative to the filtered dataset
+    assert [(kept / c["path"]).resolve() for c in manifest["filter"]["classifiers"]] == [(out / "models" / "real" / f"seed{s}").resolve() for s in (0, 1)]
     assert manifest["filter"]["kept"] == 7 * 6
     images = next(image_batches(open_dataset(synthetic_dir)["train"], 4))
     names = CLASSES
