@@ -172,7 +172,10 @@ def test_generate_cli_filter_flags(tiny_pipeline_dir, patient_recipe, tmp_path, 
     assert main(["-q", "filter", str(tmp_path / "z"), "--classifier", str(clf), "--threshold", "0.4", "--out", str(tmp_path / "f")]) == 0
     filtered = json.loads((tmp_path / "f" / "generation.json").read_text())
     assert filtered["status"] == "complete" and filtered["splits"]["train"]["num_rows"] == 2 and filtered["filter"]["rejections"] == {LOW: 1}
-    assert "Filtering" in (tmp_path / "f" / "README.md").read_text()
+    during, after = ((tmp_path / name / "README.md").read_text() for name in ("z", "f"))  # each card says in words what its filter did
+    assert "Label filter (during generation; a rejected image is remade with its next seed): an image is kept when 1 real-trained classifier (`../rejects-bcc`)" in during
+    assert "Label filter (after generation): an image is kept when 1 real-trained classifier (`../rejects-bcc`)" in after and "2 images kept; rejected: " in after
+    assert "{'path'" not in during + after  # no raw record
     assert main(["-q", "verify", str(tmp_path / "f")]) == 0
 
 

@@ -196,7 +196,8 @@ class ImageFilter:
         written into), the per-class thresholds actually used, the upper bound, CLIP."""
         identity = self._identity
         if relative_to is not None and "classifiers" in identity:
-            identity = {**identity, "classifiers": [{**c, "path": portable_reference(c["path"], relative_to)} for c in identity["classifiers"]]}
+            identity = {**identity, "classifiers": [{**c, "path": portable_reference(c["path"], relative_to)} for c in identity["classifiers"]],
+                        "real": portable_reference(identity.get("real"), relative_to)}
         return {**identity, "thresholds": {name: round(float(t), 6) for name, t in zip(self.names, self.thresholds)}, "upper": self.upper}
 
 
