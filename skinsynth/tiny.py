@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import PipelineError
-from .tokenizer import write_tokenizer
+from .bpe import write_tokenizer
 
 TINY_WORDS = """a an the of on in with and photo photograph clinical dermoscopic dermoscopy image close-up close up skin
 type fitzpatrick lesion melanoma nevus melanocytic basal cell carcinoma squamous actinic keratosis benign

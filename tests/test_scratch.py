@@ -235,7 +235,7 @@ def test_a_config_file_overrides_the_preset_field_by_field(tmp_path):
 def test_the_tokenizer_spells_every_caption_word_as_one_token(tmp_path, toy_recipe):
     from transformers import CLIPTokenizer
 
-    from skinsynth.tokenizer import write_tokenizer
+    from skinsynth.bpe import write_tokenizer
 
     words = caption_words(toy_recipe)
     assert {"photo", "red", "lesion", "close", "up"} <= set(words) and "class" not in words

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from skinsynth.tiny import TINY_WORDS
 
-from skinsynth.tokenizer import write_tokenizer
+from skinsynth.bpe import write_tokenizer
 
 CLIP = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2, "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 32}
 

@@ -146,7 +146,7 @@ def build_pipeline(folder: Path, architecture: Architecture, recipe: Recipe, res
     from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from ..tokenizer import write_tokenizer
+    from ..bpe import write_tokenizer
 
     a = architecture
     tmp = folder.with_name(folder.name + ".tmp")
