@@ -44,11 +44,10 @@ class ModelInfo:
     def relative_to(self, folder: str | Path) -> ModelInfo:
         """The same record with local paths (model, LoRA, embeddings) written relative to `folder`, where the record
         is saved; Hub ids stay. The `finetune` records are the models' own, their paths relative to those models."""
-        from .paths import portable_reference
+        from .paths import model_record_paths, portable_reference
 
-        lora = None if self.lora is None else {**self.lora, "path": portable_reference(self.lora["path"], folder)}
-        embeddings = [{**e, "path": portable_reference(e["path"], folder)} for e in self.embeddings]
-        return replace(self, model=portable_reference(self.model, folder), lora=lora, embeddings=embeddings)
+        record = model_record_paths({"model": self.model, "lora": self.lora, "embeddings": self.embeddings}, lambda path: portable_reference(path, folder))
+        return replace(self, **record)
 
     def identity(self) -> dict:
         """The parts that decide which images come out: a resumed run must match them."""
