@@ -38,7 +38,6 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 # --- the real configs (diffusers' and transformers' config.json of each model, as published) --------------------
@@ -197,9 +196,9 @@ def build_pipeline(spec: Spec, full: bool, device: str, dtype, folder: Path):
     import diffusers
     import torch
 
-    from tests.tiny_families import _clip_tokenizer, _t5_tokenizer
+    from skinsynth.tiny import tiny_clip_tokenizer, tiny_t5_tokenizer
 
-    makers = {"clip": _clip_tokenizer, "t5": _t5_tokenizer}
+    makers = {"clip": tiny_clip_tokenizer, "t5": tiny_t5_tokenizer}
     tokenizers = {name: makers[kind](folder / name) for name, kind in spec.tokenizers.items()}
     torch.manual_seed(0)
     models = build_models(spec, full, device, dtype, tokenizers)
@@ -480,10 +479,10 @@ def parameter_counts(spec: Spec) -> dict[str, int]:
     """Parameters of each full-size model, built on the meta device: shapes only, nothing allocated."""
     import torch
 
-    from tests.tiny_families import _clip_tokenizer
+    from skinsynth.tiny import tiny_clip_tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:  # CLIP configs take their token ids from a tokenizer
-        tokenizer = _clip_tokenizer(Path(tmp) / "clip")
+        tokenizer = tiny_clip_tokenizer(Path(tmp) / "clip")
         models = build_models(spec, True, "meta", torch.float32, {name: tokenizer for name, kind in spec.tokenizers.items() if kind == "clip"})
     return {name: sum(p.numel() for p in model.parameters()) for name, model in models.items()}
 

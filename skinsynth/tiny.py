@@ -14,6 +14,31 @@ seborrheic vascular dermatofibroma back face lower upper extremity trunk abdomen
 leg ear genital acral unknown male female age years old patient text watermark drawing i ii iii iv v vi""".split()
 
 
+def tiny_clip_tokenizer(folder: Path):
+    """A CLIP tokenizer without the Hub, spelling the tiny vocabulary: written to `folder` and loaded from it."""
+    from transformers import CLIPTokenizer
+
+    write_tokenizer(folder, TINY_WORDS, learned=False)
+    return CLIPTokenizer.from_pretrained(folder)
+
+
+def tiny_t5_tokenizer(folder: Path):
+    """A T5 tokenizer without the Hub: a Unigram model over characters (`<pad>` 0, `</s>` 1, `<unk>` 2), as T5's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import T5TokenizerFast
+
+    characters = sorted(set("".join(TINY_WORDS)) | set("abcdefghijklmnopqrstuvwxyz0123456789,.-'") | {"▁"})
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -1.0) for c in characters]
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    t5 = T5TokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), extra_ids=0, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+    t5.save_pretrained(folder)
+    return T5TokenizerFast.from_pretrained(folder)
+
+
 def tiny_pipeline(out: str | Path, seed: int = 0):
     """Write a random-weight Stable Diffusion pipeline of a few MB to `out` (64 px images) and return it.
 
@@ -22,7 +47,7 @@ def tiny_pipeline(out: str | Path, seed: int = 0):
     """
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextConfig, CLIPTextModel
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -45,8 +70,7 @@ def tiny_pipeline(out: str | Path, seed: int = 0):
         latent_channels=4,
         sample_size=64,
     )
-    write_tokenizer(out / "tokenizer", TINY_WORDS, learned=False)
-    tokenizer = CLIPTokenizer.from_pretrained(out / "tokenizer")
+    tokenizer = tiny_clip_tokenizer(out / "tokenizer")
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=len(tokenizer),

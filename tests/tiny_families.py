@@ -8,41 +8,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from skinsynth.tiny import TINY_WORDS
+from skinsynth.tiny import tiny_clip_tokenizer, tiny_t5_tokenizer
 
-from skinsynth.bpe import write_tokenizer
 
 CLIP = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2, "max_position_embeddings": 77, "hidden_act": "gelu", "projection_dim": 32}
-
-
-def _clip_tokenizer(folder: Path):
-    from transformers import CLIPTokenizer
-
-    write_tokenizer(folder, TINY_WORDS, learned=False)
-    return CLIPTokenizer.from_pretrained(folder)
 
 
 def _clip_config(tokenizer):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, **CLIP)
-
-
-def _t5_tokenizer(folder: Path):
-    """A T5 tokenizer without the Hub: a Unigram model over characters (`<pad>` 0, `</s>` 1, `<unk>` 2), as T5's."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import T5TokenizerFast
-
-    characters = sorted(set("".join(TINY_WORDS)) | set("abcdefghijklmnopqrstuvwxyz0123456789,.-'") | {"▁"})
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -1.0) for c in characters]
-    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=2))
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    tokenizer.decoder = decoders.Metaspace()
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    t5 = T5TokenizerFast(tokenizer_file=str(folder / "tokenizer.json"), extra_ids=0, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
-    t5.save_pretrained(folder)
-    return T5TokenizerFast.from_pretrained(folder)
 
 
 def _t5_encoder(tokenizer, d_model: int):
@@ -79,8 +54,8 @@ def tiny_sdxl(out: str | Path, seed: int = 0):
 
     out = Path(out)
     torch.manual_seed(seed)
-    tokenizer = _clip_tokenizer(out / "tokenizer")
-    tokenizer_2 = _clip_tokenizer(out / "tokenizer_2")
+    tokenizer = tiny_clip_tokenizer(out / "tokenizer")
+    tokenizer_2 = tiny_clip_tokenizer(out / "tokenizer_2")
     unet = UNet2DConditionModel(
         sample_size=8, block_out_channels=(32, 64), layers_per_block=1, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4), use_linear_projection=True,
@@ -103,8 +78,8 @@ def tiny_sd3(out: str | Path, seed: int = 0):
 
     out = Path(out)
     torch.manual_seed(seed)
-    tokenizer, tokenizer_2 = _clip_tokenizer(out / "tokenizer"), _clip_tokenizer(out / "tokenizer_2")
-    tokenizer_3 = _t5_tokenizer(out / "tokenizer_3")
+    tokenizer, tokenizer_2 = tiny_clip_tokenizer(out / "tokenizer"), tiny_clip_tokenizer(out / "tokenizer_2")
+    tokenizer_3 = tiny_t5_tokenizer(out / "tokenizer_3")
     transformer = SD3Transformer2DModel(
         sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=4,
         joint_attention_dim=64, caption_projection_dim=32, pooled_projection_dim=2 * CLIP["projection_dim"],
@@ -127,7 +102,7 @@ def tiny_flux(out: str | Path, seed: int = 0, guidance_embeds: bool = True):
 
     out = Path(out)
     torch.manual_seed(seed)
-    tokenizer, tokenizer_2 = _clip_tokenizer(out / "tokenizer"), _t5_tokenizer(out / "tokenizer_2")
+    tokenizer, tokenizer_2 = tiny_clip_tokenizer(out / "tokenizer"), tiny_t5_tokenizer(out / "tokenizer_2")
     transformer = FluxTransformer2DModel(
         patch_size=1, in_channels=4 * 1, num_layers=1, num_single_layers=1, attention_head_dim=16, num_attention_heads=2,
         joint_attention_dim=32, pooled_projection_dim=CLIP["hidden_size"], axes_dims_rope=(4, 4, 8), guidance_embeds=guidance_embeds,
