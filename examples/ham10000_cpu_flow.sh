@@ -81,3 +81,8 @@ step "private by default: the twin again, with every near copy of a training ima
 # the ratio of the two `generation.json` timings (README).
 time skinsynth generate "$WORK/twin.yaml" --model "$WORK/scratch" --out "$WORK/twin-private" --batch-size 16 --filter-copies "$WORK/ham10000"
 grep -A12 '^## Privacy' "$WORK/twin-private/README.md"
+python - "$WORK/twin" "$WORK/twin-private" <<'PY'
+import json, sys
+seconds = [json.load(open(f"{folder}/generation.json"))["run"]["timing"]["shard_seconds"] for folder in sys.argv[1:]]
+print(f"generation time with the copy filter / without: {seconds[1] / seconds[0]:.2f} ({seconds[1]:.0f} / {seconds[0]:.0f} s of shard work)")
+PY
