@@ -258,11 +258,7 @@ def generate(
             family = family_for(model_info.pipeline_class)
             family.check(recipe, pipe)  # again with what only the loaded weights say (and for a pipeline passed in)
             identity["model"] = model_info.identity()
-            if (model_info.finetune or {}).get("method") == "scratch" and recipe.prompts.negative:
-                logger.warning(
-                    "`%s` was trained from scratch with an empty caption as its unconditional input, never with a negative prompt: "
-                    "the recipe's `prompts.negative` (%r) pushes it away from text it never learned; set `negative: ''`", model, recipe.prompts.negative,
-                )
+            _warn_about_unlearned_negatives(recipe, model_info.finetune or {}, model)
             if image_filter is not None:
                 image_filter = _build_filter(image_filter, recipe, device, progress)
                 identity["filter"] = image_filter.summary(relative_to=out)
@@ -315,6 +311,20 @@ def generate(
         watch.close()
         if lock is not None:
             lock.release()
+
+
+def _warn_about_unlearned_negatives(recipe: Recipe, finetune: dict, model) -> None:
+    """Negative prompts a model trained by skinsynth never saw in training guide it away from text it does not know."""
+    if finetune.get("method") == "scratch" and recipe.prompts.negative:
+        logger.warning(
+            "`%s` was trained from scratch with an empty caption as its unconditional input, never with a negative prompt: "
+            "the recipe's `prompts.negative` (%r) pushes it away from text it never learned; set `negative: ''`", model, recipe.prompts.negative,
+        )
+    if finetune and recipe.prompts.class_free_negative and not (finetune.get("hyperparameters") or {}).get("class_dropout"):
+        logger.warning(
+            "the recipe's `class_free_negative` guides against each prompt without its class, a caption `%s` never learned "
+            "(it was trained without `--class-dropout`); train with `--class-dropout 0.1`, or leave `class_free_negative` out", model,
+        )
 
 
 def _build_filter(image_filter, recipe: Recipe, device: str, progress: bool):

@@ -16,7 +16,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .recipe import Recipe
+from .recipe import Recipe, fill_template
 
 MAX_SEED = 2**63 - 1
 
@@ -94,8 +94,8 @@ class SplitPlan:
             index=index,
             label=label,
             attributes=attributes,
-            prompt=template.format(**{"class": self._class_texts[label], **attributes}),
-            negative_prompt=recipe.prompts.negative,
+            prompt=fill_template(template, self._class_texts[label], attributes),
+            negative_prompt=recipe.negative_prompt(template, attributes),
             guidance_scale=recipe.generation.guidance_scales[self.guidance[index]],
             num_inference_steps=recipe.generation.num_inference_steps,
             seed=int(self.seeds[index]),

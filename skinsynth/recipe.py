@@ -101,8 +101,23 @@ class AttributeSpec(_Frozen):
 
 
 class Prompts(_Frozen):
+    """The prompt templates (`{class}` and attribute placeholders), and what classifier-free guidance steers away from.
+
+    `negative` is one text for every image. `class_free_negative: true` instead gives each image its own prompt
+    with the class left out (same template, same attributes): guidance then pushes along the class alone and leaves
+    body site, sex and age where the model puts them for that caption. A model learns that class-free caption when
+    it is trained with `finetune --class-dropout`.
+    """
+
     templates: Annotated[tuple[Annotated[str, Field(max_length=MAX_TEXT)], ...], Field(min_length=1, max_length=1000)]
     negative: Annotated[str, Field(max_length=MAX_TEXT)] = ""
+    class_free_negative: bool | None = None  # None and false: `negative`; left out, it stays out of the recipe's hash
+
+    @model_validator(mode="after")
+    def _one_negative(self):
+        if self.class_free_negative and self.negative:
+            raise ValueError("give either `negative` (one text for every image) or `class_free_negative: true` (each prompt without its class), not both")
+        return self
 
 
 class SplitSpec(_Frozen):
@@ -192,6 +207,10 @@ class Recipe(_Frozen):
     def label_names(self) -> list[str]:
         return [c.name for c in self.classes]
 
+    def negative_prompt(self, template: str, attributes: dict[str, str]) -> str:
+        """The negative prompt of an image made from `template` with `attributes` (see `Prompts`)."""
+        return fill_template(template, None, attributes) if self.prompts.class_free_negative else self.prompts.negative
+
     def attribute_weights(self, class_index: int, name: str) -> list[float]:
         """The weights `weighted` sampling uses for attribute `name` in class `class_index`, one per value: the
         class's own when it has them, else the attribute's, else uniform."""
@@ -228,6 +247,18 @@ class Recipe(_Frozen):
 
 # Columns every dataset has; an attribute with one of these names would collide.
 RESERVED_COLUMNS = {"image", "label", "prompt", "negative_prompt", "seed", "guidance_scale", "num_inference_steps", "group_id"}
+
+
+def fill_template(template: str, class_text: str | None, attributes: dict[str, str]) -> str:
+    """`template` with `{class}` and the attribute placeholders filled. `class_text=None` leaves the class out and
+    tidies the space and punctuation it leaves (`"{class}, on the {site}"` -> `"on the back"`): the class-free
+    caption of `finetune --class-dropout` and of `class_free_negative`, the same text in training and generation."""
+    if class_text is not None:
+        return template.format(**{"class": class_text, **attributes})
+    text = re.sub(r"\s+", " ", template.format(**{"class": "", **attributes}))
+    text = re.sub(r"\s+([,.;:])", r"\1", text)
+    text = re.sub(r"([,.;:])(?:\s*[,.;:])+", r"\1", text)
+    return text.strip(" ,.;:")
 
 
 def template_fields(template: str) -> set[str]:

@@ -104,6 +104,7 @@ def recipe_from(
     guidance_scale: float = 7.5,
     attributes: list[str] | None = None,
     templates: list[str] | None = None,
+    class_free_negative: bool = False,
     name: str | None = None,
     revision: str | None = None,
     overwrite: bool = False,
@@ -115,6 +116,8 @@ def recipe_from(
     same proportion is added when the dataset has one. `attributes` defaults to those the dataset's manifest
     declares (for a Hub dataset: its string columns with at most 100 distinct values). `templates` replace the
     default prompt templates (which name the class and every attribute); they may use `{class}` and the attributes.
+    `class_free_negative` guides each image against its own prompt without the class (for a model trained with
+    `--class-dropout`; see `recipe.Prompts`).
     """
     if per_class is not None and total is not None:
         raise SkinsynthError("give `--per-class` or `--total`, not both")
@@ -181,7 +184,7 @@ def recipe_from(
             "license": _source_license(str(dataset)),
             "classes": [{**_class_spec(label_names[i]), "weight": counts[i], **({"attributes": class_weights[i]} if class_weights[i] else {})} for i in present],
             "attributes": attribute_specs,
-            "prompts": {"templates": templates or default_templates(list(attribute_specs))},
+            "prompts": {"templates": templates or default_templates(list(attribute_specs)), **({"class_free_negative": True} if class_free_negative else {})},
             "splits": splits,
             "generation": {"height": size, "width": size, "num_inference_steps": steps, "guidance_scale": guidance_scale},
         },

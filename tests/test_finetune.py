@@ -102,7 +102,26 @@ def test_caption_dropout_is_seeded_and_textual_inversion_uses_class_tokens(recip
     assert captions == [dropping(row, i, epoch) for epoch in range(5) for i in range(40)]
     assert 0.2 < captions.count("") / len(captions) < 0.4
     assert set(captions) - {""} == {"a dermoscopic image of <nevus> on the face", "dermoscopy of <nevus>, male patient"}  # label 0 is nevus here
-    assert validation_prompts(recipe, ["<melanoma>"], 3) == [["a dermoscopic image of <melanoma> on the back", "dermoscopy of <melanoma>, female patient", "a dermoscopic image of <melanoma> on the lower extremity"]]
+    assert [[p.text for p in row] for row in validation_prompts(recipe, ["<melanoma>"], 3)] == [["a dermoscopic image of <melanoma> on the back", "dermoscopy of <melanoma>, female patient", "a dermoscopic image of <melanoma> on the lower extremity"]]
+
+
+def test_class_dropout_leaves_the_class_out_and_keeps_the_attributes(recipe):
+    columns = ["image", "label", "body_site", "sex"]
+    names = ["nevus", "melanoma", "basal_cell_carcinoma"]
+    plain = build_captioner(recipe, names, columns, method="scratch", dropout=0.1, seed=5)
+    dropping = build_captioner(recipe, names, columns, method="scratch", dropout=0.1, class_dropout=0.3, seed=5)
+    row = {"label": 1, "body_site": "face", "sex": "male"}
+    captions = [dropping(row, i, epoch) for epoch in range(5) for i in range(40)]
+    assert captions == [dropping(row, i, epoch) for epoch in range(5) for i in range(40)]
+    class_free = {"a dermoscopic image of on the face", "dermoscopy of, male patient"}  # what `class_free_negative` generates against
+    assert 0.2 < sum(c in class_free for c in captions) / len(captions) < 0.4
+    assert set(captions) == class_free | {"", "a dermoscopic image of melanoma on the face", "dermoscopy of melanoma, male patient"}
+    # the whole-caption dropout draws as without class dropout: the same rows are empty
+    assert [c == "" for c in captions] == [plain(row, i, epoch) == "" for epoch in range(5) for i in range(40)]
+    data = recipe.to_dict()
+    data["prompts"] = {**data["prompts"], "negative": "", "class_free_negative": True}
+    negatives = {p.negative for p in validation_prompts(parse_recipe(data), ["melanoma"], 2)[0]}
+    assert negatives == {"a dermoscopic image of on the back", "dermoscopy of, female patient"}
 
 
 def test_captioner_refuses_what_it_cannot_caption(recipe):

@@ -1,10 +1,12 @@
 import collections
 import itertools
 
+import pytest
 import yaml
 
 from skinsynth.generate import batches
 from skinsynth.plan import attempt_seed, plan, plan_split
+from skinsynth.errors import RecipeError
 from skinsynth.recipe import load_recipe, parse_recipe
 
 from .conftest import DEMO_RECIPE
@@ -49,6 +51,22 @@ def test_classes_are_interleaved_and_prompts_filled():
         assert ("melanoma", "melanocytic nevus", "basal cell carcinoma")[job.label] in job.prompt
         assert job.guidance_scale in (2.0, 4.0) and job.negative_prompt == "text, watermark, drawing"
     assert {j.guidance_scale for j in jobs} == {2.0, 4.0}
+
+
+def test_a_class_free_negative_is_each_prompt_without_its_class():
+    data = yaml.safe_load(DEMO_RECIPE.read_text())
+    data["prompts"] = {"templates": ["{class}, {body_site}, Fitzpatrick {fitzpatrick}"], "class_free_negative": True}
+    recipe = parse_recipe(data)
+    for job in _jobs(plan(recipe)["train"]):
+        assert job.prompt == f"{recipe.classes[job.label].text}, {job.negative_prompt}"
+        assert job.negative_prompt == f"{job.attributes['body_site']}, Fitzpatrick {job.attributes['fitzpatrick']}"
+    # the same images otherwise: seeds and attributes do not depend on the negative prompts
+    data["prompts"]["class_free_negative"] = False
+    assert [(j.seed, j.attributes, j.prompt) for j in _jobs(plan(parse_recipe(data))["train"])] == [(j.seed, j.attributes, j.prompt) for j in _jobs(plan(recipe)["train"])]
+    data["prompts"]["negative"] = "blurry"
+    data["prompts"]["class_free_negative"] = True
+    with pytest.raises(RecipeError, match="either `negative`.*not both"):
+        parse_recipe(data)
 
 
 def test_balanced_attributes_cover_every_combination_equally():

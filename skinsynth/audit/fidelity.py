@@ -220,7 +220,9 @@ def audit_fidelity(
         order = [names.index(spec.name) for spec in recipe.classes]  # recipe order -> dataset label ids
         predicted = np.stack([ensemble.probabilities(row).argmax(axis=1) for row in images])
         report["shared_seeds"] = {**shared_seed_measures(images, predicted, order), "seeds": [seed + j for j in range(seeds)],
-                                  "rows": [spec.name for spec in recipe.classes], "prompts": prompts}
+                                  "rows": [spec.name for spec in recipe.classes], "prompts": [[p.text for p in row] for row in prompts]}
+        if recipe.prompts.class_free_negative:
+            report["shared_seeds"]["negative_prompts"] = [[p.negative for p in row] for row in prompts]
         image_grid(images, [spec.name for spec in recipe.classes]).save(out / GRID)
     report["definitions"] = DEFINITIONS
     atomic_write_json(out / REPORT, report)

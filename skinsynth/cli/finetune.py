@@ -49,6 +49,11 @@ def register(subparsers) -> None:
     training.add_argument("--resolution", type=int, default=None, metavar="N", help="training image size (default: the base's own, e.g. 512)")
     training.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the data order, flips, captions and noise (default: 0)")
     training.add_argument("--caption-dropout", type=float, default=None, metavar="F", help="share of empty captions, for classifier-free guidance (default: 0.1 for scratch, else 0; 0.05-0.1 for long full fine-tunes)")
+    training.add_argument(
+        "--class-dropout", type=float, default=0.0, metavar="F",
+        help="share of captions with the class left out (attributes kept): the model learns the caption that a recipe's "
+             "`class_free_negative: true` guides against, so guidance pushes along the class alone (default: 0)",
+    )
     training.add_argument("--class-balance", type=float, default=0.0, metavar="F", help="draw images with probability count(class)^-F: 0 keeps the data's class frequencies (default), 1 shows every class equally often")
     training.add_argument("--lora-rank", type=int, default=4, metavar="N", help="rank of the LoRA adapters (default: 4)")
     training.add_argument("--snr-gamma", type=float, default=None, metavar="G", help="min-SNR-gamma loss weighting, as diffusers' --snr_gamma (default: 5 for scratch, else 0 = plain MSE)")
@@ -97,7 +102,7 @@ def run(args) -> None:
         gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate, resolution=args.resolution,
         checkpoint_every=args.checkpoint_every, validate_every=args.validate_every, validation_images=args.validation_images, seed=args.seed,
         gradient_checkpointing=args.gradient_checkpointing, mixed_precision=args.mixed_precision, use_8bit_adam=args.use_8bit_adam, cache_latents=args.cache_latents,
-        ema=args.ema, dreambooth_adapter=args.dreambooth_adapter, prior_images=args.prior_images, prior_loss_weight=args.prior_loss_weight, caption_dropout=args.caption_dropout, snr_gamma=args.snr_gamma, class_balance=args.class_balance, lora_rank=args.lora_rank, weight_decay=args.weight_decay,
+        ema=args.ema, dreambooth_adapter=args.dreambooth_adapter, prior_images=args.prior_images, prior_loss_weight=args.prior_loss_weight, caption_dropout=args.caption_dropout, class_dropout=args.class_dropout, snr_gamma=args.snr_gamma, class_balance=args.class_balance, lora_rank=args.lora_rank, weight_decay=args.weight_decay,
         max_grad_norm=args.max_grad_norm, dataloader_workers=args.dataloader_workers, size=args.size, config=args.config,
     )
     metadata = result.metadata

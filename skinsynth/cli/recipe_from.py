@@ -29,6 +29,10 @@ def register(subparsers) -> None:
     parser.add_argument("--split", default="train", help="split to count (default: train)")
     parser.add_argument("--attributes", nargs="+", default=None, metavar="COLUMN", help="attribute columns (default: those the dataset's manifest declares)")
     parser.add_argument("--template", action="append", default=None, metavar="TEXT", help="prompt template using {class} and attribute names, e.g. 'a dermoscopic image of {class} on the {body_site}'; repeatable (default: two that name every attribute)")
+    parser.add_argument(
+        "--class-free-negative", action="store_true",
+        help="guide each image against its own prompt without the class, so guidance strengthens the class alone (for models trained with `finetune --class-dropout`)",
+    )
     parser.add_argument("--name", default=None, help="recipe name (default: DATASET-synthetic)")
     parser.add_argument("--revision", default=None, help="Hub revision of DATASET")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -38,7 +42,7 @@ def register(subparsers) -> None:
 def run(args) -> None:
     recipe = recipe_from(
         args.dataset, args.out, split=args.split, per_class=args.per_class, total=args.total, size=args.size, steps=args.steps, guidance_scale=args.guidance_scale,
-        attributes=args.attributes, templates=args.template, name=args.name, revision=args.revision, overwrite=args.overwrite,
+        attributes=args.attributes, templates=args.template, class_free_negative=args.class_free_negative, name=args.name, revision=args.revision, overwrite=args.overwrite,
     )
     counts = ", ".join(f"{split}: {sum(recipe.class_counts(split))}" for split in recipe.splits)
     print(f"wrote {args.out}: {len(recipe.classes)} classes, attributes {', '.join(recipe.attributes) or 'none'} ({counts} images)")

@@ -2,8 +2,9 @@
 
 The model must learn the vocabulary that `generate` will use: a row's caption is one of the recipe's prompt
 templates filled with the row's label (the class text, or its learned token for textual inversion) and its own
-attribute columns. Which template, and whether the caption is dropped (empty prompt, to keep classifier-free
-guidance working), depends only on (seed, epoch, row), so a resumed run sees the very same captions.
+attribute columns. Which template, whether the caption is dropped (empty prompt, to keep classifier-free
+guidance working) and whether only its class is left out (`class_dropout`: the model learns the caption a recipe's
+`class_free_negative` guides against) depends only on (seed, epoch, row), so a resumed run sees the very same captions.
 
 A template needs every one of its placeholders to be known for the row; a row with an unknown value (None) is
 captioned with one of the templates it can fill, and with the class text alone when it can fill none. Captions
@@ -14,11 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from ..errors import DatasetError, RecipeError
-from ..recipe import Recipe, template_fields
+from ..recipe import Recipe, fill_template, template_fields
 
 
 def class_token(class_name: str) -> str:
@@ -48,8 +50,8 @@ def class_words(recipe: Recipe, method: str) -> list[str]:
     return [c.text for c in recipe.classes]
 
 
-def _uniform(seed: int, epoch: int, row: int) -> float:
-    return float(np.random.default_rng([seed, epoch, row]).random())
+def _uniform(seed: int, epoch: int, row: int, *stream: int) -> float:
+    return float(np.random.default_rng([seed, epoch, row, *stream]).random())
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Captioner:
     words: tuple[str, ...]
     dropout: float = 0.0
     seed: int = 0
+    class_dropout: float = 0.0
 
     @property
     def columns(self) -> list[str]:
@@ -72,13 +75,16 @@ class Captioner:
         values = {name: row[name] for name in self.columns}
         usable = [t for t in self.templates if all(values[f] is not None for f in template_fields(t) - {"class"})]
         word = self.words[row["label"]]
+        if self.class_dropout and _uniform(self.seed, epoch, index, 1) < self.class_dropout:
+            word = None
         if not usable:
-            return word
+            return word or ""
         template = usable[(index + epoch) % len(usable)]
-        return template.format(**{"class": word, **{name: str(value) for name, value in values.items() if value is not None}})
+        return fill_template(template, word, {name: str(value) for name, value in values.items() if value is not None})
 
 
-def build_captioner(recipe: Recipe, label_names: Sequence[str], columns: Sequence[str], *, method: str, dropout: float = 0.0, seed: int = 0) -> Captioner:
+def build_captioner(recipe: Recipe, label_names: Sequence[str], columns: Sequence[str], *, method: str, dropout: float = 0.0, class_dropout: float = 0.0,
+                    seed: int = 0) -> Captioner:
     """Check that the recipe can caption this dataset, and return its `Captioner`.
 
     Raises (before any model loads) when a template lacks `{class}`, when a placeholder has no column in the
@@ -105,19 +111,24 @@ def build_captioner(recipe: Recipe, label_names: Sequence[str], columns: Sequenc
         )
     words = class_words(recipe, method)
     by_name = dict(zip(recipe_names, words))
-    return Captioner(recipe.prompts.templates, tuple(by_name[name] for name in label_names), dropout, seed)
+    return Captioner(recipe.prompts.templates, tuple(by_name[name] for name in label_names), dropout, seed, class_dropout)
 
 
-def validation_prompts(recipe: Recipe, words: Sequence[str], per_class: int) -> list[list[str]]:
-    """`per_class` fixed prompts for each recipe class: column j uses template j and every attribute's value j
-    (cycling), so the validation grid shows the same prompts at every step."""
+class Prompt(NamedTuple):
+    text: str
+    negative: str
+
+
+def validation_prompts(recipe: Recipe, words: Sequence[str], per_class: int) -> list[list[Prompt]]:
+    """`per_class` fixed prompts (with their negative prompts) for each recipe class: column j uses template j and
+    every attribute's value j (cycling), so the validation grid shows the same prompts at every step."""
     rows = []
     for word in words:
         prompts = []
         for j in range(per_class):
             template = recipe.prompts.templates[j % len(recipe.prompts.templates)]
             values = {name: spec.values[j % len(spec.values)] for name, spec in recipe.attributes.items()}
-            prompts.append(template.format(**{"class": word, **values}))
+            prompts.append(Prompt(fill_template(template, word, values), recipe.negative_prompt(template, values)))
         rows.append(prompts)
     return rows
 

@@ -51,6 +51,7 @@ class Hyperparameters(BaseModel):
     cache_latents: bool = False
     ema: bool = False
     caption_dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
+    class_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # share of captions with the class left out
     snr_gamma: Annotated[float, Field(ge=0)] | None = None  # 0: plain MSE
     class_balance: Annotated[float, Field(ge=0, le=1)] = 0.0
     lora_rank: Annotated[int, Field(ge=1)] = 4
@@ -59,11 +60,14 @@ class Hyperparameters(BaseModel):
     dataloader_workers: Annotated[int, Field(ge=0)] = 0
 
     def recorded(self) -> dict:
-        """The options as the run's files record them: the DreamBooth settings only for a DreamBooth run, so the
-        records (and the identity `--resume` compares) of other methods stay as they were before DreamBooth."""
+        """The options as the run's files record them: the DreamBooth settings only for a DreamBooth run, and the
+        class dropout only when there is some, so the records (and the identity `--resume` compares) of other runs
+        stay as they were before those options."""
         values = self.model_dump()
         if self.method != "dreambooth":
             values = {k: v for k, v in values.items() if k not in DREAMBOOTH_OPTIONS}
+        if not self.class_dropout:  # likewise for runs before `--class-dropout`
+            del values["class_dropout"]
         return values
 
 

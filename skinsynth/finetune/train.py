@@ -159,6 +159,7 @@ def finetune(
     prior_images: int | None = None,
     prior_loss_weight: float | None = None,
     caption_dropout: float | None = None,
+    class_dropout: float = 0.0,
     snr_gamma: float | None = None,
     class_balance: float = 0.0,
     size: str | None = None,
@@ -182,7 +183,8 @@ def finetune(
     random draws), possibly to a larger `max_steps`. `class_balance` (0 to 1) draws rows with
     probability count(class) ** -class_balance: 1 shows every class equally often. `gradient_checkpointing` and
     `use_8bit_adam` left as None are on for SDXL, SD3 and Flux (8-bit Adam where bitsandbytes and CUDA are there).
-    `cache_latents` encodes each training image (and its mirror image) with the VAE once and keeps its latent
+    `class_dropout` leaves the class out of that share of captions (a recipe's `class_free_negative` guides against
+    that caption). `cache_latents` encodes each training image (and its mirror image) with the VAE once and keeps its latent
     distribution in memory.
     """
     options = {k: v for k, v in locals().items() if k in Hyperparameters.model_fields}
@@ -216,7 +218,8 @@ def finetune(
     if scratch and len(set(train_labels)) < 2:
         raise DatasetError(f"the train split of `{data}` has a single class; a model trained from scratch learns classes from their differences: give it at least two")
     dropout = hyper.caption_dropout if hyper.caption_dropout is not None else DEFAULT_CAPTION_DROPOUT.get(hyper.method, 0.0)
-    captioner = build_captioner(recipe, label_names(dataset), train_split.column_names, method=hyper.method, dropout=dropout, seed=hyper.seed)
+    captioner = build_captioner(recipe, label_names(dataset), train_split.column_names, method=hyper.method, dropout=dropout,
+                                 class_dropout=hyper.class_dropout, seed=hyper.seed)
     hyper = hyper.model_copy(update={
         "learning_rate": hyper.learning_rate or DEFAULT_LEARNING_RATES[hyper.dreambooth_adapter or hyper.method],  # DreamBooth: its adapter's
         "resolution": resolution,

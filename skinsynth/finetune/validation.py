@@ -8,14 +8,15 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..recipe import Recipe
+from .captions import Prompt
 
 
-def validation_grid(pipe, prompts: Sequence[Sequence[str]], row_labels: Sequence[str], recipe: Recipe, seed: int) -> Image.Image:
+def validation_grid(pipe, prompts: Sequence[Sequence[Prompt]], row_labels: Sequence[str], recipe: Recipe, seed: int) -> Image.Image:
     """The grid of `shared_seed_images`, with each row's label on its left."""
     return image_grid(shared_seed_images(pipe, prompts, recipe, seed), row_labels)
 
 
-def shared_seed_images(pipe, prompts: Sequence[Sequence[str]], recipe: Recipe, seed: int) -> list[list[Image.Image]]:
+def shared_seed_images(pipe, prompts: Sequence[Sequence[Prompt]], recipe: Recipe, seed: int) -> list[list[Image.Image]]:
     """Generate `prompts[i][j]` with seed `seed + j` using the recipe's generation settings (as the pipeline's
     family passes them): every row (class) starts
     column j from the same noise, so what differs down a column is what the prompt changed."""
@@ -24,7 +25,7 @@ def shared_seed_images(pipe, prompts: Sequence[Sequence[str]], recipe: Recipe, s
     generation, family = recipe.generation, family_for(type(pipe).__name__)
     rows = []
     for row in prompts:
-        arguments = family.call_arguments(list(row), [recipe.prompts.negative] * len(row), generation.guidance_scales[0], generation.num_inference_steps, recipe)
+        arguments = family.call_arguments([p.text for p in row], [p.negative for p in row], generation.guidance_scales[0], generation.num_inference_steps, recipe)
         output = pipe(**arguments, generator=[torch.Generator("cpu").manual_seed(seed + j) for j in range(len(row))])
         rows.append(output.images)
     return rows
