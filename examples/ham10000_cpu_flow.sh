@@ -38,7 +38,8 @@ step "train a pipeline from scratch on the real train split (every class drawn e
 
 # A ResNet with one basic block per stage, widths 32-64-128-256 (0.7M parameters): a config only, trained from scratch.
 [ -d "$WORK/resnet-small" ] || python -c "from transformers import ResNetConfig; ResNetConfig(embedding_size=32, hidden_sizes=[32, 64, 128, 256], depths=[1, 1, 1, 1], layer_type='basic').save_pretrained('$WORK/resnet-small')"
-BENCH=(--real "$WORK/ham10000" --preset akrout2023 --scale 0.15 --model "$WORK/resnet-small" --image-size 64 --epochs 20 --patience 10
+# The akrout2023 preset's arms (early stopping by top-1, as the paper), and the real images of the filter pooled.
+BENCH=(--real "$WORK/ham10000" --arms "$(dirname "$0")/ham10000-arms.yaml" --select-by top1 --scale 0.15 --model "$WORK/resnet-small" --image-size 64 --epochs 20 --patience 10
        --batch-size 32 --seeds 3 --device cpu --out "$WORK/benchmark")
 
 step "benchmark the real arms first: their classifiers judge the twin's fidelity and filter it"

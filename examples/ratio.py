@@ -6,8 +6,9 @@ Nothing is typed by hand: README.md's figures are this script's output.
     python examples/ratio.py BENCH/results.json [--fidelity FIDELITY.json …]
 
 `--fidelity` adds, for a filtered synthetic dataset, what its filter was: the classifiers' own balanced accuracy on
-the real test split (from `skinsynth audit fidelity … --classifier FILTER --real REAL`), so a reader sees how much
-real data the filter itself stands for.
+the real test split (from `skinsynth audit fidelity … --classifier FILTER --real REAL`). A real-only arm with
+`real_seeds: N` (the real images N seeds drew, pooled: what a filter of N seed classifiers saw) is set beside the arm
+it pools, so a reader sees how much real data the filter itself stands for.
 """
 
 import argparse
@@ -40,13 +41,24 @@ def headline(results: dict, bench: Path) -> str:
     lines.append(f"| chance ({len(results['classes'])} classes, uniform guess) | – | {100 * chance['balanced_accuracy']:.1f} % | {100 * chance['top1']:.1f} % |")
     for arm in (a for a in arms if a["real_images"] == 0):
         for real in (a for a in arms if a["synthetic_images"] == 0 and a["real_per_class"] == arm["synthetic_per_class"]):
-            labels, synthetic_scores = run_scores(bench, arm)
-            real_labels, real_scores = run_scores(bench, real)
-            assert (labels == real_labels).all(), "both arms are tested on the same real test images"
-            ratio = paired_ratio(labels, synthetic_scores, real_scores, len(results["classes"]))
+            ratio = paired_ratio(*_paired(bench, arm, real), len(results["classes"]))
             lines.append(f"\nsynthetic-only / real-only balanced accuracy at {arm['synthetic_per_class']} per class ({arm['name']} / {real['name']}): "
                          f"**{ratio['value']:.2f}** (paired bootstrap 95% CI {ratio['ci95'][0]:.2f}–{ratio['ci95'][1]:.2f}, {ratio['num_resamples']} resamples)")
+    for pooled in (a for a in arms if a.get("arm", {}).get("real_seeds")):
+        definition = {k: v for k, v in pooled["arm"].items() if k not in ("name", "real_seeds")}
+        for real in (a for a in arms if {k: v for k, v in a.get("arm", {}).items() if k != "name"} == definition):
+            ratio = paired_ratio(*_paired(bench, pooled, real), len(results["classes"]))
+            lines.append(f"\nthe real images of {pooled['arm']['real_seeds']} {real['name']} seeds pooled ({pooled['name']}: {pooled['real_images']} images, "
+                         f"what a filter of {pooled['arm']['real_seeds']} {real['name']} classifiers saw) / {real['name']}: **{ratio['value']:.2f}** "
+                         f"(paired bootstrap 95% CI {ratio['ci95'][0]:.2f}–{ratio['ci95'][1]:.2f}): what the filter's extra real data is worth by itself")
     return "\n".join(lines)
+
+
+def _paired(bench: Path, arm: dict, baseline: dict) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    labels, scores = run_scores(bench, arm)
+    baseline_labels, baseline_scores = run_scores(bench, baseline)
+    assert (labels == baseline_labels).all(), "both arms are tested on the same real test images"
+    return labels, scores, baseline_scores
 
 
 def filter_line(path: Path) -> str:

@@ -48,6 +48,17 @@ def test_ratio_multiplies_the_real_count_taken():
     assert s.synthetic_per_class == {"nevus": 15, "melanoma": 15, "keratosis": 15}
 
 
+def test_real_seeds_pools_what_each_seed_drew_the_same_for_every_run_seed():
+    per_seed = [set(sample_arm(Arm(name="real-10", real_per_class=10), CLASSES, REAL, None, seed=s).real_rows.tolist()) for s in range(3)]
+    pooled = sample_arm(Arm(name="real-10-x3", real_per_class=10, real_seeds=3), CLASSES, REAL, None, seed=0)
+    assert set(pooled.real_rows.tolist()) == per_seed[0] | per_seed[1] | per_seed[2]
+    assert len(pooled.real_rows) == len(set(pooled.real_rows.tolist())) and (REAL[pooled.real_rows] == pooled.real_labels).all()
+    assert 10 < pooled.real_per_class["nevus"] <= 30 and pooled.real_per_class["melanoma"] == 12  # a small class is soon all taken
+    assert np.array_equal(pooled.real_rows, sample_arm(Arm(name="real-10-x3", real_per_class=10, real_seeds=3), CLASSES, REAL, None, seed=7).real_rows)
+    with pytest.raises(RecipeError, match="real-only arms"):
+        parse_arms({"arms": [{"name": "mix", "real_per_class": 5, "synthetic_per_class": 5, "real_seeds": 3}]})
+
+
 def test_too_many_names_the_class_unless_allow_fewer():
     with pytest.raises(DatasetError, match=r"20 real images of `melanoma` but .* holds 12.*--allow-fewer"):
         sample_arm(Arm(name="big", real_per_class=20), CLASSES, REAL, None, seed=0)

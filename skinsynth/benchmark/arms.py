@@ -3,7 +3,9 @@
 An arm is a training set: so many real images per class (or a fraction of each class) plus so many synthetic
 images per class (or a multiple of the real count). Validation and test are always the real dataset's own splits.
 Presets reproduce the paper's table (`akrout2023`) and a synthetic-to-real ratio sweep (`ratio-sweep`);
-`--scale` multiplies every count so a preset also runs small.
+`--scale` multiplies every count so a preset also runs small. A real-only arm with `real_seeds: N` trains on the
+union of the real images its first N seeds draw: what an ensemble of N seed runs (a filter) saw together, so a
+filtered synthetic arm can be set beside the real data its filter stands for.
 
 Sampling is a pure function of the class's row indices and the seed: each class of each source is shuffled once
 per seed and an arm takes the first n of that order, so the 250-image arm is a subset of the 500-image arm and
@@ -35,6 +37,7 @@ class Arm(BaseModel):
     real_fraction: float | None = Field(default=None, gt=0, le=1, description="share of each class's real training images")
     synthetic_per_class: int | None = Field(default=None, ge=0, description="synthetic training images per class")
     synthetic_ratio: float | None = Field(default=None, ge=0, description="synthetic images per class as a multiple of the real count")
+    real_seeds: int | None = Field(default=None, ge=1, description="train on the union of the real images seeds 0..N-1 draw (the images an ensemble of N seed runs saw)")
 
     @model_validator(mode="after")
     def _one_of_each(self) -> Arm:
@@ -46,6 +49,8 @@ class Arm(BaseModel):
             raise ValueError(f"arm `{self.name}` has no training images: set a real and/or a synthetic count")
         if self.synthetic_ratio and not (self.real_per_class or self.real_fraction):
             raise ValueError(f"arm `{self.name}`: `synthetic_ratio` multiplies the real count, so it needs `real_per_class` or `real_fraction`")
+        if self.real_seeds and (self.uses_synthetic or not self.uses_real):
+            raise ValueError(f"arm `{self.name}`: `real_seeds` pools the real images of several seeds; it applies to real-only arms (with `real_per_class` or `real_fraction`)")
         return self
 
     @property
@@ -233,7 +238,14 @@ def sample_arm(
         real_counts = [max(1, math.floor(arm.real_fraction * n)) if n else 0 for n in num_real]
     else:
         real_counts = [arm.real_per_class or 0] * len(class_names)
-    real_rows, real_row_labels, real_taken = _take(real_labels, real_counts, class_names, seed, "real", real_source, arm.name, allow_fewer)
+    if arm.real_seeds:
+        # The same rows for every run seed: the union of what seeds 0..N-1 of the arm without `real_seeds` take.
+        drawn = [_take(real_labels, real_counts, class_names, s, "real", real_source, arm.name, allow_fewer)[0] for s in range(arm.real_seeds)]
+        real_rows = np.unique(np.concatenate(drawn))
+        real_row_labels = real_labels[real_rows].astype(np.int64)
+        real_taken = {name: int((real_row_labels == k).sum()) for k, name in enumerate(class_names)}
+    else:
+        real_rows, real_row_labels, real_taken = _take(real_labels, real_counts, class_names, seed, "real", real_source, arm.name, allow_fewer)
 
     if arm.synthetic_ratio is not None:
         synthetic_counts = [round(arm.synthetic_ratio * real_taken[name]) for name in class_names]

@@ -48,6 +48,7 @@ def build_results(settings: dict, class_names: list[str], conditions, samples, r
         recalls = [[r for r in m["per_class_recall"].values()] for _, m, _ in per_seed]
         arms.append({
             "name": condition.name,
+            "arm": condition.arm.model_dump(exclude_none=True),  # as asked (scaled); the counts below are what was taken
             "synthetic_dataset": None if condition.synthetic is None else synthetic[condition.synthetic],
             "real_per_class": _per_class_value(first.real_per_class),
             "synthetic_per_class": _per_class_value(first.synthetic_per_class),

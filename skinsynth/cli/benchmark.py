@@ -38,7 +38,8 @@ def register(subparsers) -> None:
     data.add_argument("--label-map", default=None, metavar="FILE", help="YAML mapping `other name: real name` (`null` drops a class) for synthetic and --test-dataset labels that differ from the real dataset's")
     arms = data.add_mutually_exclusive_group(required=True)
     arms.add_argument("--preset", choices=list(PRESETS), help="akrout2023: 250 real, 500 real, 250+250 hybrid, 500 synthetic per class; ratio-sweep: 250 real + 0, 0.5, 1, 2, 4, 10× synthetic")
-    arms.add_argument("--arms", metavar="ARMS.yaml", help="your own arms: `arms: [{name, real_per_class | real_fraction, synthetic_per_class | synthetic_ratio}]`")
+    arms.add_argument("--arms", metavar="ARMS.yaml", help="your own arms: `arms: [{name, real_per_class | real_fraction, synthetic_per_class | synthetic_ratio, real_seeds}]` "
+                                                                "(`real_seeds: N`: a real-only arm on the union of the real images seeds 0..N-1 draw)")
     data.add_argument("--scale", type=float, default=1.0, metavar="F", help="multiply every per-class count by F (e.g. 0.1 for a quick run; default: 1)")
     data.add_argument("--allow-fewer", action="store_true", help="take all images of a class that has fewer than an arm asks for (default: error)")
     training = parser.add_argument_group("training")
