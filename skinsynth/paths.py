@@ -41,6 +41,14 @@ def portable_reference(value: str | Path | None, relative_to: str | Path) -> str
         return None
 
 
+def moved_reference(value: str | None, written_in: str | Path, moved_to: str | Path) -> str | None:
+    """A reference that a file in `written_in` gives (`portable_reference`), as a copy of that file in `moved_to`
+    must give it: local paths rebased, Hub ids and paths that do not resolve kept as they are."""
+    if not value or not (Path(written_in) / value).exists():
+        return value
+    return portable_reference(os.path.normpath(Path(written_in) / value), moved_to)
+
+
 def model_record_paths(record: dict, convert) -> dict:
     """A generation manifest's `model` record with `convert` applied to its local paths (model, LoRA, embeddings)."""
     if not record:

@@ -72,6 +72,8 @@ def outputs(tiny_pipeline_dir, ham10000_dir, ham_subset, tmp_path_factory) -> di
 
     written["audit-memorization"] = root / "audit-memorization"
     audit_memorization(str(bench_synthetic), str(bench_real), written["audit-memorization"], num_planted=8, progress=False)
+    written["audit-memorization-card"] = root / "audit-memorization-card"
+    audit_memorization(str(written["generate-full"]), str(bench_real), written["audit-memorization-card"], num_planted=8, progress=False, update_card=True)
     return written
 
 
@@ -85,3 +87,14 @@ def test_no_upload_of_an_output_carries_a_pickle(outputs):
         files = uploaded_files(folder)
         assert files, command
         assert not [name for name in files if is_pickle(folder / name)], command
+
+
+def test_reports_copied_into_a_card_name_their_inputs_from_the_card(outputs):
+    """`--update-card` copies a report written in the command's --out into DATASET/reports: its local paths must
+    resolve from there, not from --out."""
+    reports = outputs["generate-full"] / "reports"
+    report = json.loads((reports / "memorization.json").read_text(encoding="utf-8"))
+    assert (reports / report["synthetic"]).resolve() == outputs["generate-full"].resolve()
+    assert (reports / report["real"]).resolve().name == "bench-real"
+    written = json.loads((outputs["audit-memorization-card"] / "memorization.json").read_text(encoding="utf-8"))
+    assert (outputs["audit-memorization-card"] / written["real"]).resolve().name == "bench-real"  # the audit's own copy

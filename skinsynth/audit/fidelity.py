@@ -228,7 +228,7 @@ def audit_fidelity(
     atomic_write_json(out / REPORT, report)
     atomic_write_text(out / MARKDOWN, render_markdown(report))
     if update_card:
-        add_report(synthetic, "fidelity", report)
+        add_report(synthetic, "fidelity", report, written_in=out, path_fields=("synthetic", "classifiers", "model", "real.dataset"))
     return report
 
 

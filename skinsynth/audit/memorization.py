@@ -202,7 +202,7 @@ def audit_memorization(
     plot_histogram(all_sims, np.asarray(calibrated["baseline"]), threshold, out / HISTOGRAM, matcher.label, heldout_split)
     plot_closest_pairs(syn, reference, train_groups, nearest, out / PAIRS, num_pairs)
     if update_card:
-        add_report(synthetic, "memorization", report)
+        add_report(synthetic, "memorization", report, written_in=out, path_fields=("synthetic", "real"))
     return report
 
 

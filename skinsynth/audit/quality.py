@@ -149,7 +149,7 @@ def audit_quality(
     atomic_write_json(out / REPORT, report)
     plot_per_class(report, out / PLOT)
     if update_card:
-        add_report(synthetic, "quality", report)
+        add_report(synthetic, "quality", report, written_in=out, path_fields=("synthetic", "real"))
     return report
 
 

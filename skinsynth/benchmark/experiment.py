@@ -213,5 +213,5 @@ def benchmark(
                                    keys={(c.name, seed): runner.key(c, seed) for c in runs for seed in range(seeds)})
     report.write_outputs(out, summary)
     if card_dataset is not None:
-        report.update_card(Path(card_dataset), summary, portable_reference(card_dataset, out))
+        report.update_card(Path(card_dataset), summary, portable_reference(card_dataset, out), out)
     return summary

@@ -4,11 +4,15 @@ read, rebuilt from the manifest, the data and the reports; and `add_report`, whi
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 from ..errors import DatasetError, SkinsynthError
 from ..paths import inside as inside_root
+from ..paths import moved_reference
 from ..shards import DATA_DIR, atomic_write_json, atomic_write_text, read_manifest
 from .grid import write_sample_grid
 from .provenance import finetuned_parts, known_dataset, training_data, unique
@@ -214,14 +218,33 @@ def report_folder(dataset: str | Path) -> Path:
     return root
 
 
-def add_report(dataset: str | Path, name: str, report: dict) -> Path:
+def add_report(dataset: str | Path, name: str, report: dict, *, written_in: str | Path | None = None, path_fields: Sequence[str] = ()) -> Path:
     """Save `report` as DATASET/reports/NAME.json and rebuild the card with it: what the `--update-card` options of
-    `benchmark` and the audits do. Returns the report's path."""
+    `benchmark` and the audits do. Returns the report's path.
+
+    `path_fields` (dotted keys; a list's items each) name the local paths the report gives relative to `written_in`,
+    the folder of its own copy: this copy names them relative to DATASET/reports, so they resolve from there too."""
     if name not in REPORTS:
         raise ValueError(f"unknown report {name!r}; cards know {REPORTS}")
     root = report_folder(dataset)
     path = root / REPORTS_DIR / f"{name}.json"
+    if written_in is not None:
+        report = _rebased(report, path_fields, Path(written_in), path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, report)
     write_dataset_card(root)
     return path
+
+
+def _rebased(report: dict, path_fields: Sequence[str], written_in: Path, moved_to: Path) -> dict:
+    report, move = copy.deepcopy(report), partial(moved_reference, written_in=written_in, moved_to=moved_to)
+    for field in path_fields:
+        *parents, key = field.split(".")
+        holder = report
+        for part in parents:
+            holder = holder.get(part) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or key not in holder:
+            continue
+        value = holder[key]
+        holder[key] = [move(v) for v in value] if isinstance(value, list) else move(value)
+    return report
