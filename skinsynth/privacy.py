@@ -15,10 +15,12 @@ publishes it anyway with `--allow-unaudited`, which is recorded in the manifest 
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import PrivacyError
+from .paths import model_record_paths, resolved_from
 from .shards import atomic_write_json, read_manifest
 
 OVERRIDE = "privacy_override"  # manifest key written by `push --allow-unaudited`
@@ -51,7 +53,7 @@ def fine_tuned_parts(model: dict) -> list[str]:
 def privacy_status(root: str | Path, manifest: dict | None = None, memorization: dict | None = None) -> PrivacyStatus:
     """What the dataset folder `root` shows about copies of training images (see the module docstring)."""
     from .card.provenance import model_training_data
-    from .card.reports import read_reports
+    from .card.reports import REPORTS_DIR, read_reports
 
     root = Path(root)
     if manifest is None:
@@ -62,21 +64,27 @@ def privacy_status(root: str | Path, manifest: dict | None = None, memorization:
         memorization = read_reports(root).get("memorization")
     model = manifest.get("model") or {}
     parts = fine_tuned_parts(model)
-    real = model_training_data(model) or "REAL"
+    trained_on = model_training_data(model_record_paths(model, resolved_from(root)))
+    real = trained_on or "REAL"
     audit = f"skinsynth audit memorization {root} --train {real} --out {root}-memorization --update-card"
     if (copy_filter := manifest.get("copy_filter")) is not None:
-        return PrivacyStatus(COPY_FILTER, f"every image was checked against the {copy_filter['num_train']} training images of `{copy_filter['real']}` while it was generated, "
-                                          "and near copies were remade")
+        reason = f"every image was checked against the {copy_filter['num_train']} training images of `{copy_filter['real']}` while it was generated, and near copies were remade"
+        if _other_data(copy_filter["real"], root, trained_on):
+            return PrivacyStatus(COPY_FILTER, reason, (f"`generate --filter-copies` searched `{copy_filter['real']}`, but the model was trained on `{trained_on}`: "
+                                                       "it checked for copies of other images",), f"generate it again with `--filter-copies {trained_on}` (a new --out)")
+        return PrivacyStatus(COPY_FILTER, reason)
     if memorization is not None:
         rows = sum(split["num_rows"] for split in manifest.get("splits", {}).values())
         problems = []
         if memorization.get("num_synthetic") != rows:
             problems.append(f"the memorization audit in {root / 'reports'} saw {memorization.get('num_synthetic')} images and the dataset holds {rows}: it audited another dataset")
+        if _other_data(memorization.get("real"), root / REPORTS_DIR, trained_on):
+            problems.append(f"the memorization audit searched `{memorization.get('real')}`, but the model was trained on `{trained_on}`: it checked for copies of other images")
         if memorization.get("num_flagged"):
             problems.append(f"the memorization audit flags {memorization['num_flagged']} images as near copies of training images (listed in reports/memorization.json)")
         if (memorization.get("excess") or {}).get("significant"):
             problems.append(f"the memorization audit finds significantly more close images than new patients give: {memorization.get('verdict')}")
-        fix = f"run `{audit}` again" if memorization.get("num_synthetic") != rows else (
+        fix = f"run `{audit}` again" if problems and not memorization.get("num_flagged") else (
             "generate it again with `skinsynth generate … --filter-copies` (a new --out), which remakes every near copy")
         return PrivacyStatus(AUDIT, f"`skinsynth audit memorization` compared every image with the {memorization.get('num_train')} training images of `{memorization.get('real')}`",
                              tuple(problems), fix if problems else "")
@@ -87,6 +95,21 @@ def privacy_status(root: str | Path, manifest: dict | None = None, memorization:
     return PrivacyStatus(UNCHECKED, f"the generating model's {trained} was trained on images ({real if real != 'REAL' else 'data not recorded'}) and nothing checked this dataset for copies of them",
                          (f"nothing checked `{root}` for copies of the images its model's {trained} was trained on",),
                          f"run `{audit}` (or generate it again with `skinsynth generate … --filter-copies`)")
+
+
+def _other_data(searched: str | None, searched_from: Path, trained_on: str | None) -> bool:
+    """Whether a copy check that searched `searched` (a Hub id, or a path relative to `searched_from`) searched other
+    data than the model's training data; False when either cannot be told (a dataset no longer where it was)."""
+    from .card.provenance import hub_id
+
+    def place(reference: str | None, base: Path) -> str | None:
+        if not reference:
+            return None
+        local = base / Path(reference).expanduser()
+        return os.path.realpath(local) if local.exists() else hub_id(reference)
+
+    searched_at, trained_at = place(searched, searched_from), place(trained_on, Path.cwd())
+    return searched_at is not None and trained_at is not None and searched_at != trained_at
 
 
 def check_publishable(root: str | Path, *, allow_unaudited: bool = False) -> PrivacyStatus:

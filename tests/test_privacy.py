@@ -5,6 +5,8 @@ copies, before any request to the Hub."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 from pathlib import Path
 
@@ -226,3 +228,27 @@ def test_an_audit_that_flags_images_or_saw_another_dataset_blocks_the_push(fine_
     atomic_write_json(fine_tuned / "reports" / "memorization.json", {**report, "num_flagged": 0})
     assert check_publishable(fine_tuned).kind == "audit"
 
+
+
+def test_a_check_that_searched_other_data_than_the_models_blocks_the_push(fine_tuned, real, tiny_dataset, tmp_path):
+    """An audit or copy filter run against the wrong real dataset proves nothing about the model's training images."""
+    report = {"num_synthetic": num_rows(fine_tuned), "num_train": 42, "num_flagged": 0, "rate": 0.0, "threshold": 9.0, "threshold_method": "fixed",
+              "false_positive_rate": share(1, 50), "excess": excess(0, 12, 1, 50), "planted_copy_recall": {}, "definitions": DEFINITIONS, "verdict": "v"}
+    reports = fine_tuned / "reports"
+    reports.mkdir()
+    other = tiny_dataset  # any other dataset folder
+    atomic_write_json(reports / "memorization.json", {**report, "real": os.path.relpath(other, reports)})
+    with pytest.raises(PrivacyError, match=f"searched `{re.escape(os.path.relpath(other, reports))}`, but the model was trained on `{re.escape(str(real))}`.*--train {re.escape(str(real))}"):
+        check_publishable(fine_tuned)
+    atomic_write_json(reports / "memorization.json", {**report, "real": os.path.relpath(real, reports)})  # as `--update-card` writes it
+    assert check_publishable(fine_tuned).kind == "audit"
+
+    (reports / "memorization.json").unlink()
+    manifest = json.loads((fine_tuned / "generation.json").read_text())
+    manifest["copy_filter"] = {"real": os.path.relpath(other, fine_tuned), "num_train": 42}
+    atomic_write_json(fine_tuned / "generation.json", manifest)
+    with pytest.raises(PrivacyError, match=f"--filter-copies` searched .*generate it again with `--filter-copies {re.escape(str(real))}`"):
+        check_publishable(fine_tuned)
+    manifest["copy_filter"]["real"] = os.path.relpath(real, fine_tuned)
+    atomic_write_json(fine_tuned / "generation.json", manifest)
+    assert check_publishable(fine_tuned).kind == "copy_filter"
