@@ -100,13 +100,18 @@ def recorded(real_dir, synthetic_dir, model_dir, arms_file, tmp_path_factory):
     """One benchmark run, with every training set the classifier was given."""
     from skinsynth.benchmark import train
 
-    seen, original = [], train.train_and_predict
+    seen, original, build = [], train.train_and_predict, train.ImageRows.__init__
     def spy(model_factory, train_set, *args, **kwargs):
         seen.append(train_set)
         return original(model_factory, train_set, *args, **kwargs)
 
+    def keep_parts(self, parts, *args, **kwargs):  # the datasets a training set's rows come from, for the leak test
+        build(self, parts, *args, **kwargs)
+        self.parts = parts
+
     patch = pytest.MonkeyPatch()
     patch.setattr(train, "train_and_predict", spy)
+    patch.setattr(train.ImageRows, "__init__", keep_parts)
     out = tmp_path_factory.mktemp("bench") / "out"
     try:
         summary = run(real_dir, synthetic_dir, model_dir, arms_file, out)
@@ -133,11 +138,12 @@ def test_no_validation_or_test_image_reaches_training(recorded, real_dir):
     held_out = set(image_digests(real["validation"])) | set(image_digests(real["test"]))
     held_out_lesions = set(real["validation"]["group_id"]) | set(real["test"]["group_id"])
     for train_set in seen:
+        sources = [ds.cast_column("image", datasets.Image(decode=False)) for ds, _, _ in train_set.parts]
         for index, (source, row, _) in enumerate(train_set.items):
-            stored = train_set.sources[source][int(row)]["image"]
+            stored = sources[source][int(row)]["image"]
             assert stored["path"].removesuffix(".jpg") not in held_out_ids
             assert np.array_equal(train_set.cache[index], np.asarray(decode(stored["bytes"], train_set.size)))  # the sampled row's image
-            digest = image_digests(train_set.sources[source].select([int(row)]))[0]
+            digest = image_digests(sources[source].select([int(row)]))[0]
             assert digest == hashlib.sha1(stored["bytes"]).hexdigest() and digest not in held_out
         real_rows = train_set.items[train_set.items[:, 0] == 0, 1]
         assert not {real["train"][int(r)]["group_id"] for r in real_rows} & held_out_lesions

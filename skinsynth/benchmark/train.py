@@ -125,9 +125,6 @@ class ImageRows(torch.utils.data.Dataset):
     """
 
     def __init__(self, parts, size: int, norm: Normalization, train: bool, seed: int = 0, cache_limit: int = CACHE_LIMIT):
-        import datasets
-
-        self.sources = [ds.select_columns(["image"]).cast_column("image", datasets.Image(decode=False)) for ds, _, _ in parts]  # where rows come from
         self.items = np.concatenate([np.stack([np.full(len(rows), i), rows, labels], axis=1) for i, (_, rows, labels) in enumerate(parts)]).astype(np.int64)
         self.size, self.train, self.seed, self.norm = size, train, seed, norm
         self.stored = [item for ds, rows, _ in parts for item in stored_images(ds, rows)]
