@@ -324,6 +324,29 @@ def test_imagefolder_follows_symlinked_folders_and_stops_at_loops(tmp_path):
     assert totals == {"melanoma": 4, "naevus": 8}
 
 
+def test_an_unreadable_class_folder_is_one_error_not_lost_images(tmp_path, monkeypatch, capsys):
+    """A folder the walk cannot list (permissions on a shared drive) would drop its images from the dataset without
+    a word; prepare stops with exit code 2 naming it, and writes nothing."""
+    import os
+
+    root = tmp_path / "tree"
+    for name in ("naevus", "melanoma"):
+        for i in range(3):
+            image_file(root / name / f"{name}{i}.jpg", "rgb")
+    listing = os.scandir
+
+    def refuse_melanoma(path="."):  # what os.walk meets in a folder without read permission (tests run as root)
+        if Path(path).name == "melanoma":
+            raise PermissionError(13, "Permission denied", str(path))
+        return listing(path)
+
+    monkeypatch.setattr(os, "scandir", refuse_melanoma)
+    assert main(["-q", "prepare", str(root), "--format", "imagefolder", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the folder" in err and "melanoma" in err and "Permission denied" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_csv_images_under_a_symlinked_folder_are_found(tmp_path):
     """The table's images sit behind a link (how a folder on a shared drive is pointed at): none is missing, and a
     link loop under the images folder ends the walk instead of hanging or finding every image twice."""

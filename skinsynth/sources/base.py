@@ -83,9 +83,14 @@ def open_table(path: Path) -> io.StringIO:
 def visible_files(root: Path) -> Iterator[Path]:
     """Every file under `root`, in a stable order, hidden files and folders left out. Links to folders are followed
     (a folder on a shared drive is usually pointed at by one; not following them would lose its images without a
-    word), and a folder reached a second time (a link loop, or two links to one folder) is walked only once."""
+    word), and a folder reached a second time (a link loop, or two links to one folder) is walked only once. A folder
+    that cannot be read is a `DatasetError`: skipping it would lose its images without a word too."""
+
+    def unreadable(err: OSError):
+        raise DatasetError(f"cannot read the folder `{err.filename}` under `{root}` ({err.strerror or err}); fix its permissions, or move it out of the dataset folder")
+
     walked: set[tuple[int, int]] = set()
-    for directory, folders, files in os.walk(root, followlinks=True):
+    for directory, folders, files in os.walk(root, onerror=unreadable, followlinks=True):
         status = os.stat(directory)
         if (status.st_dev, status.st_ino) in walked:
             folders[:] = []
