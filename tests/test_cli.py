@@ -82,3 +82,13 @@ def test_every_command_has_help_with_an_example(capsys):
             main([name, "--help"])
         assert exit_.value.code == 0
     assert "Example:" in commands["generate"].epilog
+
+
+def test_a_recorded_command_carries_no_absolute_local_path(tmp_path, monkeypatch):
+    """`benchmark` writes its command into config.json and the dataset card: absolute paths (a user's home, a mount)
+    become relative to where it ran; Hub ids and options stay as typed."""
+    from skinsynth.cli import recorded_command
+
+    monkeypatch.chdir(tmp_path / "..")
+    argv = ["-q", "benchmark", "--real", str(tmp_path / "real"), f"--out={tmp_path / 'out'}", "--model", "microsoft/resnet-50", "--synthetic", "./twin"]
+    assert recorded_command(argv) == f"skinsynth -q benchmark --real {tmp_path.name}/real --out={tmp_path.name}/out --model microsoft/resnet-50 --synthetic ./twin"

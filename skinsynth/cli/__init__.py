@@ -8,6 +8,7 @@ import argparse
 import importlib
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -71,6 +72,19 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
+def recorded_command(argv: list[str]) -> str:
+    """The command as a results file records it: as typed, except that absolute local paths are made relative to the
+    directory it ran in, so that a file (or a card) that travels does not carry this machine's user and mount names."""
+
+    def portable(arg: str) -> str:
+        option, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+        if os.path.isabs(value):
+            value = os.path.relpath(value)
+        return option + equals + value
+
+    return shlex.join(["skinsynth", *map(portable, argv)])
+
+
 def main(argv: list[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
@@ -91,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.command_line = recorded_command(argv)
     _quiet_libraries(no_progress=args.quiet)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)

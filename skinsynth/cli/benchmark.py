@@ -1,7 +1,5 @@
 """`skinsynth benchmark --real REAL --synthetic SYN… --preset NAME --model MODEL --out DIR`."""
 
-import shlex
-import sys
 from pathlib import Path
 
 from ..benchmark import PRESETS, benchmark
@@ -71,7 +69,7 @@ def run(args) -> None:
         epochs=args.epochs, batch_size=args.batch_size, seeds=args.seeds, scale=args.scale, device=args.device, allow_fewer=args.allow_fewer,
         label_map=args.label_map, patience=args.patience, learning_rate=args.learning_rate, workers=args.workers, update_card=args.update_card,
         select_by=args.select_by, class_weighted=args.class_weighted, save_models=args.save_models, test_datasets=args.test_dataset,
-        revision=args.revision, progress=not args.quiet, command="skinsynth " + shlex.join(sys.argv[1:]),
+        revision=args.revision, progress=not args.quiet, command=args.command_line,
     )
     if summary:
         print(Path(args.out, "results.md").read_text(encoding="utf-8"), end="")
