@@ -3,6 +3,7 @@
 Resuming after `kill -9` at random moments is in tests/test_faults.py."""
 
 import json
+import logging
 import os
 import random
 import re
@@ -21,7 +22,7 @@ from skinsynth.generate import generate
 from skinsynth.pipeline import load_pipeline
 from skinsynth.tiny import tiny_pipeline
 from skinsynth.plan import attempt_seed, plan_split
-from skinsynth.recipe import load_recipe
+from skinsynth.recipe import load_recipe, parse_recipe
 from skinsynth.shards import sha256_file
 
 from .conftest import DEMO_RECIPE, REPO
@@ -281,3 +282,20 @@ def test_finishing_resumes_and_verify_notices_a_missing_card(tiny_pipeline_dir, 
         generate(recipe, str(tiny_pipeline_dir), out, device="cpu", progress=False)
         assert snapshot(out) == complete
     verify_dataset(out)
+
+
+def test_negatives_a_trained_model_never_learned_are_warned_about(caplog):
+    """A scratch model's unconditional input is the empty caption, and the class-free caption exists only for a model
+    trained with --class-dropout: guiding against anything else pushes it away from text it does not know."""
+    from skinsynth.generate import _warn_about_unlearned_negatives
+
+    data = yaml.safe_load(DEMO_RECIPE.read_text())
+    negative, class_free = parse_recipe(data), parse_recipe({**data, "prompts": {**data["prompts"], "negative": "", "class_free_negative": True}})
+    scratch = {"method": "scratch", "hyperparameters": {"class_dropout": 0.1}}
+    cases = [(negative, scratch, "never with a negative prompt"), (class_free, {"method": "scratch", "hyperparameters": {}}, "trained without `--class-dropout`"),
+             (class_free, {"method": "lora", "hyperparameters": {}}, "trained without `--class-dropout`"), (class_free, scratch, None), (negative, {}, None)]
+    for recipe, finetune, warning in cases:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="skinsynth"):
+            _warn_about_unlearned_negatives(recipe, finetune, "model")
+        assert (warning in caplog.text) if warning else not caplog.text
