@@ -314,16 +314,17 @@ def generate(
 
 
 def _warn_about_unlearned_negatives(recipe: Recipe, finetune: dict, model) -> None:
-    """Negative prompts a model trained by skinsynth never saw in training guide it away from text it does not know."""
+    """Negative prompts a model trained from scratch never saw in training guide it away from text it does not know
+    (a fine-tuned base still reads any text)."""
     if finetune.get("method") == "scratch" and recipe.prompts.negative:
         logger.warning(
             "`%s` was trained from scratch with an empty caption as its unconditional input, never with a negative prompt: "
             "the recipe's `prompts.negative` (%r) pushes it away from text it never learned; set `negative: ''`", model, recipe.prompts.negative,
         )
-    if finetune and recipe.prompts.class_free_negative and not (finetune.get("hyperparameters") or {}).get("class_dropout"):
+    if finetune.get("method") == "scratch" and recipe.prompts.class_free_negative and not (finetune.get("hyperparameters") or {}).get("class_dropout"):
         logger.warning(
-            "the recipe's `class_free_negative` guides against each prompt without its class, a caption `%s` never learned "
-            "(it was trained without `--class-dropout`); train with `--class-dropout 0.1`, or leave `class_free_negative` out", model,
+            "the recipe's `class_free_negative` guides against each prompt without its class, a caption `%s` never learned: it was "
+            "trained from scratch without `--class-dropout`; train with `--class-dropout 0.1`, or leave `class_free_negative` out", model,
         )
 
 

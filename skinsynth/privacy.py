@@ -70,22 +70,27 @@ def privacy_status(root: str | Path, manifest: dict | None = None, memorization:
     if (copy_filter := manifest.get("copy_filter")) is not None:
         reason = f"every image was checked against the {copy_filter['num_train']} training images of `{copy_filter['real']}` while it was generated, and near copies were remade"
         if _other_data(copy_filter["real"], root, trained_on):
-            return PrivacyStatus(COPY_FILTER, reason, (f"`generate --filter-copies` searched `{copy_filter['real']}`, but the model was trained on `{trained_on}`: "
-                                                       "it checked for copies of other images",), f"generate it again with `--filter-copies {trained_on}` (a new --out)")
+            return PrivacyStatus(COPY_FILTER, reason, (f"`generate --filter-copies` searched `{copy_filter['real']}`, but the model was trained on `{trained_on}`, "
+                                                       "which is not the same folder or Hub id: a check against other images says nothing about copies of these",),
+                                 f"generate it again with `--filter-copies {trained_on}` (a new --out)")
         return PrivacyStatus(COPY_FILTER, reason)
     if memorization is not None:
         rows = sum(split["num_rows"] for split in manifest.get("splits", {}).values())
-        problems = []
+        stale = []  # the audit does not speak for this dataset and this model: run it again
         if memorization.get("num_synthetic") != rows:
-            problems.append(f"the memorization audit in {root / 'reports'} saw {memorization.get('num_synthetic')} images and the dataset holds {rows}: it audited another dataset")
+            stale.append(f"the memorization audit in {root / 'reports'} saw {memorization.get('num_synthetic')} images and the dataset holds {rows}: it audited another dataset")
         if _other_data(memorization.get("real"), root / REPORTS_DIR, trained_on):
-            problems.append(f"the memorization audit searched `{memorization.get('real')}`, but the model was trained on `{trained_on}`: it checked for copies of other images")
+            stale.append(f"the memorization audit searched `{memorization.get('real')}`, but the model was trained on `{trained_on}`, "
+                         "which is not the same folder or Hub id: a check against other images says nothing about copies of these")
+        if stale:
+            return PrivacyStatus(AUDIT, f"`skinsynth audit memorization` compared every image with the {memorization.get('num_train')} training images of `{memorization.get('real')}`",
+                                 tuple(stale), f"run `{audit}` again")
+        problems = []
         if memorization.get("num_flagged"):
             problems.append(f"the memorization audit flags {memorization['num_flagged']} images as near copies of training images (listed in reports/memorization.json)")
         if (memorization.get("excess") or {}).get("significant"):
             problems.append(f"the memorization audit finds significantly more close images than new patients give: {memorization.get('verdict')}")
-        fix = f"run `{audit}` again" if problems and not memorization.get("num_flagged") else (
-            "generate it again with `skinsynth generate … --filter-copies` (a new --out), which remakes every near copy")
+        fix = "generate it again with `skinsynth generate … --filter-copies` (a new --out), which remakes every near copy"
         return PrivacyStatus(AUDIT, f"`skinsynth audit memorization` compared every image with the {memorization.get('num_train')} training images of `{memorization.get('real')}`",
                              tuple(problems), fix if problems else "")
     if not parts:

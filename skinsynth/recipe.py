@@ -113,6 +113,11 @@ class Prompts(_Frozen):
     negative: Annotated[str, Field(max_length=MAX_TEXT)] = ""
     class_free_negative: bool | None = None  # None and false: `negative`; left out, it stays out of the recipe's hash
 
+    @field_validator("class_free_negative")
+    @classmethod
+    def _false_is_left_out(cls, value):
+        return value or None  # `false` means what leaving it out means, and hashes the same
+
     @model_validator(mode="after")
     def _one_negative(self):
         if self.class_free_negative and self.negative:
@@ -249,16 +254,20 @@ class Recipe(_Frozen):
 RESERVED_COLUMNS = {"image", "label", "prompt", "negative_prompt", "seed", "guidance_scale", "num_inference_steps", "group_id"}
 
 
+_CLASS_SLOT = "\x00"  # where `{class}` was, in a template filled without it
+
+
 def fill_template(template: str, class_text: str | None, attributes: dict[str, str]) -> str:
     """`template` with `{class}` and the attribute placeholders filled. `class_text=None` leaves the class out and
     tidies the space and punctuation it leaves (`"{class}, on the {site}"` -> `"on the back"`): the class-free
-    caption of `finetune --class-dropout` and of `class_free_negative`, the same text in training and generation."""
+    caption of `finetune --class-dropout` and of `class_free_negative`, the same text in training and generation.
+    Only the class's slot is tidied: attribute values and the rest of the template stay as written."""
     if class_text is not None:
         return template.format(**{"class": class_text, **attributes})
-    text = re.sub(r"\s+", " ", template.format(**{"class": "", **attributes}))
-    text = re.sub(r"\s+([,.;:])", r"\1", text)
-    text = re.sub(r"([,.;:])(?:\s*[,.;:])+", r"\1", text)
-    return text.strip(" ,.;:")
+    text = template.format(**{"class": _CLASS_SLOT, **attributes})
+    text = re.sub(rf"^\s*{_CLASS_SLOT}[\s,;:]*", "", text)  # leading: "{class}, on the back" -> "on the back"
+    text = re.sub(rf"\s*{_CLASS_SLOT}\s*(?=[,;:.]|$)", "", text)  # before punctuation or at the end
+    return re.sub(rf"\s*{_CLASS_SLOT}\s*", " ", text)  # between words: one space
 
 
 def template_fields(template: str) -> set[str]:

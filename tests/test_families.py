@@ -163,6 +163,7 @@ def demo_recipe(**changes):
     "family, changes, message",
     [
         ("flux", {}, r"Flux has no negative prompt.*remove `negative` from the recipe's `prompts`"),
+        ("flux", {"prompts__negative": None, "prompts__class_free_negative": True}, r"Flux takes no negative prompt, so `prompts.class_free_negative` would be ignored"),
         ("stable-diffusion", {"generation__max_sequence_length": 128}, r"`generation.max_sequence_length` \(128\) is the T5 prompt length of Stable Diffusion 3 and Flux, which Stable Diffusion does not take: remove it"),
         ("stable-diffusion-xl", {"generation__max_sequence_length": 128}, r"which Stable Diffusion XL does not take"),
         ("flux", {"prompts__negative": None, "generation__drop_t5": True}, r"`generation.drop_t5` is for Stable Diffusion 3 .* Flux cannot run without its text encoders"),

@@ -309,6 +309,8 @@ def test_bad_input_fails_before_training_with_exit_code_2(tiny_pipeline_dir, rea
         finetune(str(tiny_pipeline_dir), real_data, recipe, tmp_path / "out", method="lora", ema=True, **FAST)
     with pytest.raises(SkinsynthError, match="--batch-size"):
         finetune(str(tiny_pipeline_dir), real_data, recipe, tmp_path / "out", method="lora", **{**FAST, "batch_size": 0})
+    with pytest.raises(SkinsynthError, match="--class-dropout.*textual inversion trains only the class tokens"):
+        finetune(str(tiny_pipeline_dir), real_data, recipe, tmp_path / "out", method="textual-inversion", class_dropout=0.1, **FAST)
 
 
 def test_v_prediction_bases_train_on_the_velocity(tiny_pipeline_dir, real_data, recipe, tmp_path):

@@ -7,7 +7,7 @@ import yaml
 from skinsynth.generate import batches
 from skinsynth.plan import attempt_seed, plan, plan_split
 from skinsynth.errors import RecipeError
-from skinsynth.recipe import load_recipe, parse_recipe
+from skinsynth.recipe import fill_template, load_recipe, parse_recipe
 
 from .conftest import DEMO_RECIPE
 
@@ -63,6 +63,9 @@ def test_a_class_free_negative_is_each_prompt_without_its_class():
     # the same images otherwise: seeds and attributes do not depend on the negative prompts
     data["prompts"]["class_free_negative"] = False
     assert [(j.seed, j.attributes, j.prompt) for j in _jobs(plan(parse_recipe(data))["train"])] == [(j.seed, j.attributes, j.prompt) for j in _jobs(plan(recipe)["train"])]
+    assert fill_template("{class}, {site}...", None, {"site": "back , face"}) == "back , face..."  # only the class's slot is tidied
+    assert parse_recipe({**data, "prompts": {**data["prompts"], "class_free_negative": False}}).fingerprint() == parse_recipe(
+        {**data, "prompts": {"templates": data["prompts"]["templates"]}}).fingerprint()  # false means left out
     data["prompts"]["negative"] = "blurry"
     data["prompts"]["class_free_negative"] = True
     with pytest.raises(RecipeError, match="either `negative`.*not both"):

@@ -225,6 +225,9 @@ def test_an_audit_that_flags_images_or_saw_another_dataset_blocks_the_push(fine_
     atomic_write_json(fine_tuned / "reports" / "memorization.json", {**report, "num_flagged": 0, "num_synthetic": 40})
     with pytest.raises(PrivacyError, match=f"saw 40 images and the dataset holds {num_rows(fine_tuned)}"):
         check_publishable(fine_tuned)
+    atomic_write_json(fine_tuned / "reports" / "memorization.json", {**report, "num_flagged": 0, "excess": excess(12, 12, 1, 50)})
+    with pytest.raises(PrivacyError, match="significantly more close images.*generate it again with `skinsynth generate … --filter-copies`"):
+        check_publishable(fine_tuned)  # an audit run again would say the same: the images must be remade
     atomic_write_json(fine_tuned / "reports" / "memorization.json", {**report, "num_flagged": 0})
     assert check_publishable(fine_tuned).kind == "audit"
 

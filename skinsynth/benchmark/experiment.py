@@ -208,7 +208,7 @@ def benchmark(
         return {}
     summary = report.build_results(settings, class_names, runs, samples, results, time.perf_counter() - start, synthetic_references,
                                    np.asarray(real_data["train"]["label"]), test_groups(real_data["test"]),
-                                   {t.name: {"source": t.source, "labels": t.labels, "dropped": t.dropped, "groups": test_groups(t.split.select(t.rows))}
+                                   {t.name: {"source": portable_reference(t.source, out), "labels": t.labels, "dropped": t.dropped, "groups": test_groups(t.split.select(t.rows))}
                                     for t in externals},
                                    keys={(c.name, seed): runner.key(c, seed) for c in runs for seed in range(seeds)})
     report.write_outputs(out, summary)

@@ -288,4 +288,4 @@ def card_report(summary: dict, synthetic_dataset: str) -> dict:
 def update_card(dataset: Path, summary: dict, synthetic_dataset: str, out: Path) -> Path:
     """Write `DATASET/reports/benchmark.json`, then rebuild the dataset card from it. `summary` names local inputs
     relative to the benchmark's folder `out`; the card's copy names them relative to its own."""
-    return add_report(dataset, "benchmark", card_report(summary, synthetic_dataset), written_in=out, path_fields=("model", "real", "synthetic"))
+    return add_report(dataset, "benchmark", card_report(summary, synthetic_dataset), written_in=out, path_fields=("model", "real", "synthetic", "external.*.source"))

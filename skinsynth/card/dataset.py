@@ -222,7 +222,7 @@ def add_report(dataset: str | Path, name: str, report: dict, *, written_in: str 
     """Save `report` as DATASET/reports/NAME.json and rebuild the card with it: what the `--update-card` options of
     `benchmark` and the audits do. Returns the report's path.
 
-    `path_fields` (dotted keys; a list's items each) name the local paths the report gives relative to `written_in`,
+    `path_fields` (dotted keys, `*` for every value of a mapping; a list's items each) name the local paths the report gives relative to `written_in`,
     the folder of its own copy: this copy names them relative to DATASET/reports, so they resolve from there too."""
     if name not in REPORTS:
         raise ValueError(f"unknown report {name!r}; cards know {REPORTS}")
@@ -240,11 +240,11 @@ def _rebased(report: dict, path_fields: Sequence[str], written_in: Path, moved_t
     report, move = copy.deepcopy(report), partial(moved_reference, written_in=written_in, moved_to=moved_to)
     for field in path_fields:
         *parents, key = field.split(".")
-        holder = report
+        holders = [report]
         for part in parents:
-            holder = holder.get(part) if isinstance(holder, dict) else None
-        if not isinstance(holder, dict) or key not in holder:
-            continue
-        value = holder[key]
-        holder[key] = [move(v) for v in value] if isinstance(value, list) else move(value)
+            holders = [child for h in holders if isinstance(h, dict) for child in (h.values() if part == "*" else [h.get(part)])]
+        for holder in holders:
+            if isinstance(holder, dict) and key in holder:
+                value = holder[key]
+                holder[key] = [move(v) for v in value] if isinstance(value, list) else move(value)
     return report

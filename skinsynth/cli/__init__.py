@@ -79,7 +79,10 @@ def recorded_command(argv: list[str]) -> str:
     def portable(arg: str) -> str:
         option, equals, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
         if os.path.isabs(value):
-            value = os.path.relpath(value)
+            try:
+                value = os.path.relpath(value)
+            except ValueError:  # another drive (Windows): no relative path; kept as typed
+                pass
         return option + equals + value
 
     return shlex.join(["skinsynth", *map(portable, argv)])

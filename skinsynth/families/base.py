@@ -42,6 +42,8 @@ class Family:
         generation = recipe.generation
         if recipe.prompts.negative and not self.negative_prompt:
             raise RecipeError(self.no_negative_prompt(recipe))
+        if recipe.prompts.class_free_negative and not self.negative_prompt:
+            raise RecipeError(f"{self.title} takes no negative prompt, so `prompts.class_free_negative` would be ignored: remove it from the recipe")
         if generation.max_sequence_length is not None and not self.t5:
             raise RecipeError(
                 f"`generation.max_sequence_length` ({generation.max_sequence_length}) is the T5 prompt length of Stable Diffusion 3 and Flux, "

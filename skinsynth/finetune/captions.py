@@ -7,8 +7,8 @@ guidance working) and whether only its class is left out (`class_dropout`: the m
 `class_free_negative` guides against) depends only on (seed, epoch, row), so a resumed run sees the very same captions.
 
 A template needs every one of its placeholders to be known for the row; a row with an unknown value (None) is
-captioned with one of the templates it can fill, and with the class text alone when it can fill none. Captions
-never contain invented attribute values.
+captioned with one of the templates it can fill, and with the class text alone when it can fill none (or the empty caption, when class dropout
+leaves the class out: such rows add to the share of empty captions). Captions never contain invented attribute values.
 """
 
 from __future__ import annotations

@@ -95,6 +95,8 @@ def parse_hyperparameters(options: dict) -> Hyperparameters:
     for option in ("size", "config"):
         if getattr(hyper, option) is not None and hyper.method != "scratch":
             raise SkinsynthError(f"`--{option}` sets the architecture of a model trained from scratch: it applies to `--method scratch` only")
+    if hyper.class_dropout and hyper.method == "textual-inversion":
+        raise SkinsynthError("`--class-dropout` teaches the caption without the class; textual inversion trains only the class tokens, which such a caption does not contain: leave the option out")
     if hyper.cache_latents and hyper.method == "scratch":
         raise SkinsynthError("`--cache-latents` keeps the VAE's latents of each image; `--method scratch` trains the VAE, so they change every step: leave the option out")
     if hyper.use_8bit_adam:
