@@ -28,12 +28,13 @@ step() { echo; echo "== $*  ($(date -u +%H:%M:%S))"; }
 step "prepare HAM10000 (lesion-grouped train / validation / test)"
 [ -f "$WORK/ham10000/prepare.json" ] || time skinsynth -q prepare "$HAM10000" --format ham10000 --out "$WORK/ham10000"
 
-step "recipe of a synthetic twin: 75 images per class, 64 px, 20 steps, guidance 7.5 (the fidelity sweep's best)"
-[ -f "$WORK/twin.yaml" ] || skinsynth recipe-from "$WORK/ham10000" --out "$WORK/twin.yaml" --per-class 75 --size 64 --steps 20 --guidance-scale 7.5
+step "recipe of a synthetic twin: 75 images per class, 64 px, 20 steps, guidance 7.5 against each prompt without its class"
+[ -f "$WORK/twin.yaml" ] || skinsynth recipe-from "$WORK/ham10000" --out "$WORK/twin.yaml" --per-class 75 --size 64 --steps 20 --guidance-scale 7.5 \
+    --class-free-negative
 
-step "train a pipeline from scratch on the real train split (every class drawn equally often)"
+step "train a pipeline from scratch on the real train split (every class drawn equally often; a tenth of the captions without the class)"
 [ -f "$WORK/scratch/skinsynth_model.json" ] || time skinsynth -q finetune --method scratch --size cpu-small --data "$WORK/ham10000" \
-    --recipe "$WORK/twin.yaml" --out "$WORK/scratch" --max-steps "$STEPS" --batch-size 8 --class-balance 1 --ema \
+    --recipe "$WORK/twin.yaml" --out "$WORK/scratch" --max-steps "$STEPS" --batch-size 8 --class-balance 1 --ema --class-dropout 0.1 \
     --checkpoint-every 200 --validate-every 2000 --validation-images 8 $( [ -d "$WORK/scratch" ] && echo --resume )
 
 # A ResNet with one basic block per stage, widths 32-64-128-256 (0.7M parameters): a config only, trained from scratch.

@@ -41,9 +41,10 @@ TOY_ARCHITECTURE = {"resolution": 16, "autoencoder_channels": [16, 32], "autoenc
 TOY_TRAINING = {"max_steps": 700, "batch_size": 8, "learning_rate": 1e-3, "validation_images": 0, "progress": False}
 
 
-def write_toy_dataset(root, per_class=12, shuffle_captions=False, classes=tuple(COLOURS), resolution=16, seed=0):
+def write_toy_dataset(root, per_class=12, shuffle_captions=False, classes=tuple(COLOURS), resolution=16, seed=0, sides=False):
     """Flat-colour squares with a little noise and a darker blob, one colour per class. With `shuffle_captions`
-    each image keeps its colour but carries a random class label: its caption names the wrong class 2 times in 3."""
+    each image keeps its colour but carries a random class label: its caption names the wrong class 2 times in 3.
+    With `sides`, the blob sits in the left or right half and a `side` column says which (an attribute)."""
     rng = np.random.default_rng(seed)
     names = list(classes)
     records = []
@@ -52,10 +53,13 @@ def write_toy_dataset(root, per_class=12, shuffle_captions=False, classes=tuple(
             pixels = np.array(COLOURS[name], dtype=np.float32) + rng.normal(0, 12, (resolution, resolution, 3))
             y, x = np.mgrid[:resolution, :resolution]
             cy, cx = rng.integers(resolution // 4, 3 * resolution // 4, 2)
+            if sides:  # drawn only then: the other toys keep their images
+                side = ("left", "right")[rng.integers(2)]
+                cx = resolution // 4 if side == "left" else 3 * resolution // 4
             pixels[(y - cy) ** 2 + (x - cx) ** 2 < (resolution // 6) ** 2] *= 0.7
             image = Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
-            records.append({"image": image, "label": int(rng.integers(len(names))) if shuffle_captions else label})
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names)})
+            records.append({"image": image, "label": int(rng.integers(len(names))) if shuffle_captions else label, **({"side": side} if sides else {})})
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=names), **({"side": datasets.Value("string")} if sides else {})})
     infos = {"train": write_split(root, "train", records, features, shard_size=1000)}
     atomic_write_json(root / "prepare.json", {"kind": "real", "license": "cc0-1.0", "splits": splits_manifest(infos)})
     return root
@@ -113,6 +117,25 @@ def test_a_model_trained_from_scratch_draws_the_class_its_prompt_names(tmp_path,
     assert metadata["autoencoder_final_loss"] < 0.15 and metadata["architecture"]["autoencoder_steps"] == 150
     card = (model / "README.md").read_text()
     assert "trained from scratch" in card and "autoencoder" in card and "cc0-1.0" in card
+
+
+def test_guidance_against_each_prompt_without_its_class_draws_the_class(tmp_path, toy_config):
+    """`--class-dropout` teaches the caption without the class ("a photo of a, spot on the left"); a recipe with
+    `class_free_negative` guides against it. The model still draws the prompted colour, and each row records the
+    negative prompt it was made with."""
+    from skinsynth.generate import generate
+
+    recipe = parse_recipe({**TOY_RECIPE, "attributes": {"side": ["left", "right"]}, "splits": {"train": {"per_class": 12, "attributes": "weighted"}},
+                           "prompts": {"templates": ["a photo of a {class}, spot on the {side}", "{class}, {side} spot"], "class_free_negative": True}})
+    data = write_toy_dataset(tmp_path / "toy", sides=True)
+    model = tmp_path / "model"
+    finetune(None, data, recipe, model, method="scratch", size="tiny", config=toy_config, class_dropout=0.2, **TOY_TRAINING)
+    assert json.loads((model / "skinsynth_model.json").read_text())["hyperparameters"]["class_dropout"] == 0.2
+    generate(recipe, str(model), tmp_path / "synthetic", batch_size=36, progress=False)
+    synthetic = datasets.load_dataset(str(tmp_path / "synthetic"), split="train")
+    assert nearest_colour_accuracy(synthetic) >= 0.9
+    for row in synthetic:
+        assert row["negative_prompt"] in (f"a photo of a, spot on the {row['side']}", f"{row['side']} spot")
 
 
 def test_with_class_words_shuffled_between_captions_the_same_check_fails(tmp_path, toy_recipe, toy_config):
