@@ -50,9 +50,9 @@ def register(subparsers) -> None:
     training.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the data order, flips, captions and noise (default: 0)")
     training.add_argument("--caption-dropout", type=float, default=None, metavar="F", help="share of empty captions, for classifier-free guidance (default: 0.1 for scratch, else 0; 0.05-0.1 for long full fine-tunes)")
     training.add_argument(
-        "--class-dropout", type=float, default=0.0, metavar="F",
+        "--class-dropout", type=float, default=None, metavar="F",
         help="share of captions with the class left out (attributes kept): the model learns the caption that a recipe's "
-             "`class_free_negative: true` guides against, so guidance pushes along the class alone (default: 0)",
+             "`class_free_negative: true` guides against, so guidance pushes along the class alone (default: 0.1 for scratch, else 0)",
     )
     training.add_argument("--class-balance", type=float, default=0.0, metavar="F", help="draw images with probability count(class)^-F: 0 keeps the data's class frequencies (default), 1 shows every class equally often")
     training.add_argument("--lora-rank", type=int, default=4, metavar="N", help="rank of the LoRA adapters (default: 4)")

@@ -12,6 +12,9 @@ from ..errors import SkinsynthError
 DEFAULT_LEARNING_RATES = {"lora": 1e-4, "full": 1e-5, "textual-inversion": 5e-4, "scratch": 5e-4}  # as in diffusers' example scripts
 # Training from scratch drops some captions by default: classifier-free guidance needs an unconditional model.
 DEFAULT_CAPTION_DROPOUT = {"scratch": 0.1}
+# ... and leaves the class out of as many (attributes kept), so that a recipe's `class_free_negative` can guide
+# along the class alone: measured on HAM10000, balanced label fidelity 0.48 -> 0.55 at the same compute (README).
+DEFAULT_CLASS_DROPOUT = {"scratch": 0.1}
 # Min-SNR-gamma loss weighting (Hang et al. 2023) for training from scratch: the easy, low-noise steps stop
 # dominating the loss, so the model spends its capacity where the layout (and the class) is decided.
 DEFAULT_SNR_GAMMA = {"scratch": 5.0}
@@ -51,7 +54,7 @@ class Hyperparameters(BaseModel):
     cache_latents: bool = False
     ema: bool = False
     caption_dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
-    class_dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0  # share of captions with the class left out
+    class_dropout: Annotated[float, Field(ge=0, lt=1)] | None = None  # share of captions with the class left out
     snr_gamma: Annotated[float, Field(ge=0)] | None = None  # 0: plain MSE
     class_balance: Annotated[float, Field(ge=0, le=1)] = 0.0
     lora_rank: Annotated[int, Field(ge=1)] = 4

@@ -47,7 +47,7 @@ from ..pipeline import MODEL_METADATA_FILE, check_text_to_image, resolve_model
 from ..recipe import Recipe, load_recipe
 from ..shards import atomic_write_json, read_manifest
 from .captions import build_captioner
-from .hyperparameters import DEFAULT_CAPTION_DROPOUT, DEFAULT_LEARNING_RATES, DEFAULT_SNR_GAMMA, RESUMABLE_CHANGES, Hyperparameters, eight_bit_adam_available, fill_method_defaults, parse_hyperparameters
+from .hyperparameters import DEFAULT_CAPTION_DROPOUT, DEFAULT_CLASS_DROPOUT, DEFAULT_LEARNING_RATES, DEFAULT_SNR_GAMMA, RESUMABLE_CHANGES, Hyperparameters, eight_bit_adam_available, fill_method_defaults, parse_hyperparameters
 from .output import CONFIG_FILE, INIT_DIR, check_output, default_checkpoint_dir, lock_output
 from .trainer import Trainer
 
@@ -159,7 +159,7 @@ def finetune(
     prior_images: int | None = None,
     prior_loss_weight: float | None = None,
     caption_dropout: float | None = None,
-    class_dropout: float = 0.0,
+    class_dropout: float | None = None,
     snr_gamma: float | None = None,
     class_balance: float = 0.0,
     size: str | None = None,
@@ -183,8 +183,8 @@ def finetune(
     random draws), possibly to a larger `max_steps`. `class_balance` (0 to 1) draws rows with
     probability count(class) ** -class_balance: 1 shows every class equally often. `gradient_checkpointing` and
     `use_8bit_adam` left as None are on for SDXL, SD3 and Flux (8-bit Adam where bitsandbytes and CUDA are there).
-    `class_dropout` leaves the class out of that share of captions (a recipe's `class_free_negative` guides against
-    that caption). `cache_latents` encodes each training image (and its mirror image) with the VAE once and keeps its latent
+    `class_dropout` leaves the class out of that share of captions (default 0.1 for scratch, else 0; a recipe's
+    `class_free_negative` guides against that caption). `cache_latents` encodes each training image (and its mirror image) with the VAE once and keeps its latent
     distribution in memory.
     """
     options = {k: v for k, v in locals().items() if k in Hyperparameters.model_fields}
@@ -218,14 +218,16 @@ def finetune(
     if scratch and len(set(train_labels)) < 2:
         raise DatasetError(f"the train split of `{data}` has a single class; a model trained from scratch learns classes from their differences: give it at least two")
     dropout = hyper.caption_dropout if hyper.caption_dropout is not None else DEFAULT_CAPTION_DROPOUT.get(hyper.method, 0.0)
+    class_dropout = hyper.class_dropout if hyper.class_dropout is not None else DEFAULT_CLASS_DROPOUT.get(hyper.method, 0.0)
     captioner = build_captioner(recipe, label_names(dataset), train_split.column_names, method=hyper.method, dropout=dropout,
-                                 class_dropout=hyper.class_dropout, seed=hyper.seed)
+                                 class_dropout=class_dropout, seed=hyper.seed)
     hyper = hyper.model_copy(update={
         "learning_rate": hyper.learning_rate or DEFAULT_LEARNING_RATES[hyper.dreambooth_adapter or hyper.method],  # DreamBooth: its adapter's
         "resolution": resolution,
         "gradient_checkpointing": family.large_model if hyper.gradient_checkpointing is None else hyper.gradient_checkpointing,
         "use_8bit_adam": family.large_model and eight_bit_adam_available() if hyper.use_8bit_adam is None else hyper.use_8bit_adam,
         "caption_dropout": dropout,
+        "class_dropout": class_dropout,
         "snr_gamma": hyper.snr_gamma if hyper.snr_gamma is not None else DEFAULT_SNR_GAMMA.get(hyper.method, 0.0),
     })
     out = Path(out)
