@@ -108,6 +108,10 @@ def test_cli(real, tmp_path, capsys):
     assert main(["-q", "recipe-from", str(real), "--out", str(tmp_path / "r.yaml"), "--total", "70"]) == 0
     assert "7 classes" in capsys.readouterr().out
     assert sum(load_recipe(tmp_path / "r.yaml").class_counts("train")) == 70
+    assert load_recipe(tmp_path / "r.yaml").prompts.class_free_negative is None
+    assert main(["-q", "recipe-from", str(real), "--out", str(tmp_path / "c.yaml"), "--total", "70", "--class-free-negative"]) == 0
+    free = load_recipe(tmp_path / "c.yaml")
+    assert free.prompts.class_free_negative and free.negative_prompt("{class}, on the {body_site}", {"body_site": "back"}) == "on the back"
     assert main(["-q", "recipe-from", str(tmp_path / "absent"), "--out", str(tmp_path / "s.yaml")]) == 2
     assert "error:" in capsys.readouterr().err
 
