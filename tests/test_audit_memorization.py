@@ -191,7 +191,11 @@ def test_update_card_writes_the_report_into_the_dataset(datasets_dir, tmp_path):
     classifier = tiny_classifier(tmp_path / "clf", CLASSES)
     report = audit_memorization(root / "syn-new", root / "real", tmp_path / "audit", features=f"classifier:{classifier}", num_planted=4, update_card=True, progress=False)
     assert report["features"] == f"classifier:{classifier}"
-    assert json.loads((root / "syn-new" / "reports" / "memorization.json").read_text()) == report
+    copied, reports = json.loads((root / "syn-new" / "reports" / "memorization.json").read_text()), root / "syn-new" / "reports"
+    assert {k: v for k, v in copied.items() if k not in ("synthetic", "real")} == {k: v for k, v in report.items() if k not in ("synthetic", "real")}
+    # the card's copy names the datasets from its own folder, the audit's from --out
+    assert (reports / copied["synthetic"]).resolve() == (tmp_path / "audit" / report["synthetic"]).resolve() == (root / "syn-new").resolve()
+    assert (reports / copied["real"]).resolve() == (tmp_path / "audit" / report["real"]).resolve() == (root / "real").resolve()
     card = (root / "syn-new" / "README.md").read_text()
     assert "false-positive rate" in card and "planted" in card and "perfect generator" in card
 

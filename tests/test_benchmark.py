@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 
 import datasets
@@ -412,7 +413,8 @@ def test_every_arm_is_also_tested_on_an_external_dataset(ham10000_dir, real_dir,
     metrics = summary["arms"][0]["external"]["pad"]["metrics"]
     assert metrics["balanced_accuracy"]["mean"] == pytest.approx(by_hand) and metrics["top1"]["mean"] == pytest.approx(np.mean(predicted == kept))
     table = (tmp_path / "out" / "results.md").read_text()
-    assert f"External test set `{external}` ({len(kept)} images of the trained classes; {labels.count(2)} of other classes left out)" in table
+    assert info["source"] == os.path.relpath(external, tmp_path / "out")  # named from the results' folder, like every local input
+    assert f"External test set `{info['source']}` ({len(kept)} images of the trained classes; {labels.count(2)} of other classes left out)" in table
 
 
 def test_class_weighted_loss_changes_training_on_an_imbalanced_arm(real_dir, synthetic_dir, model_dir, tmp_path):
