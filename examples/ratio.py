@@ -31,7 +31,7 @@ def headline(results: dict, bench: Path) -> str:
     lines = ["| arm | real / synthetic per class | balanced accuracy (mean, 95% CI) | top-1 |", "| --- | --- | --- | --- |"]
     for arm in arms:
         b, t = arm["metrics"]["balanced_accuracy"], arm["metrics"]["top1"]
-        lines.append(f"| {arm['name']} | {arm['real_per_class']} / {arm['synthetic_per_class']} | "
+        lines.append(f"| {arm['name']} | {_count(arm['real_per_class'])} / {_count(arm['synthetic_per_class'])} | "
                      f"{100 * b['mean']:.1f} % ({100 * b['ci95'][0]:.1f}–{100 * b['ci95'][1]:.1f}) | {100 * t['mean']:.1f} % |")
     for arm in (a for a in arms if a["synthetic_images"] == 0):
         seeds = ", ".join(f"seed {run['seed']}: {100 * run['balanced_accuracy']:.1f} %" for run in arm["runs"])
@@ -52,6 +52,11 @@ def headline(results: dict, bench: Path) -> str:
                          f"what a filter of {pooled['arm']['real_seeds']} {real['name']} classifiers saw) / {real['name']}: **{ratio['value']:.2f}** "
                          f"(paired bootstrap 95% CI {ratio['ci95'][0]:.2f}–{ratio['ci95'][1]:.2f}): what the filter's extra real data is worth by itself")
     return "\n".join(lines)
+
+
+def _count(per_class) -> str:
+    """An arm's images per class: one number, or the range when classes differ (a pooled arm, a small class)."""
+    return str(per_class) if not isinstance(per_class, dict) else f"{min(per_class.values())}–{max(per_class.values())}"
 
 
 def _paired(bench: Path, arm: dict, baseline: dict) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
