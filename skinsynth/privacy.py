@@ -76,6 +76,7 @@ def privacy_status(root: str | Path, manifest: dict | None = None, memorization:
         return PrivacyStatus(COPY_FILTER, reason)
     if memorization is not None:
         rows = sum(split["num_rows"] for split in manifest.get("splits", {}).values())
+        reason = f"`skinsynth audit memorization` compared every image with the {memorization.get('num_train')} training images of `{memorization.get('real')}`"
         stale = []  # the audit does not speak for this dataset and this model: run it again
         if memorization.get("num_synthetic") != rows:
             stale.append(f"the memorization audit in {root / 'reports'} saw {memorization.get('num_synthetic')} images and the dataset holds {rows}: it audited another dataset")
@@ -83,16 +84,14 @@ def privacy_status(root: str | Path, manifest: dict | None = None, memorization:
             stale.append(f"the memorization audit searched `{memorization.get('real')}`, but the model was trained on `{trained_on}`, "
                          "which is not the same folder or Hub id: a check against other images says nothing about copies of these")
         if stale:
-            return PrivacyStatus(AUDIT, f"`skinsynth audit memorization` compared every image with the {memorization.get('num_train')} training images of `{memorization.get('real')}`",
-                                 tuple(stale), f"run `{audit}` again")
+            return PrivacyStatus(AUDIT, reason, tuple(stale), f"run `{audit}` again")
         problems = []
         if memorization.get("num_flagged"):
             problems.append(f"the memorization audit flags {memorization['num_flagged']} images as near copies of training images (listed in reports/memorization.json)")
         if (memorization.get("excess") or {}).get("significant"):
             problems.append(f"the memorization audit finds significantly more close images than new patients give: {memorization.get('verdict')}")
         fix = "generate it again with `skinsynth generate … --filter-copies` (a new --out), which remakes every near copy"
-        return PrivacyStatus(AUDIT, f"`skinsynth audit memorization` compared every image with the {memorization.get('num_train')} training images of `{memorization.get('real')}`",
-                             tuple(problems), fix if problems else "")
+        return PrivacyStatus(AUDIT, reason, tuple(problems), fix if problems else "")
     if not parts:
         return PrivacyStatus(NO_PATIENT_IMAGES, f"the generating model `{model.get('model')}` was not fine-tuned (no skinsynth_model.json, no LoRA, no textual-inversion "
                                                 "embeddings), so it has seen no patient images of a dataset you hold; what its authors trained it on is described on its own model card")
